@@ -1,0 +1,69 @@
+"""hf_longctx: long-context Transformers (Longformer, Reformer, Transformer-XL) as Hugging Face models.
+
+Importing the package registers every variant with ``AutoConfig`` and the matching ``AutoModel*`` classes.
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoModelForMultipleChoice,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+)
+
+from .models.longformer.configuration_longformer import LongctxLongformerConfig
+from .models.longformer.modeling_longformer import (
+    LongctxLongformerForCausalLM,
+    LongctxLongformerForMaskedLM,
+    LongctxLongformerForMultipleChoice,
+    LongctxLongformerForQuestionAnswering,
+    LongctxLongformerForSequenceClassification,
+    LongctxLongformerForTokenClassification,
+    LongctxLongformerModel,
+    LongformerSinkWindowCache,
+)
+
+__version__ = "0.1.0"
+
+# (config class, {auto class: model class}) for every variant; `hf_longctx.registry` is what tests and tools read.
+REGISTRY = {
+    "longctx_longformer": (
+        LongctxLongformerConfig,
+        {
+            AutoModel: LongctxLongformerModel,
+            AutoModelForMaskedLM: LongctxLongformerForMaskedLM,
+            AutoModelForCausalLM: LongctxLongformerForCausalLM,
+            AutoModelForSequenceClassification: LongctxLongformerForSequenceClassification,
+            AutoModelForTokenClassification: LongctxLongformerForTokenClassification,
+            AutoModelForQuestionAnswering: LongctxLongformerForQuestionAnswering,
+            AutoModelForMultipleChoice: LongctxLongformerForMultipleChoice,
+        },
+    ),
+}
+
+
+def _register() -> None:
+    # No exist_ok: replacing one of transformers' own classes would change it for the whole process.
+    for model_type, (config_class, heads) in REGISTRY.items():
+        AutoConfig.register(model_type, config_class)
+        for auto_class, model_class in heads.items():
+            auto_class.register(config_class, model_class)
+
+
+_register()
+
+__all__ = [
+    "LongctxLongformerConfig",
+    "LongctxLongformerModel",
+    "LongctxLongformerForMaskedLM",
+    "LongctxLongformerForCausalLM",
+    "LongctxLongformerForSequenceClassification",
+    "LongctxLongformerForTokenClassification",
+    "LongctxLongformerForQuestionAnswering",
+    "LongctxLongformerForMultipleChoice",
+    "LongformerSinkWindowCache",
+    "REGISTRY",
+]

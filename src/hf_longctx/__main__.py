@@ -1,0 +1,48 @@
+"""The ``hf-longctx`` command: one parser, a dict of subcommand -> module.
+
+Each subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int``; modules are imported only
+when their subcommand runs, so ``hf-longctx --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+SUBCOMMANDS = {
+    "convert": ("hf_longctx.convert", "turn a transformers Longformer (or a short RoBERTa/BERT) into an hf_longctx model"),
+    "demo": ("hf_longctx.demo", "fine-tune a small Longformer on committed real text and report test accuracy"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hf-longctx",
+        description="Long-context Transformers on the Hugging Face stack. Run `hf-longctx COMMAND --help` for details.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        if name in sys.argv[1:2]:  # only the chosen subcommand imports its module
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    saved, sys.argv = sys.argv, [sys.argv[0], *argv]
+    try:
+        parser = build_parser()
+    finally:
+        sys.argv = saved
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return int(importlib.import_module(args._module).run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,715 @@
+"""hf_longctx Longformer: RoBERTa with sliding-window + global attention (Beltagy et al. 2020), and a causal
+sliding-window decoder with attention sinks and a bounded generation cache.
+
+Read top to bottom: the modules (built from explicit arguments), then the cache for generation, then the
+Hugging Face glue (the only code that reads the config) with one class per task head.
+
+Weight names equal transformers' ``LongformerModel`` ones (``longformer.encoder.layer.0.attention.self.query``,
+...), so converting a transformers checkpoint only rewrites its config (``hf_longctx.convert``).
+Differences from transformers' implementation: no padding to a multiple of the window, per-layer windows of
+different sizes, dilation, memory O(T * window) (no dense ``T x T`` mask), a causal variant with ``generate()``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
+    CausalLMOutputWithPast,
+    MaskedLMOutput,
+    MultipleChoiceModelOutput,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+
+from .configuration_longformer import LongctxLongformerConfig
+from .longctx_common import check_length, check_mask, check_token_inputs
+from .sliding_window_attention import _MASKED_SCORE, _softmax_dtype, global_token_index, longformer_attention
+
+# --------------------------------------------------------------------------------------------------------------------
+# Modules, built from explicit arguments
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def roberta_position_ids(real: torch.Tensor, padding_idx: int, offset: torch.Tensor | None = None) -> torch.Tensor:
+    """RoBERTa positions: real tokens count up from ``padding_idx + 1``, padding sits at ``padding_idx``.
+
+    ``offset`` ``(B,)`` adds the real tokens already seen (cached generation).
+    """
+    real = real.long()
+    ranks = torch.cumsum(real, dim=1)
+    if offset is not None:
+        ranks = ranks + offset[:, None]
+    return ranks * real + padding_idx
+
+
+class LongformerEmbeddings(nn.Module):
+    """Word + learned absolute position + token type embeddings, LayerNorm, dropout (RoBERTa)."""
+
+    def __init__(self, vocab_size, hidden_size, max_positions, type_vocab_size, pad_token_id, eps, dropout):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(vocab_size, hidden_size, padding_idx=pad_token_id)
+        self.position_embeddings = nn.Embedding(max_positions, hidden_size, padding_idx=pad_token_id)
+        self.token_type_embeddings = nn.Embedding(type_vocab_size, hidden_size)
+        self.LayerNorm = nn.LayerNorm(hidden_size, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, input_ids, position_ids, token_type_ids=None, inputs_embeds=None):
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(position_ids)
+        x = inputs_embeds + self.position_embeddings(position_ids) + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.LayerNorm(x))
+
+
+class LongformerSelfAttention(nn.Module):
+    """Projections + :func:`longformer_attention`. Bidirectional layers also own the global projections."""
+
+    def __init__(self, hidden_size, num_heads, window, dilation, causal, dropout):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.causal = causal
+        self.dilation = dilation
+        self.dropout = dropout
+        # Causal layers see the previous `window` tokens, bidirectional ones window/2 on each side: the same cost.
+        self.left, self.right = (window, 0) if causal else (window // 2, window // 2)
+        self.query = nn.Linear(hidden_size, hidden_size)
+        self.key = nn.Linear(hidden_size, hidden_size)
+        self.value = nn.Linear(hidden_size, hidden_size)
+        if not causal:
+            self.query_global = nn.Linear(hidden_size, hidden_size)
+            self.key_global = nn.Linear(hidden_size, hidden_size)
+            self.value_global = nn.Linear(hidden_size, hidden_size)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, nh, T, hs)
+        B, T, _ = x.shape
+        return x.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, hidden_states, attention_mask, global_mask, global_index=None, layer_cache=None):
+        """``hidden_states`` ``(B, T, C)``; masks ``(B, T)`` bool; returns ``(B, T, C)``."""
+        B, T, C = hidden_states.shape
+        # One GEMM for q, k and v (the three weights stay separate parameters, as in transformers' checkpoints).
+        qkv = F.linear(
+            hidden_states,
+            torch.cat([self.query.weight, self.key.weight, self.value.weight]),
+            torch.cat([self.query.bias, self.key.bias, self.value.bias]),
+        )
+        q, k, v = (self._heads(x) for x in qkv.split(C, dim=-1))  # (B, nh, T, hs) each
+        q = q * (1.0 / math.sqrt(self.head_dim))  # pre-scaled, as transformers does, so the ops take scale 1
+        dropout_p = self.dropout if self.training else 0.0
+
+        if layer_cache is not None:
+            out = layer_cache.attend(q, k, v, self.left, self.dilation)
+        elif self.causal or global_index is None:
+            out = longformer_attention(
+                q, k, v, left=self.left, right=self.right, attention_mask=attention_mask, global_mask=global_mask,
+                causal=self.causal, dilation=self.dilation, dropout_p=dropout_p,
+            )
+        else:
+            index, valid = global_index
+            g_hidden = hidden_states.gather(1, index[:, :, None].expand(B, index.shape[1], C))  # (B, G, C)
+            q_global = self._heads(self.query_global(g_hidden)) * (1.0 / math.sqrt(self.head_dim))
+            k_global = self._heads(self.key_global(hidden_states))
+            v_global = self._heads(self.value_global(hidden_states))
+            out = longformer_attention(
+                q, k, v, left=self.left, right=self.right, attention_mask=attention_mask, global_mask=global_mask,
+                q_global=q_global, k_global=k_global, v_global=v_global, dilation=self.dilation, dropout_p=dropout_p,
+            )
+        return out.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+
+
+class LongformerSelfOutput(nn.Module):
+    def __init__(self, hidden_size, eps, dropout):
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.LayerNorm = nn.LayerNorm(hidden_size, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x, residual):
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+
+
+class LongformerAttention(nn.Module):
+    def __init__(self, hidden_size, num_heads, window, dilation, causal, attn_dropout, hidden_dropout, eps):
+        super().__init__()
+        self.self = LongformerSelfAttention(hidden_size, num_heads, window, dilation, causal, attn_dropout)
+        self.output = LongformerSelfOutput(hidden_size, eps, hidden_dropout)
+
+    def forward(self, hidden_states, attention_mask, global_mask, global_index=None, layer_cache=None):
+        return self.output(self.self(hidden_states, attention_mask, global_mask, global_index, layer_cache), hidden_states)
+
+
+class LongformerIntermediate(nn.Module):
+    def __init__(self, hidden_size, intermediate_size, act):
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, intermediate_size)
+        self.intermediate_act_fn = ACT2FN[act]
+
+    def forward(self, x):
+        return self.intermediate_act_fn(self.dense(x))
+
+
+class LongformerOutput(nn.Module):
+    def __init__(self, hidden_size, intermediate_size, eps, dropout):
+        super().__init__()
+        self.dense = nn.Linear(intermediate_size, hidden_size)
+        self.LayerNorm = nn.LayerNorm(hidden_size, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x, residual):
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+
+
+class LongformerLayer(GradientCheckpointingLayer):
+    """Post-LayerNorm transformer block (BERT/RoBERTa order) with Longformer attention."""
+
+    def __init__(self, hidden_size, num_heads, intermediate_size, act, window, dilation, causal, attn_dropout,
+                 hidden_dropout, eps):
+        super().__init__()
+        self.attention = LongformerAttention(
+            hidden_size, num_heads, window, dilation, causal, attn_dropout, hidden_dropout, eps
+        )
+        self.intermediate = LongformerIntermediate(hidden_size, intermediate_size, act)
+        self.output = LongformerOutput(hidden_size, intermediate_size, eps, hidden_dropout)
+
+    def forward(self, hidden_states, attention_mask, global_mask, global_index=None, cache=None):
+        layer_cache = None if cache is None else cache.layer(self.layer_idx)
+        x = self.attention(hidden_states, attention_mask, global_mask, global_index, layer_cache)
+        return self.output(self.intermediate(x), x)
+
+
+class LongformerPooler(nn.Module):
+    def __init__(self, hidden_size):
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.activation = nn.Tanh()
+
+    def forward(self, hidden_states):
+        return self.activation(self.dense(hidden_states[:, 0]))
+
+
+class LongformerLMHead(nn.Module):
+    """dense -> gelu -> LayerNorm -> decoder (tied to the word embeddings), as RoBERTa's."""
+
+    def __init__(self, hidden_size, vocab_size, eps):
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.layer_norm = nn.LayerNorm(hidden_size, eps=eps)
+        self.decoder = nn.Linear(hidden_size, vocab_size)
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+
+    def forward(self, x):
+        return self.decoder(self.layer_norm(F.gelu(self.dense(x))))
+
+
+class LongformerClassificationHead(nn.Module):
+    """Sentence-level head on the first token: dropout -> dense -> tanh -> dropout -> out_proj."""
+
+    def __init__(self, hidden_size, num_labels, dropout):
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.dropout = nn.Dropout(dropout)
+        self.out_proj = nn.Linear(hidden_size, num_labels)
+
+    def forward(self, hidden_states):
+        x = self.dropout(hidden_states[:, 0])
+        x = self.dropout(torch.tanh(self.dense(x)))
+        return self.out_proj(x)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Generation cache of the causal model: sink tokens + the last window, per layer
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class LongformerSinkWindowCache:
+    """Keys and values a causal Longformer still needs: its global sinks and the last ``window`` positions.
+
+    Columns are shared by the batch (row ``b``, column ``s`` is the token at input column ``s``); each layer
+    keeps a column while any row may still attend to it, so the size stays bounded by
+    ``window * dilation + sink columns`` however long generation runs. ``generate()`` passes the object back
+    through the ``cache`` argument; beam search calls :meth:`reorder_cache`.
+    """
+
+    is_compileable = False
+
+    def __init__(self, num_layers: int):
+        self.layers: list[dict | None] = [None] * num_layers
+        self.seen = 0  # input columns processed so far, padding included
+        self.real_count: torch.Tensor | None = None  # (B,) real tokens seen per row
+        self.step: dict | None = None  # masks of the chunk being processed, set by begin_step()
+
+    @property
+    def is_linear(self) -> list[bool]:
+        return [False] * len(self.layers)
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.seen
+
+    def stored_length(self) -> int:
+        """Columns held by the largest layer (what bounds memory)."""
+        return max((s["k"].shape[2] for s in self.layers if s is not None), default=0)
+
+    def begin_step(self, real: torch.Tensor, sink: torch.Tensor) -> None:
+        B, T = real.shape
+        if self.real_count is None:
+            self.real_count = torch.zeros(B, dtype=torch.long, device=real.device)
+        slots = torch.arange(self.seen, self.seen + T, device=real.device)
+        self.step = {"real": real, "sink": sink, "slots": slots}
+
+    def end_step(self) -> None:
+        self.real_count = self.real_count + self.step["real"].sum(dim=1)
+        self.seen += self.step["slots"].numel()
+        self.step = None
+
+    def layer(self, idx: int) -> "_LayerCacheView":
+        return _LayerCacheView(self, idx)
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        for state in self.layers:
+            if state is not None:
+                for name in ("k", "v", "real", "sink"):
+                    state[name] = state[name].index_select(0, beam_idx.to(state[name].device))
+        if self.real_count is not None:
+            self.real_count = self.real_count.index_select(0, beam_idx.to(self.real_count.device))
+
+
+class _LayerCacheView:
+    def __init__(self, cache: LongformerSinkWindowCache, idx: int):
+        self.cache, self.idx = cache, idx
+
+    def attend(self, q, k, v, left: int, dilation: int) -> torch.Tensor:
+        """Attention of the new chunk over cached + new keys, then keep only what later tokens can reach."""
+        step, state = self.cache.step, self.cache.layers[self.idx]
+        real, sink, slots = step["real"], step["sink"], step["slots"]
+        if state is None:  # prefill: the whole prompt through the fast banded op
+            out = longformer_attention(
+                q, k, v, left=left, right=0, attention_mask=real, global_mask=sink, causal=True, dilation=dilation
+            )
+            keys = {"k": k, "v": v, "slot": slots, "real": real, "sink": sink}
+        else:  # decode: a dense pass over the few kept columns
+            keys = {name: torch.cat([state[name], new], dim=-1 if name in ("slot", "real", "sink") else 2)
+                    for name, new in (("k", k), ("v", v), ("slot", slots), ("real", real), ("sink", sink))}
+            offset = slots[:, None] - keys["slot"][None, :]  # (T, S): query column - key column
+            band = (offset >= 0) & (offset <= left * dilation) & (offset % dilation == 0)
+            key_sink = keys["sink"][:, None, :]  # (B, 1, S)
+            allowed = keys["real"][:, None, :] & ((band[None] & ~key_sink) | (key_sink & (offset >= 0)[None]))
+            scores = _softmax_dtype(q @ keys["k"].transpose(-1, -2)).masked_fill(~allowed[:, None], _MASKED_SCORE)
+            out = torch.softmax(scores, dim=-1).to(v.dtype) @ keys["v"]
+            out = out * real[:, None, :, None].to(out.dtype)
+        # The next query sits at column slots[-1] + 1: it reaches sinks and columns within left * dilation.
+        keep = keys["sink"].any(dim=0) | (keys["slot"] > slots[-1] - left * dilation)
+        self.cache.layers[self.idx] = {
+            "k": keys["k"][:, :, keep], "v": keys["v"][:, :, keep], "slot": keys["slot"][keep],
+            "real": keys["real"][:, keep], "sink": keys["sink"][:, keep],
+        }
+        return out
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Hugging Face glue: the config is read here and only here
+# --------------------------------------------------------------------------------------------------------------------
+
+# Every head, so a saved folder loads with any Auto class through remote code (see save_pretrained below).
+AUTO_MAP = {
+    "AutoConfig": "configuration_longformer.LongctxLongformerConfig",
+    "AutoModel": "modeling_longformer.LongctxLongformerModel",
+    "AutoModelForMaskedLM": "modeling_longformer.LongctxLongformerForMaskedLM",
+    "AutoModelForCausalLM": "modeling_longformer.LongctxLongformerForCausalLM",
+    "AutoModelForSequenceClassification": "modeling_longformer.LongctxLongformerForSequenceClassification",
+    "AutoModelForTokenClassification": "modeling_longformer.LongctxLongformerForTokenClassification",
+    "AutoModelForQuestionAnswering": "modeling_longformer.LongctxLongformerForQuestionAnswering",
+    "AutoModelForMultipleChoice": "modeling_longformer.LongctxLongformerForMultipleChoice",
+}
+
+
+class LongctxLongformerPreTrainedModel(PreTrainedModel):
+    config_class = LongctxLongformerConfig
+    config: LongctxLongformerConfig
+    base_model_prefix = "longformer"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["LongformerLayer"]
+    # Old transformers checkpoints carry an `embeddings.position_ids` buffer; we compute positions instead.
+    _keys_to_ignore_on_load_unexpected = [r"position_ids"]
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, LongformerLMHead):
+            init.zeros_(module.bias)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # transformers writes only the saved class into `auto_map`; list every head so that any Auto class
+        # loads the folder with trust_remote_code where hf_longctx is not installed.
+        self.config.auto_map = dict(AUTO_MAP)
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def _unsupported(self, output_attentions):
+        if output_attentions:
+            raise ValueError(
+                "output_attentions=True is not supported: the fast attention never materialises the attention "
+                "probabilities. Use hf_longctx.models.longformer.sliding_window_attention.naive_longformer_attention "
+                "to inspect them."
+            )
+
+
+class LongctxLongformerModel(LongctxLongformerPreTrainedModel):
+    """The bare encoder (or causal decoder when ``config.causal``): embeddings, layers, optional pooler."""
+
+    def __init__(self, config: LongctxLongformerConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        config.check_fields()
+        c = config
+        self.embeddings = LongformerEmbeddings(
+            c.vocab_size, c.hidden_size, c.max_position_embeddings, c.type_vocab_size, c.pad_token_id,
+            c.layer_norm_eps, c.hidden_dropout_prob,
+        )
+        self.encoder = nn.Module()
+        self.encoder.layer = nn.ModuleList(
+            LongformerLayer(
+                c.hidden_size, c.num_attention_heads, c.intermediate_size, c.hidden_act, window, dilation, c.causal,
+                c.attention_probs_dropout_prob, c.hidden_dropout_prob, c.layer_norm_eps,
+            )
+            for window, dilation in zip(c.layer_windows, c.layer_dilations)
+        )
+        for i, layer in enumerate(self.encoder.layer):
+            layer.layer_idx = i
+        self.pooler = LongformerPooler(c.hidden_size) if add_pooling_layer else None
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value):
+        self.embeddings.word_embeddings = value
+
+    @property
+    def max_length(self) -> int:
+        """Longest input the position table allows (RoBERTa positions start after the padding index)."""
+        return self.config.max_position_embeddings - (self.config.pad_token_id or 0) - 1
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        global_attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        cache: LongformerSinkWindowCache | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling | tuple:
+        r"""
+        global_attention_mask (`(batch, seq_len)`, 0/1): tokens that attend to, and are attended by, every token.
+            In a causal model they are sinks that every later token attends to.
+        cache (`LongformerSinkWindowCache`): causal models only, the state of a previous call (see `generate`).
+        """
+        self._unsupported(output_attentions)
+        c = self.config
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else c.output_hidden_states
+        return_dict = return_dict if return_dict is not None else c.return_dict
+        B, T = check_token_inputs(input_ids, inputs_embeds, c.vocab_size)
+        device = input_ids.device if input_ids is not None else inputs_embeds.device
+        real = check_mask("attention_mask", attention_mask, (B, T))
+        if real is None:
+            real = torch.ones(B, T, dtype=torch.bool, device=device)
+        global_mask = check_mask("global_attention_mask", global_attention_mask, (B, T))
+        if token_type_ids is not None and token_type_ids.numel() and int(token_type_ids.max()) >= c.type_vocab_size:
+            raise ValueError(
+                f"token_type_ids go up to {int(token_type_ids.max())} but type_vocab_size is {c.type_vocab_size}"
+            )
+        if cache is not None and not c.causal:
+            raise ValueError("cache is only used by causal models (config.causal=True)")
+        if use_cache and c.causal and cache is None:
+            cache = LongformerSinkWindowCache(c.num_hidden_layers)
+
+        past_real = cache.real_count if cache is not None and cache.real_count is not None else None
+        if position_ids is None:
+            # Bidirectional: transformers' rule (positions count non-pad input ids) for exact parity.
+            # Causal: count the attention mask, since generation often pads with the eos id.
+            counted = real if (c.causal or input_ids is None) else input_ids.ne(c.pad_token_id)
+            position_ids = roberta_position_ids(counted, c.pad_token_id, past_real)
+        check_length(int(position_ids.max()) + 1 if position_ids.numel() else 0, c.max_position_embeddings)
+
+        if c.causal:
+            rank = torch.cumsum(real.long(), dim=1) - 1 + (past_real[:, None] if past_real is not None else 0)
+            sinks = real & (rank < c.num_sink_tokens)
+            global_mask = sinks if global_mask is None else (global_mask & real) | sinks
+        global_index = None
+        if global_mask is not None and not c.causal:
+            global_mask = global_mask & real
+            if bool(global_mask.any()):
+                global_index = global_token_index(global_mask)
+
+        hidden = self.embeddings(input_ids, position_ids, token_type_ids, inputs_embeds)
+        if cache is not None:
+            cache.begin_step(real, global_mask if global_mask is not None else torch.zeros_like(real))
+        all_hidden = [] if output_hidden_states else None
+        for layer in self.encoder.layer:
+            if all_hidden is not None:
+                all_hidden.append(hidden)
+            hidden = layer(hidden, real, global_mask, global_index, cache=cache)
+        if all_hidden is not None:
+            all_hidden.append(hidden)
+        if cache is not None:
+            cache.end_step()
+        pooled = self.pooler(hidden) if self.pooler is not None else None
+        out = BaseModelOutputWithPooling(
+            last_hidden_state=hidden, pooler_output=pooled,
+            hidden_states=tuple(all_hidden) if all_hidden is not None else None,
+        )
+        if cache is not None:
+            out["cache"] = cache
+        return out if return_dict else out.to_tuple()
+
+
+def _first_separator(input_ids: torch.Tensor, sep_token_id: int, head: str) -> torch.Tensor:
+    """Index of the first ``sep_token_id`` in every row, or a ValueError naming the rows without one."""
+    is_sep = input_ids == sep_token_id
+    missing = (~is_sep.any(dim=1)).nonzero().flatten().tolist()
+    if missing:
+        raise ValueError(
+            f"{head} puts global attention on the question, found as the tokens before the first separator "
+            f"(sep_token_id={sep_token_id}), but rows {missing} have no separator. Pass global_attention_mask "
+            "yourself, or fix config.sep_token_id."
+        )
+    return is_sep.int().argmax(dim=1)
+
+
+class LongctxLongformerForMaskedLM(LongctxLongformerPreTrainedModel):
+    _tied_weights_keys = {
+        "lm_head.decoder.weight": "longformer.embeddings.word_embeddings.weight",
+        "lm_head.decoder.bias": "lm_head.bias",
+    }
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.longformer = LongctxLongformerModel(config, add_pooling_layer=False)
+        self.lm_head = LongformerLMHead(config.hidden_size, config.vocab_size, config.layer_norm_eps)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.lm_head.decoder
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head.decoder = new_embeddings
+
+    def forward(self, input_ids=None, attention_mask=None, global_attention_mask=None, token_type_ids=None,
+                position_ids=None, inputs_embeds=None, labels=None, output_attentions=None,
+                output_hidden_states=None, return_dict=None, **kwargs):
+        out = self.longformer(
+            input_ids, attention_mask, global_attention_mask, token_type_ids, position_ids, inputs_embeds,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
+        )
+        logits = self.lm_head(out.last_hidden_state)
+        loss = None
+        if labels is not None:
+            # num_items_in_batch arrives through kwargs, so gradient accumulation averages over all tokens.
+            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+        result = MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
+        return result if return_dict is not False else result.to_tuple()
+
+
+class LongctxLongformerForCausalLM(LongctxLongformerPreTrainedModel, GenerationMixin):
+    """Causal sliding-window LM with attention sinks; ``generate()`` keeps a bounded cache."""
+
+    _tied_weights_keys = {
+        "lm_head.decoder.weight": "longformer.embeddings.word_embeddings.weight",
+        "lm_head.decoder.bias": "lm_head.bias",
+    }
+    _is_stateful = True  # our own cache object: no assisted decoding / cache cropping
+
+    def __init__(self, config):
+        if not config.causal:
+            raise ValueError("LongctxLongformerForCausalLM needs a causal config: set causal=True")
+        super().__init__(config)
+        self.longformer = LongctxLongformerModel(config, add_pooling_layer=False)
+        self.lm_head = LongformerLMHead(config.hidden_size, config.vocab_size, config.layer_norm_eps)
+        self.post_init()
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        return False  # generate() must not build a DynamicCache: the model creates its own on the first call
+
+    def get_output_embeddings(self):
+        return self.lm_head.decoder
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head.decoder = new_embeddings
+
+    # No `position_ids` argument on purpose: generate() would pass 0-based ids, while this model counts
+    # RoBERTa positions itself (from the attention mask and the cache).
+    def forward(self, input_ids=None, attention_mask=None, global_attention_mask=None, token_type_ids=None,
+                inputs_embeds=None, labels=None, cache=None, use_cache=None, logits_to_keep: int = 0,
+                output_attentions=None, output_hidden_states=None, return_dict=None, **kwargs):
+        out = self.longformer(
+            input_ids, attention_mask, global_attention_mask, token_type_ids, None, inputs_embeds,
+            cache=cache, use_cache=use_cache, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, return_dict=True,
+        )
+        hidden = out.last_hidden_state
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]
+        logits = self.lm_head(hidden)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+        result = CausalLMOutputWithPast(
+            loss=loss, logits=logits, cache=out.get("cache") if use_cache else None, hidden_states=out.hidden_states
+        )
+        return result if return_dict is not False else result.to_tuple()
+
+
+class LongctxLongformerForSequenceClassification(LongctxLongformerPreTrainedModel):
+    """Classifier on the first token, which is global unless a ``global_attention_mask`` says otherwise."""
+
+    accepts_loss_kwargs = False  # the loss is a per-example mean; Trainer then scales it for accumulation
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.longformer = LongctxLongformerModel(config, add_pooling_layer=False)
+        self.classifier = LongformerClassificationHead(config.hidden_size, config.num_labels, config.hidden_dropout_prob)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, global_attention_mask=None, token_type_ids=None,
+                position_ids=None, inputs_embeds=None, labels=None, output_attentions=None,
+                output_hidden_states=None, return_dict=None, **kwargs):
+        if global_attention_mask is None:
+            ref = input_ids if input_ids is not None else inputs_embeds[..., 0]
+            global_attention_mask = torch.zeros(ref.shape[:2], dtype=torch.long, device=ref.device)
+            global_attention_mask[:, 0] = 1
+        out = self.longformer(
+            input_ids, attention_mask, global_attention_mask, token_type_ids, position_ids, inputs_embeds,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
+        )
+        logits = self.classifier(out.last_hidden_state)
+        loss = self.loss_function(labels, logits, self.config) if labels is not None else None
+        result = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
+        return result if return_dict is not False else result.to_tuple()
+
+
+class LongctxLongformerForTokenClassification(LongctxLongformerPreTrainedModel):
+    def __init__(self, config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.longformer = LongctxLongformerModel(config, add_pooling_layer=False)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, global_attention_mask=None, token_type_ids=None,
+                position_ids=None, inputs_embeds=None, labels=None, output_attentions=None,
+                output_hidden_states=None, return_dict=None, **kwargs):
+        out = self.longformer(
+            input_ids, attention_mask, global_attention_mask, token_type_ids, position_ids, inputs_embeds,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
+        )
+        logits = self.classifier(self.dropout(out.last_hidden_state))
+        loss = None
+        if labels is not None:
+            # Token-level loss: num_items_in_batch (through kwargs) makes accumulation average over all tokens.
+            loss = self.loss_function(logits, labels, self.config, **kwargs)
+        result = TokenClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
+        return result if return_dict is not False else result.to_tuple()
+
+
+class LongctxLongformerForQuestionAnswering(LongctxLongformerPreTrainedModel):
+    """Extractive QA; by default the question (tokens before the first separator) is global."""
+
+    accepts_loss_kwargs = False
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.longformer = LongctxLongformerModel(config, add_pooling_layer=False)
+        self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, global_attention_mask=None, token_type_ids=None,
+                position_ids=None, inputs_embeds=None, start_positions=None, end_positions=None,
+                output_attentions=None, output_hidden_states=None, return_dict=None, **kwargs):
+        if global_attention_mask is None and input_ids is not None:
+            question_end = _first_separator(input_ids, self.config.sep_token_id, type(self).__name__)
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+            global_attention_mask = (positions[None, :] < question_end[:, None]).long()
+        out = self.longformer(
+            input_ids, attention_mask, global_attention_mask, token_type_ids, position_ids, inputs_embeds,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
+        )
+        start_logits, end_logits = self.qa_outputs(out.last_hidden_state).split(1, dim=-1)
+        start_logits, end_logits = start_logits.squeeze(-1).contiguous(), end_logits.squeeze(-1).contiguous()
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = self.loss_function(start_logits, end_logits, start_positions, end_positions)
+        result = QuestionAnsweringModelOutput(
+            loss=loss, start_logits=start_logits, end_logits=end_logits, hidden_states=out.hidden_states
+        )
+        return result if return_dict is not False else result.to_tuple()
+
+
+class LongctxLongformerForMultipleChoice(LongctxLongformerPreTrainedModel):
+    """One score per choice from the pooled first token; inputs are ``(batch, num_choices, seq_len)``.
+
+    Default global tokens follow transformers: everything after the first two separators (the question and
+    choice that come after the context in its multiple-choice format).
+    """
+
+    accepts_loss_kwargs = False
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.longformer = LongctxLongformerModel(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, global_attention_mask=None, token_type_ids=None,
+                position_ids=None, inputs_embeds=None, labels=None, output_attentions=None,
+                output_hidden_states=None, return_dict=None, **kwargs):
+        ref = input_ids if input_ids is not None else inputs_embeds[..., 0]
+        if ref is None or ref.dim() != 3:
+            raise ValueError("multiple choice inputs must have shape (batch, num_choices, seq_len)")
+        num_choices = ref.shape[1]
+        flat = lambda x: None if x is None else x.reshape(-1, *x.shape[2:])  # noqa: E731  (B*choices, ...)
+        if global_attention_mask is None and input_ids is not None:
+            ids = flat(input_ids)
+            question_end = _first_separator(ids, self.config.sep_token_id, type(self).__name__)
+            positions = torch.arange(ids.shape[1], device=ids.device)
+            global_attention_mask = (positions[None, :] > question_end[:, None] + 1).long()
+        out = self.longformer(
+            flat(input_ids), flat(attention_mask), flat(global_attention_mask), flat(token_type_ids),
+            flat(position_ids), flat(inputs_embeds),
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
+        )
+        logits = self.classifier(self.dropout(out.pooler_output)).view(-1, num_choices)
+        loss = F.cross_entropy(logits, labels) if labels is not None else None
+        result = MultipleChoiceModelOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
+        return result if return_dict is not False else result.to_tuple()
+
+
+__all__ = [
+    "LongctxLongformerPreTrainedModel",
+    "LongctxLongformerModel",
+    "LongctxLongformerForMaskedLM",
+    "LongctxLongformerForCausalLM",
+    "LongctxLongformerForSequenceClassification",
+    "LongctxLongformerForTokenClassification",
+    "LongctxLongformerForQuestionAnswering",
+    "LongctxLongformerForMultipleChoice",
+    "LongformerSinkWindowCache",
+]
