@@ -49,8 +49,11 @@ def _register() -> None:
     # No exist_ok: replacing one of transformers' own classes would change it for the whole process.
     for model_type, (config_class, heads) in REGISTRY.items():
         AutoConfig.register(model_type, config_class)
+        # register_for_auto_class makes save_pretrained copy the variant's code next to the weights (remote code).
+        config_class.register_for_auto_class()
         for auto_class, model_class in heads.items():
             auto_class.register(config_class, model_class)
+            model_class.register_for_auto_class(auto_class.__name__)
 
 
 _register()

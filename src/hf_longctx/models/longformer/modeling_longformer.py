@@ -690,7 +690,7 @@ class LongctxLongformerForMultipleChoice(LongctxLongformerPreTrainedModel):
             ids = flat(input_ids)
             question_end = _first_separator(ids, self.config.sep_token_id, type(self).__name__)
             positions = torch.arange(ids.shape[1], device=ids.device)
-            global_attention_mask = (positions[None, :] > question_end[:, None] + 1).long()
+            global_attention_mask = (positions[None, :] > question_end[:, None] + 1).long().view(input_ids.shape)
         out = self.longformer(
             flat(input_ids), flat(attention_mask), flat(global_attention_mask), flat(token_type_ids),
             flat(position_ids), flat(inputs_embeds),

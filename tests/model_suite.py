@@ -1,0 +1,207 @@
+"""Model-level invariants written once; each variant's test file provides a ``variant`` fixture and imports these.
+
+A variant is described by a :class:`VariantSpec`: how to build a tiny config, which heads exist and how to make
+inputs for each. ``tests/test_longformer_model.py`` shows the pattern; a new variant copies it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pytest
+import torch
+from transformers import Trainer, TrainingArguments
+
+import hf_longctx  # noqa: F401  (registers the Auto classes)
+
+
+@dataclass
+class Head:
+    auto_class: type
+    model_class: type
+    make_inputs: Callable[[object, torch.Generator], dict]  # (config, generator) -> forward kwargs with labels
+    output: str = "logits"  # the output compared between runs
+    config_overrides: dict = field(default_factory=dict)  # e.g. a decoder head needs causal=True
+
+
+@dataclass
+class VariantSpec:
+    name: str
+    make_config: Callable[..., object]  # (**overrides) -> config; tiny and dropout-free by default
+    heads: dict[str, Head]
+    padded_inputs: Callable[[object, torch.Generator], tuple[dict, dict]]  # -> (alone, batched) base-model kwargs
+    bad_inputs: list[tuple[str, Callable[[object], dict], str]] = field(default_factory=list)  # (id, kwargs, match)
+
+
+def _forward(model, inputs, output="logits"):
+    inputs = {k: v for k, v in inputs.items() if k not in ("labels", "start_positions", "end_positions")}
+    with torch.no_grad():
+        return getattr(model(**inputs), output)
+
+
+def _build(head: Head, config, seed=0):
+    torch.manual_seed(seed)
+    return head.model_class(config).eval()
+
+
+# ---------------------------------------------------------------- save / load -----------------------------------------
+
+
+def test_save_load_roundtrip_every_head(variant, tmp_path):
+    for name, head in variant.heads.items():
+        config = variant.make_config(**head.config_overrides)
+        model = _build(head, config)
+        inputs = head.make_inputs(config, torch.Generator().manual_seed(1))
+        model.save_pretrained(tmp_path / name)
+        loaded = head.auto_class.from_pretrained(tmp_path / name).eval()
+        assert type(loaded) is head.model_class, f"{head.auto_class.__name__} loaded {type(loaded).__name__}"
+        torch.testing.assert_close(
+            _forward(loaded, inputs, head.output), _forward(model, inputs, head.output), rtol=1e-6, atol=1e-6,
+            msg=lambda m, n=name: f"{n} after save/load: {m}",
+        )
+        saved = json.loads((tmp_path / name / "config.json").read_text())
+        assert set(saved["auto_map"]) >= {"AutoConfig", "AutoModel"} | {h.auto_class.__name__ for h in variant.heads.values()}
+
+
+_REMOTE_SCRIPT = textwrap.dedent(
+    """
+    import sys, json, torch
+    sys.modules["hf_longctx"] = None  # importing hf_longctx now raises ImportError
+    import transformers
+    folder, auto_name, inputs_path, out_path, output = sys.argv[1:]
+    model = getattr(transformers, auto_name).from_pretrained(folder, trust_remote_code=True).eval()
+    assert not type(model).__module__.startswith("hf_longctx"), type(model).__module__
+    inputs = torch.load(inputs_path)
+    with torch.no_grad():
+        torch.save(getattr(model(**inputs), output), out_path)
+    print(type(model).__module__)
+    """
+)
+
+
+def test_remote_code_loads_without_the_package(variant, tmp_path):
+    """save_pretrained writes code that loads with trust_remote_code in a Python that cannot import hf_longctx."""
+    for name, head in variant.heads.items():
+        config = variant.make_config(**head.config_overrides)
+        model = _build(head, config)
+        inputs = {
+            k: v for k, v in head.make_inputs(config, torch.Generator().manual_seed(2)).items()
+            if k not in ("labels", "start_positions", "end_positions")
+        }
+        folder = tmp_path / name
+        model.save_pretrained(folder)
+        torch.save(inputs, tmp_path / f"{name}_inputs.pt")
+        env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
+        env.pop("PYTHONPATH", None)
+        result = subprocess.run(
+            [sys.executable, "-c", _REMOTE_SCRIPT, str(folder), head.auto_class.__name__,
+             str(tmp_path / f"{name}_inputs.pt"), str(tmp_path / f"{name}_out.pt"), head.output],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        )
+        assert result.returncode == 0, f"{name}: remote-code load failed:\n{result.stderr[-3000:]}"
+        assert "transformers_modules" in result.stdout, result.stdout
+        torch.testing.assert_close(
+            torch.load(tmp_path / f"{name}_out.pt"), _forward(model, inputs, head.output), rtol=1e-6, atol=1e-6
+        )
+
+
+# ---------------------------------------------------------------- invariants ------------------------------------------
+
+
+def test_padding_invariance(variant):
+    """A sequence alone and the same sequence padded inside a ragged batch give the same hidden states."""
+    config = variant.make_config()
+    base = variant.heads["base"]
+    model = _build(base, config)
+    alone, batched = variant.padded_inputs(config, torch.Generator().manual_seed(3))
+    out_alone = _forward(model, alone, "last_hidden_state")[0]
+    out_batched = _forward(model, batched, "last_hidden_state")[0]
+    real = batched["attention_mask"][0].bool()
+    torch.testing.assert_close(out_batched[real], out_alone, rtol=1e-5, atol=1e-5)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(variant):
+    for name, head in variant.heads.items():
+        if name == "base":
+            continue  # no loss to differentiate
+        config = variant.make_config(**head.config_overrides)
+        inputs = head.make_inputs(config, torch.Generator().manual_seed(4))
+        grads = []
+        for checkpointing in (False, True):
+            model = _build(head, config).train()
+            if checkpointing:
+                model.activation_checkpointing_enable()
+            model(**inputs).loss.backward()
+            grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        assert grads[0].keys() == grads[1].keys(), name
+        for n in grads[0]:
+            torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-5, atol=1e-6, msg=lambda m, n=n: f"{name}.{n}: {m}")
+
+
+class _ListDataset(torch.utils.data.Dataset):
+    def __init__(self, rows):
+        self.rows = rows
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return self.rows[i]
+
+
+def _rows(head, config, n, seed):
+    """n single examples (batch dimension removed) from the head's input maker."""
+    rows = []
+    for i in range(n):
+        inputs = head.make_inputs(config, torch.Generator().manual_seed(seed + i))
+        rows.append({k: v[0] for k, v in inputs.items()})
+    return rows
+
+
+def _one_trainer_step(head, config, rows, tmp_path, batch, accumulation, checkpointing=False):
+    model = _build(head, config).train()
+    args = TrainingArguments(
+        output_dir=str(tmp_path / f"run_{batch}_{accumulation}_{checkpointing}"),
+        per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation, max_steps=1,
+        learning_rate=1.0, optim="sgd", lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=0.0,
+        report_to=[], save_strategy="no", logging_strategy="no", use_cpu=True, seed=0,
+        dataloader_num_workers=0, activation_checkpointing=checkpointing,
+    )
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    # A sequential sampler, so both runs see the examples in the same order.
+    trainer = Trainer(model=model, args=args, train_dataset=_ListDataset(rows))
+    trainer._get_train_sampler = lambda *a, **k: torch.utils.data.SequentialSampler(trainer.train_dataset)
+    trainer.train()
+    return {n: p.detach() - before[n] for n, p in model.named_parameters()}
+
+
+def test_trainer_gradient_accumulation_matches_one_big_batch(variant, tmp_path):
+    """One step of batch 4 equals one step of 2 x 2 accumulated, for every head (loss scaled correctly)."""
+    for name, head in variant.heads.items():
+        if name == "base":
+            continue
+        config = variant.make_config(**head.config_overrides)
+        rows = _rows(head, config, 4, seed=10)
+        big = _one_trainer_step(head, config, rows, tmp_path / name, batch=4, accumulation=1)
+        accumulated = _one_trainer_step(head, config, rows, tmp_path / name, batch=2, accumulation=2, checkpointing=True)
+        moved = sum(float(d.abs().sum()) for d in big.values())
+        assert moved > 0, f"{name}: the step changed nothing"
+        for n in big:
+            torch.testing.assert_close(accumulated[n], big[n], rtol=1e-4, atol=1e-6, msg=lambda m, n=n: f"{name}.{n}: {m}")
+
+
+# ---------------------------------------------------------------- bad input -------------------------------------------
+
+
+def test_bad_inputs_raise_clear_errors(variant):
+    config = variant.make_config()
+    model = _build(variant.heads["base"], config)
+    for case_id, make_kwargs, match in variant.bad_inputs:
+        with pytest.raises(ValueError, match=match):
+            model(**make_kwargs(config))
