@@ -157,3 +157,84 @@ LONGFORMER = VariantSpec(
 @pytest.fixture
 def variant():
     return LONGFORMER
+
+
+# ---------------------------------------------------------------- Longformer-specific ---------------------------------
+
+
+def _naive_attention(q, k, v, *, block_size=None, dropout_p=0.0, **kwargs):
+    from hf_longctx.models.longformer.sliding_window_attention import naive_longformer_attention
+
+    return naive_longformer_attention(q, k, v, **kwargs)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_model_with_fast_op_equals_model_with_dense_reference(monkeypatch, causal):
+    """Per-layer windows of different sizes and dilation are wired through the model as the dense reference says."""
+    from hf_longctx.models.longformer import modeling_longformer
+
+    torch.manual_seed(0)
+    config = make_config(attention_window=[4, 10], attention_dilation=[1, 2], causal=causal,
+                         num_sink_tokens=2 if causal else 0)
+    model = LongctxLongformerModel(config).double().eval()
+    ids, mask = _ids(torch.Generator().manual_seed(0), T=41)
+    kwargs = {"input_ids": ids, "attention_mask": mask, "global_attention_mask": _globals(ids)}
+    with torch.no_grad():
+        fast = model(**kwargs).last_hidden_state
+        monkeypatch.setattr(modeling_longformer, "longformer_attention", _naive_attention)
+        dense = model(**kwargs).last_hidden_state
+    torch.testing.assert_close(fast, dense, rtol=1e-10, atol=1e-10)
+
+
+def test_sequence_classification_makes_the_first_token_global_by_default():
+    torch.manual_seed(0)
+    model = LongctxLongformerForSequenceClassification(make_config()).eval()
+    ids, mask = _ids(torch.Generator().manual_seed(1))
+    first = torch.zeros_like(ids)
+    first[:, 0] = 1
+    with torch.no_grad():
+        default = model(input_ids=ids, attention_mask=mask).logits
+        explicit = model(input_ids=ids, attention_mask=mask, global_attention_mask=first).logits
+        none_global = model(input_ids=ids, attention_mask=mask, global_attention_mask=torch.zeros_like(ids)).logits
+    torch.testing.assert_close(default, explicit)
+    assert not torch.allclose(default, none_global)
+
+
+def test_question_answering_without_a_separator_names_the_rows():
+    torch.manual_seed(0)
+    model = LongctxLongformerForQuestionAnswering(make_config()).eval()
+    ids, mask = _ids(torch.Generator().manual_seed(2), B=3)
+    ids[ids == SEP] = 5
+    ids[1, 6] = SEP  # only row 1 has a question
+    with pytest.raises(ValueError, match=r"rows \[0, 2\] have no separator"):
+        model(input_ids=ids, attention_mask=mask)
+    glob = torch.zeros_like(ids)
+    glob[:, :3] = 1
+    assert model(input_ids=ids, attention_mask=mask, global_attention_mask=glob).start_logits.shape == ids.shape
+
+
+def test_inputs_embeds_equal_input_ids():
+    torch.manual_seed(0)
+    model = LongctxLongformerModel(make_config()).eval()
+    ids = torch.randint(3, VOCAB, (2, 17), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        a = model(input_ids=ids).last_hidden_state
+        b = model(inputs_embeds=model.embeddings.word_embeddings(ids)).last_hidden_state
+    torch.testing.assert_close(a, b)
+
+
+def test_config_errors_name_the_field_and_value():
+    with pytest.raises(ValueError, match="attention_window must be an even integer >= 2 per layer, got 5"):
+        make_config(attention_window=5)
+    with pytest.raises(ValueError, match="attention_window has 3 entries but num_hidden_layers is 2"):
+        make_config(attention_window=[4, 4, 4])
+    with pytest.raises(ValueError, match="attention_dilation must be an integer >= 1 per layer, got 0"):
+        make_config(attention_dilation=0)
+    with pytest.raises(ValueError, match=r"hidden_size \(30\) must be a multiple of num_attention_heads \(4\)"):
+        make_config(hidden_size=30)
+    with pytest.raises(ValueError, match="num_sink_tokens=2 needs causal=True"):
+        make_config(num_sink_tokens=2)
+    config = make_config()
+    config.attention_window = 3  # set after creation: the model re-checks
+    with pytest.raises(ValueError, match="attention_window"):
+        LongctxLongformerModel(config)
