@@ -208,6 +208,9 @@ def test_question_answering_without_a_separator_names_the_rows():
     ids[1, 6] = SEP  # only row 1 has a question
     with pytest.raises(ValueError, match=r"rows \[0, 2\] have no separator"):
         model(input_ids=ids, attention_mask=mask)
+    model.config.sep_token_id = None
+    with pytest.raises(ValueError, match="sep_token_id, which is None"):
+        model(input_ids=ids, attention_mask=mask)
     glob = torch.zeros_like(ids)
     glob[:, :3] = 1
     assert model(input_ids=ids, attention_mask=mask, global_attention_mask=glob).start_logits.shape == ids.shape

@@ -481,6 +481,11 @@ class LongctxLongformerModel(LongctxLongformerPreTrainedModel):
 
 def _first_separator(input_ids: torch.Tensor, sep_token_id: int, head: str) -> torch.Tensor:
     """Index of the first ``sep_token_id`` in every row, or a ValueError naming the rows without one."""
+    if sep_token_id is None:
+        raise ValueError(
+            f"{head} finds the question through config.sep_token_id, which is None: set it, or pass "
+            "global_attention_mask yourself"
+        )
     is_sep = input_ids == sep_token_id
     missing = (~is_sep.any(dim=1)).nonzero().flatten().tolist()
     if missing:
