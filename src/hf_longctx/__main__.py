@@ -13,6 +13,8 @@ import sys
 SUBCOMMANDS = {
     "convert": ("hf_longctx.convert", "turn a transformers Longformer (or a short RoBERTa/BERT) into an hf_longctx model"),
     "demo": ("hf_longctx.demo", "fine-tune a small Longformer on committed real text and report test accuracy"),
+    "export": ("hf_longctx.export", "write a Hub-ready folder (weights, code, tokenizer, filled model card)"),
+    "push": ("hf_longctx.push", "upload an exported folder to the Hugging Face Hub in one commit"),
 }
 
 

@@ -1,0 +1,141 @@
+"""``hf-longctx export``: write a Hub-ready folder (weights, config with every Auto class, remote code, tokenizer,
+a filled model card) from a trained or converted model folder. Written atomically; never overwrites by default."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+from huggingface_hub import ModelCard, ModelCardData
+
+import hf_longctx
+
+# The pipeline each head serves, for the card's metadata and the loading snippet.
+PIPELINE_TAGS = {
+    "Model": ("feature-extraction", "AutoModel"),
+    "ForMaskedLM": ("fill-mask", "AutoModelForMaskedLM"),
+    "ForCausalLM": ("text-generation", "AutoModelForCausalLM"),
+    "ForSequenceClassification": ("text-classification", "AutoModelForSequenceClassification"),
+    "ForTokenClassification": ("token-classification", "AutoModelForTokenClassification"),
+    "ForQuestionAnswering": ("question-answering", "AutoModelForQuestionAnswering"),
+    "ForMultipleChoice": ("multiple-choice", "AutoModelForMultipleChoice"),
+}
+
+# Files a run may leave next to the model that describe it; the card reads them when present.
+SUMMARY_FILE = "hf_longctx_summary.json"
+
+
+class ExportError(RuntimeError):
+    """A model folder that cannot be exported; the message says why."""
+
+
+def model_class_for(config):
+    """The hf_longctx class named by ``config.architectures`` (the bare model when none is recorded)."""
+    if config.model_type not in hf_longctx.REGISTRY:
+        raise ExportError(
+            f"model_type {config.model_type!r} is not an hf_longctx model ({', '.join(hf_longctx.REGISTRY)}); "
+            "convert it first with `hf-longctx convert`"
+        )
+    classes = {cls.__name__: cls for cls in hf_longctx.REGISTRY[config.model_type][1].values()}
+    name = (config.architectures or [None])[0]
+    if name is None:
+        return next(iter(classes.values()))
+    if name not in classes:
+        raise ExportError(f"architecture {name!r} is not one of {sorted(classes)}")
+    return classes[name]
+
+
+def _head_suffix(class_name: str) -> str:
+    for suffix in PIPELINE_TAGS:
+        if suffix != "Model" and class_name.endswith(suffix):
+            return suffix
+    return "Model"
+
+
+def render_card(config, class_name: str, *, repo_id=None, summary: dict | None = None) -> ModelCard:
+    """Fill the variant's template in ``model_cards/`` with the real configuration and results."""
+    summary = summary or {}
+    pipeline_tag, auto_class = PIPELINE_TAGS[_head_suffix(class_name)]
+    results = summary.get("results", [])
+    data = ModelCardData(
+        library_name="transformers",
+        license="apache-2.0",
+        pipeline_tag=pipeline_tag,
+        tags=["hf_longctx", config.model_type, "long-context"],
+        datasets=sorted({r["dataset"] for r in results}) or None,
+        metrics=sorted({r["metric"] for r in results}) or None,
+        base_model=summary.get("base_model"),
+    )
+    template = resources.files("hf_longctx.model_cards").joinpath(f"{config.model_type}.md")
+    if not template.is_file():
+        raise ExportError(f"no model card template for {config.model_type} in model_cards/")
+    fields = config.to_dict()
+    fields.pop("model_name", None)
+    return ModelCard.from_template(
+        data, template_str=template.read_text(), auto_class=auto_class, repo_id=repo_id,
+        training=summary.get("training"), results=results, base_model=summary.get("base_model"),
+        converted_from_short=summary.get("converted_from_short", False), model_name=summary.get("model_name"),
+        **fields,
+    )
+
+
+def export_model(model_dir, out_dir, *, overwrite: bool = False, repo_id: str | None = None) -> Path:
+    """Export ``model_dir`` to ``out_dir`` and return it. Raises :class:`ExportError` with the reason."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    if not (model_dir / "config.json").is_file():
+        raise ExportError(f"{model_dir} is not a model folder (no config.json)")
+    if out_dir.exists() and not overwrite:
+        raise ExportError(f"{out_dir} already exists; pass --overwrite to replace it")
+    try:
+        config = AutoConfig.from_pretrained(model_dir)
+    except (OSError, ValueError) as err:
+        raise ExportError(f"cannot read the config in {model_dir}: {err}") from err
+    model_class = model_class_for(config)
+    model = model_class.from_pretrained(model_dir)
+    summary_path = model_dir / SUMMARY_FILE
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        model.save_pretrained(staging)
+        if (model_dir / "tokenizer_config.json").is_file():
+            AutoTokenizer.from_pretrained(model_dir).save_pretrained(staging)
+        if summary:
+            (staging / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+        render_card(model.config, model_class.__name__, repo_id=repo_id, summary=summary).save(staging / "README.md")
+        if out_dir.exists():  # only with overwrite: swap, so a failure keeps the old folder
+            backup = out_dir.with_name(f".{out_dir.name}.old")
+            shutil.rmtree(backup, ignore_errors=True)
+            out_dir.rename(backup)
+            staging.rename(out_dir)
+            shutil.rmtree(backup)
+        else:
+            staging.rename(out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_dir
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("model_dir", help="a folder written by `hf-longctx train`, `convert` or save_pretrained")
+    parser.add_argument("out_dir", help="the Hub-ready folder to write (must not exist)")
+    parser.add_argument("--repo-id", help="the Hub repository the card's loading snippet names")
+    parser.add_argument("--overwrite", action="store_true", help="replace out_dir if it exists")
+
+
+def run(args) -> int:
+    import sys
+
+    try:
+        out = export_model(args.model_dir, args.out_dir, overwrite=args.overwrite, repo_id=args.repo_id)
+    except ExportError as err:
+        print(f"hf-longctx export: {err}", file=sys.stderr)
+        return 1
+    print(f"Hub-ready folder: {out}")
+    return 0

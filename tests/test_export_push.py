@@ -1,0 +1,119 @@
+"""hf-longctx export / push: a Hub-ready folder that reloads, a filled card, and pushes that stop at HfApi."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from test_longformer_model import make_config
+from transformers import AutoModelForSequenceClassification
+
+from hf_longctx import LongctxLongformerForSequenceClassification
+from hf_longctx.__main__ import main
+from hf_longctx.export import SUMMARY_FILE, ExportError, export_model
+from hf_longctx.push import PushError, push_folder
+
+
+@pytest.fixture
+def trained(tmp_path):
+    torch.manual_seed(0)
+    model = LongctxLongformerForSequenceClassification(make_config(num_labels=3)).eval()
+    folder = tmp_path / "trained"
+    model.save_pretrained(folder)
+    summary = {
+        "training": "3 epochs on kernel docs, lr 3e-4",
+        "results": [{"task": "text-classification", "dataset": "kernel_docs", "split": "test",
+                     "metric": "accuracy", "value": 0.8125}],
+    }
+    (folder / SUMMARY_FILE).write_text(json.dumps(summary))
+    return model, folder
+
+
+def test_export_writes_a_folder_that_reloads_with_a_filled_card(trained, tmp_path):
+    model, folder = trained
+    out = export_model(folder, tmp_path / "hub", repo_id="someone/tiny-longformer")
+    loaded = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    ids = torch.randint(3, 99, (2, 21), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, model(ids).logits)
+    card = (out / "README.md").read_text()
+    assert "pipeline_tag: text-classification" in card
+    assert "| text-classification | kernel_docs | test | accuracy | 0.8125 |" in card
+    assert 'AutoModelForSequenceClassification.from_pretrained("someone/tiny-longformer", trust_remote_code=True)' in card
+    assert "attention window [4, 8]" in card
+    assert (out / "modeling_longformer.py").is_file() and (out / "sliding_window_attention.py").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".hub")], "staging folder left behind"
+
+
+def test_export_refuses_to_overwrite_and_names_bad_folders(trained, tmp_path):
+    _, folder = trained
+    out = tmp_path / "hub"
+    out.mkdir()
+    (out / "mine.txt").write_text("user data")
+    with pytest.raises(ExportError, match="already exists"):
+        export_model(folder, out)
+    assert (out / "mine.txt").read_text() == "user data"
+    with pytest.raises(ExportError, match="no config.json"):
+        export_model(tmp_path / "nowhere", tmp_path / "x")
+    export_model(folder, out, overwrite=True)
+    assert (out / "config.json").is_file() and not (out / "mine.txt").exists()
+
+
+def test_export_cli_exit_codes(trained, tmp_path, capsys):
+    _, folder = trained
+    assert main(["export", str(folder), str(tmp_path / "hub")]) == 0
+    assert main(["export", str(folder), str(tmp_path / "hub")]) == 1
+    assert "already exists" in capsys.readouterr().err
+
+
+class _RecordingApi:
+    def __init__(self, fail=None):
+        self.calls, self.fail = [], fail
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id, kwargs))
+
+    def upload_folder(self, **kwargs):
+        if self.fail:
+            raise self.fail
+        self.calls.append(("upload_folder", kwargs["repo_id"], kwargs))
+        return type("Info", (), {"commit_url": f"https://hub.example/{kwargs['repo_id']}/commit/1"})()
+
+
+def test_push_uploads_one_commit_through_hfapi(trained, tmp_path, monkeypatch):
+    _, folder = trained
+    out = export_model(folder, tmp_path / "hub")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    api = _RecordingApi()
+    url = push_folder(out, "someone/tiny", token="hf_test", api=api)
+    assert url.endswith("someone/tiny/commit/1")
+    assert [c[0] for c in api.calls] == ["create_repo", "upload_folder"]
+    assert api.calls[1][2]["folder_path"] == str(out) and api.calls[1][2]["token"] == "hf_test"
+
+
+def test_push_fails_clearly_without_token_network_or_export(trained, tmp_path, monkeypatch):
+    _, folder = trained
+    out = export_model(folder, tmp_path / "hub")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr("hf_longctx.push.get_token", lambda: None)
+    with pytest.raises(PushError, match="no Hugging Face token"):
+        push_folder(out, "someone/tiny", api=_RecordingApi())
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(PushError, match="HF_HUB_OFFLINE"):
+        push_folder(out, "someone/tiny", token="hf_test", api=_RecordingApi())
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    with pytest.raises(PushError, match="ConnectionError.*no commit was made"):
+        push_folder(out, "someone/tiny", token="hf_test", api=_RecordingApi(fail=ConnectionError("unreachable")))
+    with pytest.raises(PushError, match="not an exported model folder"):
+        push_folder(folder.parent / "missing", "someone/tiny", token="hf_test")
+
+
+def test_push_command_exits_non_zero_without_token(trained, tmp_path):
+    _, folder = trained
+    out = export_model(folder, tmp_path / "hub")
+    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path)}  # no saved login either
+    result = subprocess.run([sys.executable, "-m", "hf_longctx", "push", str(out), "someone/tiny"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 1
+    assert "hf-longctx push: no Hugging Face token" in result.stderr and "Traceback" not in result.stderr
