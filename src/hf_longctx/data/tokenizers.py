@@ -1,0 +1,73 @@
+"""Tokenizers that work offline: bytes (ByT5's, built from no file) and a byte-level BPE trained here.
+
+Hub tokenizers cannot be fetched at run time, so the package ships what it needs: :func:`byte_tokenizer` has no
+vocabulary file at all, :func:`train_bpe` trains a RoBERTa-style byte-level BPE with the ``tokenizers`` library in
+seconds, and :func:`kernel_docs_bpe` loads the 8k BPE committed in ``bpe_kernel_docs/`` (trained on the train split of
+:mod:`hf_longctx.data.kernel_docs` by ``tools/build_data.py bpe``; see ``PROVENANCE_bpe_kernel_docs.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from importlib import resources
+from pathlib import Path
+
+from transformers import AutoTokenizer, ByT5Tokenizer, PreTrainedTokenizerFast
+
+# RoBERTa's special tokens in its order, so pad is 1 and </s> (eos and sep) is 2, the ids LongctxLongformerConfig
+# expects by default (bos 0, pad 1, eos 2, like transformers' RobertaConfig).
+SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
+BPE_DIR = "bpe_kernel_docs"
+
+
+def byte_tokenizer() -> ByT5Tokenizer:
+    """transformers' ``ByT5Tokenizer(extra_ids=0)``: 259 ids, 0 ``<pad>``, 1 ``</s>``, 2 ``<unk>``, byte b -> b + 3.
+
+    It needs no file, so it works offline. Every text encodes losslessly (UTF-8 bytes); ``tokenizer(text)``
+    appends ``</s>``, and a pair is ``A </s> B </s>``.
+    """
+    return ByT5Tokenizer(extra_ids=0)
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int, out_dir: str | Path | None = None) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE on ``texts`` and return it as a transformers tokenizer, saved in ``out_dir`` if given.
+
+    The model is RoBERTa's: byte-level pre-tokenisation without a prefix space, no normaliser (decoding gives the
+    text back exactly), :data:`SPECIAL_TOKENS` as ids 0-4, ``<s> A </s>`` for one sequence and
+    ``<s> A </s></s> B </s>`` for a pair. ``<mask>`` strips the space before it, as RoBERTa's does. Merges are learnt
+    from pairs seen at least twice, so the vocabulary may stay under ``vocab_size`` on tiny corpora.
+    ``AutoTokenizer.from_pretrained(out_dir)`` reloads it without network.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 256 + len(SPECIAL_TOKENS):
+        raise ValueError(f"vocab_size must be an integer of at least {256 + len(SPECIAL_TOKENS)} (bytes + specials), "
+                         f"got {vocab_size!r}")
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    # The trainer registers the specials: <mask> must carry lstrip there, the wrapper below cannot change it.
+    specials = [AddedToken(token, lstrip=token == "<mask>", special=True) for token in SPECIAL_TOKENS]
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=2, show_progress=False, special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte gets an id, so nothing is ever <unk>
+    )
+    bpe.train_from_iterator(texts, trainer)
+    # trim_offsets=False: offsets then cover the leading space too, and decoding a span gives exactly its text.
+    bpe.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), trim_offsets=False,
+                                                      add_prefix_space=False)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<s>", pad_token="<pad>", eos_token="</s>", sep_token="</s>",
+        cls_token="<s>", unk_token="<unk>", mask_token="<mask>",
+    )
+    if out_dir is not None:
+        tokenizer.save_pretrained(str(out_dir))
+    return tokenizer
+
+
+def kernel_docs_bpe() -> PreTrainedTokenizerFast:
+    """The committed 8k byte-level BPE trained on the kernel-docs train split, through ``AutoTokenizer``."""
+    return AutoTokenizer.from_pretrained(str(resources.files(__package__).joinpath(BPE_DIR)))
+
+
+__all__ = ["BPE_DIR", "SPECIAL_TOKENS", "byte_tokenizer", "kernel_docs_bpe", "train_bpe"]
