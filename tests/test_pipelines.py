@@ -1,0 +1,83 @@
+"""transformers pipelines run on hf_longctx models loaded through the Auto classes, with the shipped BPE."""
+
+import pytest
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    pipeline,
+)
+
+from hf_longctx import LongctxLongformerConfig
+from hf_longctx.data.tokenizers import kernel_docs_bpe
+from hf_longctx.qa import answer_question
+
+TEXT = "The kernel documentation describes how drivers register their devices with the bus. " * 6
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return kernel_docs_bpe()
+
+
+def _saved(tmp_path_factory, tokenizer, auto_class, **overrides):
+    torch.manual_seed(0)
+    kwargs = dict(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        attention_window=8, max_position_embeddings=258, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, sep_token_id=tokenizer.sep_token_id,
+    )
+    kwargs.update(overrides)
+    config = LongctxLongformerConfig(**kwargs)
+    folder = tmp_path_factory.mktemp(auto_class.__name__)
+    auto_class.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return auto_class.from_pretrained(folder).eval()
+
+
+def test_text_classification_pipeline(tmp_path_factory, tokenizer):
+    model = _saved(tmp_path_factory, tokenizer, AutoModelForSequenceClassification,
+                   num_labels=3, id2label={0: "a", 1: "b", 2: "c"}, label2id={"a": 0, "b": 1, "c": 2})
+    result = pipeline("text-classification", model=model, tokenizer=tokenizer)([TEXT, "short one"])
+    assert [r["label"] for r in result] and all(r["label"] in "abc" for r in result)
+    with torch.no_grad():
+        probs = model(**tokenizer(TEXT, return_tensors="pt")).logits.softmax(-1)[0]
+    assert result[0]["score"] == pytest.approx(probs.max().item(), rel=1e-5)
+
+
+def test_fill_mask_pipeline(tmp_path_factory, tokenizer):
+    model = _saved(tmp_path_factory, tokenizer, AutoModelForMaskedLM)
+    result = pipeline("fill-mask", model=model, tokenizer=tokenizer, top_k=3)(f"The kernel {tokenizer.mask_token} drivers.")
+    assert len(result) == 3 and all(0 <= r["score"] <= 1 for r in result)
+    assert result[0]["score"] >= result[1]["score"] >= result[2]["score"]
+
+
+def test_question_answering_helper(tmp_path_factory, tokenizer):
+    """transformers 5 removed the question-answering pipeline; hf_longctx.qa.answer_question stands in for it."""
+    model = _saved(tmp_path_factory, tokenizer, AutoModelForQuestionAnswering)
+    answer = answer_question(model, tokenizer, "What do drivers register?", TEXT, max_answer_tokens=5)
+    assert answer["answer"] and TEXT[answer["start"]:answer["end"]] == answer["answer"]
+    # The chosen span is the argmax of start + end log-probabilities over context tokens.
+    enc = tokenizer("What do drivers register?", TEXT, return_tensors="pt")
+    with torch.no_grad():
+        out = model(**enc)
+    context = torch.tensor([s == 1 for s in enc.sequence_ids(0)])
+    start = out.start_logits[0].masked_fill(~context, -1e9).log_softmax(-1)
+    end = out.end_logits[0].masked_fill(~context, -1e9).log_softmax(-1)
+    best = max(
+        (start[i] + end[j]).item() for i in range(len(start)) for j in range(i, min(i + 5, len(start)))
+        if context[i] and context[j]
+    )
+    assert answer["score"] == pytest.approx(torch.tensor(best).exp().item(), rel=1e-4)
+
+
+def test_text_generation_pipeline(tmp_path_factory, tokenizer):
+    model = _saved(tmp_path_factory, tokenizer, AutoModelForCausalLM, causal=True, num_sink_tokens=1)
+    generator = pipeline("text-generation", model=model, tokenizer=tokenizer)
+    out = generator("The kernel documentation", max_new_tokens=12, do_sample=False)[0]["generated_text"]
+    assert out.startswith("The kernel documentation") and len(out) > len("The kernel documentation")
+    ids = tokenizer("The kernel documentation", return_tensors="pt")
+    expected = model.generate(**ids, max_new_tokens=12, do_sample=False)
+    assert out == tokenizer.decode(expected[0], skip_special_tokens=True)
