@@ -1,0 +1,141 @@
+"""Batching for long-context models: pad every per-token field, each with its own padding value.
+
+transformers' ``DataCollatorWithPadding`` pads through the tokenizer, which knows ``input_ids``,
+``attention_mask`` and ``token_type_ids`` but not ``global_attention_mask`` (Longformer's tokenizer does not pad
+it either, see REFERENCES.md): a batch of ragged global masks fails to stack. :class:`LongContextCollator` pads all
+of them together, to the longest example and optionally up to a multiple of N.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+# Padding value of every per-token field this collator knows; ``input_ids`` uses the collator's pad_token_id.
+# -100 is the ignore_index of torch's cross_entropy, which every transformers token-level loss uses.
+PAD_VALUES = {
+    "attention_mask": 0,
+    "global_attention_mask": 0,
+    "token_type_ids": 0,
+    "special_tokens_mask": 1,
+    "labels": -100,
+}
+
+
+@dataclass
+class LongContextCollator:
+    """Turn a list of tokenized examples into a batch of tensors, padding per-token fields to one length.
+
+    Each example is a mapping with ``input_ids`` (a list or 1-D tensor of ints) and any of ``attention_mask``,
+    ``global_attention_mask``, ``token_type_ids``, ``special_tokens_mask`` (same length as ``input_ids``) and
+    ``labels`` / ``label``:
+
+    - ``input_ids`` are padded with ``pad_token_id``, the masks and ``token_type_ids`` with 0, token-level labels
+      with -100 (ignored by the loss). A missing ``attention_mask`` is built: 1 on every given token.
+    - A scalar label per example (classification, regression) is stacked, int -> ``long``, float -> ``float32``.
+      ``label`` is renamed ``labels``, as ``DataCollatorWithPadding`` does, since Trainer and the models want that.
+    - Every tensor is ``long`` except float labels; Trainer moves the batch to the device.
+
+    Args:
+        pad_token_id: the tokenizer's ``pad_token_id``.
+        pad_to_multiple_of: round the padded length up to a multiple of this (e.g. the attention window of a model
+            that needs it, or 8 for tensor cores). ``None`` pads to the longest example only.
+        padding_side: ``"right"`` puts padding after the tokens, ``"left"`` before them. hf_longctx models count
+            positions over real tokens only, so per-token outputs do not depend on the side; but sequence
+            classification heads read position 0, which is padding on the left: use right padding for them.
+        pad_values: padding value per extra per-token field, e.g. ``{"position_ids": 1}``; overrides
+            :data:`PAD_VALUES`.
+    """
+
+    pad_token_id: int
+    pad_to_multiple_of: int | None = None
+    padding_side: str = "right"
+    pad_values: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if isinstance(self.pad_token_id, bool) or not isinstance(self.pad_token_id, int):
+            raise ValueError(f"pad_token_id must be an integer, got {self.pad_token_id!r}")
+        if self.pad_to_multiple_of is not None and (
+            isinstance(self.pad_to_multiple_of, bool) or not isinstance(self.pad_to_multiple_of, int)
+            or self.pad_to_multiple_of < 1
+        ):
+            raise ValueError(f"pad_to_multiple_of must be a positive integer or None, got {self.pad_to_multiple_of!r}")
+        if self.padding_side not in ("right", "left"):
+            raise ValueError(f"padding_side must be 'right' or 'left', got {self.padding_side!r}")
+
+    def __call__(self, examples: Sequence[Mapping]) -> dict[str, torch.Tensor]:
+        if not examples:
+            raise ValueError("cannot collate an empty list of examples")
+        pad_values = {**PAD_VALUES, **self.pad_values, "input_ids": self.pad_token_id}
+        rows = [self._normalise(i, ex, pad_values) for i, ex in enumerate(examples)]
+        keys = rows[0].keys()
+        for i, row in enumerate(rows[1:], start=1):
+            if row.keys() != keys:
+                raise ValueError(
+                    f"example {i} has fields {sorted(row)} but example 0 has {sorted(keys)}: every example of a batch "
+                    "needs the same fields"
+                )
+
+        length = max(len(row["input_ids"]) for row in rows)
+        if self.pad_to_multiple_of:
+            length = math.ceil(length / self.pad_to_multiple_of) * self.pad_to_multiple_of
+        batch = {}
+        for key in keys:
+            values = [row[key] for row in rows]
+            if len({v.dim() for v in values}) > 1:
+                raise ValueError(f"{key} is a sequence in some examples and a scalar in others")
+            if values[0].dim() == 1:
+                batch[key] = self._pad(values, length, pad_values[key])
+            else:  # one scalar per example
+                batch[key] = torch.stack(values)
+        return batch
+
+    def _normalise(self, index: int, example: Mapping, pad_values: Mapping[str, int]) -> dict[str, torch.Tensor]:
+        """The example as tensors, ``label`` renamed, the attention mask filled in, lengths checked."""
+        if "input_ids" not in example:
+            raise ValueError(f"example {index} has no input_ids (fields: {sorted(example)})")
+        if "label" in example and "labels" in example:
+            raise ValueError(f"example {index} has both 'label' and 'labels'")
+        row = {}
+        for key, value in example.items():
+            name = "labels" if key == "label" else key
+            try:
+                tensor = torch.as_tensor(value)
+            except (TypeError, ValueError, RuntimeError) as err:
+                raise ValueError(f"field {key!r} of example {index} is not numeric: {err}") from None
+            if tensor.dtype.is_complex or tensor.dim() > 1:
+                raise ValueError(
+                    f"field {key!r} of example {index} must be a number or a 1-D sequence of numbers, got a "
+                    f"{tensor.dtype} tensor of shape {tuple(tensor.shape)}"
+                )
+            if tensor.dim() == 1 and name not in pad_values:
+                raise ValueError(
+                    f"field {key!r} of example {index} is a sequence but the collator does not know its padding "
+                    f"value: pass pad_values={{{key!r}: ...}}"
+                )
+            if tensor.dtype.is_floating_point and name != "labels":
+                raise ValueError(f"field {key!r} of example {index} holds floats; only labels may")
+            row[name] = tensor.float() if tensor.dtype.is_floating_point else tensor.long()
+        n = row["input_ids"].numel()
+        if row["input_ids"].dim() != 1:
+            raise ValueError(f"input_ids of example {index} must be a sequence, got a scalar")
+        row.setdefault("attention_mask", torch.ones(n, dtype=torch.long))
+        for key, tensor in row.items():
+            if tensor.dim() == 1 and len(tensor) != n:
+                raise ValueError(f"{key} of example {index} has {len(tensor)} entries but input_ids has {n}")
+        return row
+
+    def _pad(self, values: list[torch.Tensor], length: int, pad_value: int) -> torch.Tensor:
+        out = torch.full((len(values), length), pad_value, dtype=values[0].dtype)
+        for i, v in enumerate(values):
+            if self.padding_side == "right":
+                out[i, : len(v)] = v
+            else:
+                out[i, length - len(v):] = v
+        return out
+
+
+__all__ = ["LongContextCollator", "PAD_VALUES"]
