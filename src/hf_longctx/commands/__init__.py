@@ -1,0 +1,1 @@
+"""Thin CLI modules for subcommands whose logic lives elsewhere (each: ``add_arguments(parser)``, ``run(args)``)."""

@@ -1,0 +1,216 @@
+"""``hf-longctx train`` and ``hf-longctx evaluate``: the standard ``Trainer`` on a shipped task.
+
+``train`` writes ``OUTPUT/checkpoints/`` (Trainer checkpoints, for ``--resume``) and, when training ends,
+``OUTPUT/model/`` (model, tokenizer, ``hf_longctx_summary.json`` with the training configuration and test
+metrics, which ``hf-longctx export`` puts in the model card). The model folder is written to a staging folder
+and renamed, so an interrupted run never leaves a ``model/`` that loads half-trained.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .export import SUMMARY_FILE
+from .tasks import PRESETS, TASKS, VARIANTS, compute_metrics_for
+
+
+class TrainError(RuntimeError):
+    """A run that cannot start; the message says why."""
+
+
+def _parse_overrides(pairs: list[str]) -> dict:
+    """``["learning_rate=3e-4", "bf16=true"]`` -> TrainingArguments overrides, values parsed as JSON when they can be."""
+    from transformers import TrainingArguments
+
+    known = set(TrainingArguments.__dataclass_fields__)
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise TrainError(f"--set takes KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        if key not in known:
+            raise TrainError(f"--set {key}: not a TrainingArguments field")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _limit(data, split: str, n: int | None):
+    if n:
+        data[split] = data[split].select(range(min(n, len(data[split]))))
+    return data
+
+
+def check_tokenizer_fits(tokenizer, config) -> None:
+    """A tokenizer whose ids do not fit the model's vocabulary is a wrong pairing, not something to train on."""
+    if len(tokenizer) > config.vocab_size:
+        raise TrainError(
+            f"the tokenizer has {len(tokenizer)} ids but the model's vocabulary has {config.vocab_size}: "
+            "they do not belong together"
+        )
+    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != config.pad_token_id:
+        raise TrainError(f"tokenizer pad id {tokenizer.pad_token_id} != model pad_token_id {config.pad_token_id}")
+
+
+def train(task_name: str, output_dir, *, variant: str = "longformer", preset: str = "small", max_length: int = 1024,
+          epochs: float = 1.0, max_steps: int = -1, batch_size: int = 4, learning_rate: float = 5e-4,
+          dropout: float = 0.0, seed: int = 0, init_from=None, overwrite: bool = False, resume: bool = False,
+          max_train_samples: int | None = None, max_eval_samples: int | None = None,
+          overrides: dict | None = None, log=print) -> dict:
+    """Train ``variant`` on ``task_name``; returns the summary written next to the model."""
+    import transformers
+    from transformers import Trainer, TrainingArguments, set_seed
+
+    from .collator import LongContextCollator
+
+    if task_name not in TASKS:
+        raise TrainError(f"unknown task {task_name!r}; choose one of {', '.join(TASKS)}")
+    if variant not in VARIANTS:
+        raise TrainError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    if preset not in PRESETS:
+        raise TrainError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    output_dir = Path(output_dir)
+    if output_dir.exists() and any(output_dir.iterdir()) and not (overwrite or resume):
+        raise TrainError(f"{output_dir} already exists and is not empty; pass --overwrite, or --resume to continue")
+    if overwrite and output_dir.exists() and not resume:
+        shutil.rmtree(output_dir)
+    task = TASKS[task_name]
+    set_seed(seed)
+    tokenizer = task.tokenizer()
+    data, labels = task.load(tokenizer, max_length, seed)
+    data = _limit(data, "train", max_train_samples)
+    data = _limit(_limit(data, "validation", max_eval_samples), "test", max_eval_samples)
+    auto_class = getattr(transformers, task.head)
+    if init_from is not None:
+        model = auto_class.from_pretrained(init_from)
+    else:
+        config = VARIANTS[variant](PRESETS[preset], tokenizer, max_length, task, labels, dropout)
+        model = auto_class.from_config(config)
+    check_tokenizer_fits(tokenizer, model.config)
+
+    args = TrainingArguments(**{
+        "output_dir": str(output_dir / "checkpoints"), "num_train_epochs": epochs, "max_steps": max_steps,
+        "per_device_train_batch_size": batch_size, "per_device_eval_batch_size": batch_size,
+        "learning_rate": learning_rate, "warmup_steps": 0.1, "lr_scheduler_type": "linear",
+        "eval_strategy": "epoch", "save_strategy": "epoch", "save_total_limit": 1, "logging_steps": 10,
+        "report_to": "none", "use_cpu": True, "seed": seed,
+        **(overrides or {}),
+    })
+    trainer = Trainer(
+        model=model, args=args, train_dataset=data["train"], eval_dataset=data["validation"],
+        data_collator=LongContextCollator(pad_token_id=tokenizer.pad_token_id), processing_class=tokenizer,
+        compute_metrics=compute_metrics_for(task),
+    )
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    train_seconds = time.perf_counter() - start
+    test = trainer.evaluate(data["test"], metric_key_prefix="test")
+    results = [
+        {"task": task.head.replace("AutoModelFor", ""), "dataset": task.name, "split": "test",
+         "metric": key[len("test_"):], "value": round(float(value), 4)}
+        for key, value in test.items()
+        if key.startswith("test_") and key not in ("test_runtime", "test_samples_per_second", "test_steps_per_second")
+    ]
+    summary = {
+        "task": task.name, "variant": variant, "preset": preset, "max_length": max_length,
+        "training": (f"`hf-longctx train --task {task.name} --variant {variant} --preset {preset} --max-length "
+                     f"{max_length}`: {trainer.state.global_step} steps, batch {batch_size}, learning rate "
+                     f"{learning_rate}, {train_seconds:.0f} s on {args.device}"),
+        "results": results, "train_seconds": round(train_seconds, 1),
+    }
+    model_dir = output_dir / "model"
+    staging = Path(tempfile.mkdtemp(prefix=".model.", dir=output_dir))
+    try:
+        trainer.save_model(str(staging))
+        (staging / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+        if model_dir.exists():
+            shutil.rmtree(model_dir)
+        staging.rename(model_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log(json.dumps({"model": str(model_dir), **{r["metric"]: r["value"] for r in results}}))
+    return summary
+
+
+def evaluate_model(model_dir, task_name: str, *, split: str = "test", max_length: int | None = None,
+                   batch_size: int = 4, max_samples: int | None = None) -> dict:
+    """Metrics of a saved model on a task split (the model's own tokenizer is used when it saved one)."""
+    import transformers
+    from transformers import AutoConfig, AutoTokenizer, Trainer, TrainingArguments
+
+    from .collator import LongContextCollator
+
+    model_dir = Path(model_dir)
+    if task_name not in TASKS:
+        raise TrainError(f"unknown task {task_name!r}; choose one of {', '.join(TASKS)}")
+    if not (model_dir / "config.json").is_file():
+        raise TrainError(f"{model_dir} is not a model folder (no config.json)")
+    task = TASKS[task_name]
+    config = AutoConfig.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir) if (model_dir / "tokenizer_config.json").is_file() \
+        else task.tokenizer()
+    check_tokenizer_fits(tokenizer, config)
+    max_length = max_length or config.max_position_embeddings - config.pad_token_id - 1
+    data, _ = task.load(tokenizer, max_length, 0)
+    if split not in data:
+        raise TrainError(f"task {task_name} has splits {list(data)}, not {split!r}")
+    data = _limit(data, split, max_samples)
+    model = getattr(transformers, task.head).from_pretrained(model_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(
+            model=model, args=TrainingArguments(output_dir=tmp, per_device_eval_batch_size=batch_size,
+                                                report_to="none", use_cpu=True),
+            data_collator=LongContextCollator(pad_token_id=tokenizer.pad_token_id),
+            compute_metrics=compute_metrics_for(task),
+        )
+        metrics = trainer.evaluate(data[split], metric_key_prefix=split)
+    if task.head == "AutoModelForCausalLM":
+        from .data.wiki_bytes import bits_per_byte
+
+        metrics[f"{split}_bits_per_byte"] = bits_per_byte(metrics[f"{split}_loss"])
+    return metrics
+
+
+# ---------------------------------------------------------------- CLI --------------------------------------------------
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--task", required=True, choices=sorted(TASKS), help="what to train on (see `hf-longctx data list`)")
+    parser.add_argument("--variant", default="longformer", help=f"model family: {', '.join(VARIANTS)}")
+    parser.add_argument("--preset", default="small", help=f"model size: {', '.join(PRESETS)}")
+    parser.add_argument("--output-dir", required=True, help="run folder: checkpoints/ and, at the end, model/")
+    parser.add_argument("--max-length", type=int, default=1024, help="tokens per example (longer ones are truncated)")
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (overrides --epochs)")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=5e-4, dest="learning_rate")
+    parser.add_argument("--dropout", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init-from", help="start from this saved or converted model instead of a random one")
+    parser.add_argument("--max-train-samples", type=int, help="use only the first N training examples")
+    parser.add_argument("--max-eval-samples", type=int, help="evaluate on the first N validation/test examples")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any TrainingArguments field, e.g. --set gradient_accumulation_steps=4")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR")
+    parser.add_argument("--overwrite", action="store_true", help="delete OUTPUT_DIR first if it exists")
+
+
+def run(args) -> int:
+    try:
+        train(args.task, args.output_dir, variant=args.variant, preset=args.preset, max_length=args.max_length,
+              epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
+              learning_rate=args.learning_rate, dropout=args.dropout, seed=args.seed, init_from=args.init_from,
+              overwrite=args.overwrite, resume=args.resume, max_train_samples=args.max_train_samples,
+              max_eval_samples=args.max_eval_samples,
+              overrides=_parse_overrides(args.set))
+    except TrainError as err:
+        print(f"hf-longctx train: {err}", file=sys.stderr)
+        return 1
+    return 0
