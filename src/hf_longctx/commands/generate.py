@@ -32,7 +32,7 @@ def run(args) -> int:
     model = AutoModelForCausalLM.from_pretrained(folder).eval()
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     set_seed(args.seed)
-    inputs = tokenizer(prompt, return_tensors="pt")
+    inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)  # no end-of-text after the prompt
     model.generate(
         **inputs, max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature,
         top_k=args.top_k, streamer=TextStreamer(tokenizer, skip_special_tokens=True),
