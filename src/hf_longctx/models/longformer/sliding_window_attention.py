@@ -15,10 +15,15 @@ exist for tests only):
   every token attends to the global tokens, global tokens attend everywhere
   with their own projections.
 
-The fast path never builds a ``T x T`` tensor: queries are cut into blocks of
+The fast paths never build a ``T x T`` tensor: queries are cut into blocks of
 ``block_size`` rows and each block attends to one contiguous key span of
-``block_size + left + right`` keys (plus the global keys), so time and memory
-are ``O(T * (block_size + left + right + G))``.
+``block_size + left + right`` keys (plus the global keys), so time is
+``O(T * (block_size + left + right + G))``. On CPU without dropout the blocks go
+through PyTorch's fused attention kernel (:class:`_BandedFlashAttention`), which
+recomputes the probabilities in the backward, so memory is ``O(T * D)``; elsewhere
+an unfused path of matmuls and a softmax keeps the probabilities for the
+backward, ``O(T * (block_size + left + right + G))``. Both run the dense twins'
+tests; benchmarks/bench_longformer.py measures them.
 """
 
 from __future__ import annotations
@@ -41,10 +46,10 @@ def _softmax_dtype(scores: torch.Tensor) -> torch.Tensor:
 
 
 def _default_block_size(left: int, right: int) -> int:
-    # A block of b queries computes b + left + right scores per row for
-    # left + right + 1 useful ones. Half the window keeps the waste near 20%
-    # while the per-block matmuls stay large enough to run near peak on CPU
-    # (measured in benchmarks/bench_longformer.py, block-size sweep).
+    # Block size of the unfused path (other devices, dropout). A block of b
+    # queries computes b + left + right scores per row for left + right + 1
+    # useful ones. Half the window keeps the waste near 20% while the per-block
+    # matmuls stay large. The fused CPU path has its own: _fused_block_sizes.
     return max(16, (left + right) // 4 * 2 or 16)
 
 
@@ -77,7 +82,9 @@ def sliding_window_attention(
         extra_mask: ``(B, G)`` or ``(B, T, G)`` bool: which extra keys each
             query may attend to (per query when causal).
         dilation: gap between attended neighbours (Longformer section 3.1).
-        block_size: query rows per block; defaults to about half the window.
+        block_size: query rows per block, forward and backward. By default the
+            fused CPU path uses 32 forward and 128 backward (window 256; see
+            ``_fused_block_sizes``), the unfused path half the window.
         dropout_p: dropout on the attention probabilities.
 
     Returns:
@@ -464,7 +471,7 @@ def longformer_attention(
             q, k, v, left, right, key_mask=attention_mask,
             dilation=dilation, block_size=block_size, dropout_p=dropout_p,
         )
-        return out * attention_mask[:, None, :, None].to(out.dtype)
+        return _zero_padding_rows(out, attention_mask)
 
     global_mask = global_mask.bool() & attention_mask
     index, valid = global_token_index(global_mask)
@@ -491,6 +498,12 @@ def longformer_attention(
         rows, slots = valid.nonzero(as_tuple=True)
         out = out.transpose(1, 2).index_put((rows, index[rows, slots]), g_out.transpose(1, 2)[rows, slots].to(out.dtype))
         out = out.transpose(1, 2)
+    return _zero_padding_rows(out, attention_mask)
+
+
+def _zero_padding_rows(out: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    if bool(attention_mask.all()):  # nothing to zero: skip a pass over the output, forward and backward
+        return out
     return out * attention_mask[:, None, :, None].to(out.dtype)
 
 

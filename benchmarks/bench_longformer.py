@@ -1,0 +1,732 @@
+"""Longformer training step on CPU: ours against transformers' ``LongformerModel`` and a dense-SDPA RoBERTa.
+
+One config for every side (hidden 256, 4 heads, 2 layers, FFN 1024, window 256, 2% global tokens, batch 1,
+one thread). Every case in ``CASES`` names the test that proves it computes the right thing; all cases at a
+length run interleaved in one process (ours, theirs, ours, theirs, ...) and report medians, so a machine
+shared with other jobs slows every side alike. Peak memory is measured in a fresh process per (side, length).
+See benchmarks/README.md for the FLOP formula and the method.
+
+    python benchmarks/bench_longformer.py                 # full run, ~10 min: results/longformer_cpu.{md,png,json}
+    python benchmarks/bench_longformer.py --quick         # smoke run, 1024 and 2048, one repeat, < 2 min
+    python benchmarks/bench_longformer.py --sweep-blocks  # block sizes of the fused attention op
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+# --------------------------------------------------------------------------------------------------------------------
+# The shared config
+# --------------------------------------------------------------------------------------------------------------------
+
+HIDDEN, HEADS, LAYERS, FFN = 256, 4, 2, 1024
+WINDOW = 256  # transformers' attention_window: every token sees WINDOW // 2 tokens on each side
+W = WINDOW // 2
+VOCAB = 50265  # RoBERTa's
+GLOBAL_EVERY = 50  # every 50th token is global: about 2%
+LENGTHS = (1024, 2048, 4096, 8192, 16384)
+MM_SHAPE = (HIDDEN, FFN)  # the anchor GEMM: (T, 256) @ (256, 1024), the FFN's first projection
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def n_global(T: int) -> int:
+    return math.ceil(T / GLOBAL_EVERY)
+
+
+def global_positions(T: int) -> torch.Tensor:
+    return torch.arange(0, T, GLOBAL_EVERY)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# FLOP counts (multiply-add = 2 FLOPs; backward = 2x forward, so a training step is 3x the forward)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def band_keys(T: int, w: int = W) -> int:
+    """Sum over queries of the keys inside ``|i - j| <= w``: ``T (2w + 1)`` less the clipped corners."""
+    if T <= w:
+        return T * T
+    return T * (2 * w + 1) - w * (w + 1)
+
+
+def attention_flops(T: int, G: int, C: int = HIDDEN, w: int = W) -> float:
+    """Forward FLOPs of one layer's attention: band, every query on the G global keys, G global rows on all T."""
+    qk_and_pv = 2 * 2 * C  # one score (q.k over C = H * D) and its weighted value: 2 C multiply-adds
+    return qk_and_pv * (band_keys(T, w) + T * G + G * T)
+
+
+def model_flops(T: int, G: int, C: int = HIDDEN, Fd: int = FFN, layers: int = LAYERS) -> float:
+    """Forward + backward FLOPs of the encoder (embeddings, LayerNorm, GELU and softmax not counted)."""
+    projections = 2 * T * C * 3 * C + 2 * G * C * C + 2 * T * C * 2 * C + 2 * T * C * C
+    #             q, k, v (all T)     q_global (G)    k_global, v_global (all T, as transformers)   output dense
+    ffn = 2 * T * C * Fd * 2
+    return 3 * layers * (projections + ffn + attention_flops(T, G, C))
+
+
+MM_CALLS = 3  # one anchor step is three GEMMs, so a round's rate averages over ~3x the GEMM's time
+
+
+def mm_flops(T: int) -> float:
+    return MM_CALLS * 2 * T * MM_SHAPE[0] * MM_SHAPE[1]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The three models and their inputs
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def common_config(max_len: int) -> dict:
+    return dict(
+        vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+        intermediate_size=FFN, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        max_position_embeddings=max_len + 2, type_vocab_size=1,
+    )
+
+
+def build_model(impl: str, max_len: int) -> torch.nn.Module:
+    from transformers import LongformerConfig, LongformerModel, RobertaConfig, RobertaModel
+
+    torch.manual_seed(0)
+    theirs = LongformerModel(LongformerConfig(attention_window=WINDOW, **common_config(max_len)), add_pooling_layer=False)
+    if impl == "transformers":
+        return theirs
+    if impl == "ours":
+        from hf_longctx.models.longformer.configuration_longformer import LongctxLongformerConfig
+        from hf_longctx.models.longformer.modeling_longformer import LongctxLongformerModel
+
+        ours = LongctxLongformerModel(
+            LongctxLongformerConfig(attention_window=WINDOW, **common_config(max_len)), add_pooling_layer=False
+        )
+        ours.load_state_dict(theirs.state_dict())  # same weights, same names
+        return ours
+    if impl == "roberta_sdpa":
+        config = RobertaConfig(**common_config(max_len))
+        config._attn_implementation = "sdpa"
+        return RobertaModel(config, add_pooling_layer=False)
+    raise ValueError(f"unknown impl {impl!r}")
+
+
+def model_inputs(impl: str, T: int) -> dict:
+    g = torch.Generator().manual_seed(T)
+    inputs = dict(
+        input_ids=torch.randint(3, VOCAB, (1, T), generator=g),
+        attention_mask=torch.ones(1, T, dtype=torch.long),
+    )
+    if impl != "roberta_sdpa":  # dense attention has no global tokens: every token sees every token
+        glob = torch.zeros(1, T, dtype=torch.long)
+        glob[0, global_positions(T)] = 1
+        inputs["global_attention_mask"] = glob
+    return inputs
+
+
+def model_step(model: torch.nn.Module, impl: str, T: int) -> Callable[[], None]:
+    inputs = model_inputs(impl, T)
+    cotangent = torch.randn(1, T, HIDDEN, generator=torch.Generator().manual_seed(1))
+    model.train()
+
+    def step():
+        model(**inputs).last_hidden_state.backward(cotangent)
+        model.zero_grad(set_to_none=True)
+
+    return step
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Attention alone: one layer's self-attention module (projections + attention) and the bare op
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def layer_step(model: torch.nn.Module, impl: str, T: int) -> Callable[[], None]:
+    """fwd+bwd of layer 0's self-attention module: the q/k/v and global projections plus the attention."""
+    module = model.encoder.layer[0].attention.self
+    hidden = torch.randn(1, T, HIDDEN, generator=torch.Generator().manual_seed(2)).requires_grad_()
+    cotangent = torch.randn(1, T, HIDDEN, generator=torch.Generator().manual_seed(3))
+    glob = torch.zeros(1, T, dtype=torch.bool)
+    glob[0, global_positions(T)] = True
+    if impl == "ours":
+        from hf_longctx.models.longformer.sliding_window_attention import global_token_index
+
+        real = torch.ones(1, T, dtype=torch.bool)
+
+        def run():
+            return module(hidden, real, glob, global_token_index(glob))
+    else:
+        # transformers' encoder hands its layers a float mask: 0 local, +max global, -max padding.
+        mask = torch.zeros(1, T).masked_fill(glob, torch.finfo(torch.float32).max)
+
+        def run():
+            return module(hidden, attention_mask=mask, is_index_masked=mask < 0, is_index_global_attn=mask > 0,
+                          is_global_attn=True)[0]
+
+    def step():
+        run().backward(cotangent)
+        module.zero_grad(set_to_none=True)
+        hidden.grad = None
+
+    return step
+
+
+def op_inputs(T: int, with_globals: bool) -> tuple[dict, list[torch.Tensor]]:
+    from hf_longctx.models.longformer.sliding_window_attention import global_token_index
+
+    g = torch.Generator().manual_seed(4)
+    D = HIDDEN // HEADS
+    make = lambda *s: (torch.randn(*s, generator=g) / D**0.25).requires_grad_()  # noqa: E731
+    q, k, v = make(1, HEADS, T, D), make(1, HEADS, T, D), make(1, HEADS, T, D)
+    kwargs = dict(q=q, k=k, v=v, left=W, right=W, attention_mask=torch.ones(1, T, dtype=torch.bool))
+    leaves = [q, k, v]
+    if with_globals:
+        glob = torch.zeros(1, T, dtype=torch.bool)
+        glob[0, global_positions(T)] = True
+        G = global_token_index(glob)[0].shape[1]
+        qg, kg, vg = make(1, HEADS, G, D), make(1, HEADS, T, D), make(1, HEADS, T, D)
+        kwargs.update(global_mask=glob, q_global=qg, k_global=kg, v_global=vg)
+        leaves += [qg, kg, vg]
+    return kwargs, leaves
+
+
+def op_step(T: int, impl: str, with_globals: bool = True, block_size: int | None = None) -> Callable[[], None]:
+    from hf_longctx.models.longformer.sliding_window_attention import longformer_attention
+
+    kwargs, leaves = op_inputs(T, with_globals)
+    cotangent = torch.randn(1, HEADS, T, HIDDEN // HEADS, generator=torch.Generator().manual_seed(5))
+    if impl == "ours":
+        run = lambda: longformer_attention(**kwargs, block_size=block_size)  # noqa: E731
+    else:  # dense attention over all T keys, PyTorch's fused CPU kernel
+        run = lambda: F.scaled_dot_product_attention(kwargs["q"], kwargs["k"], kwargs["v"], scale=1.0)  # noqa: E731
+
+    def step():
+        run().backward(cotangent)
+        for t in leaves:
+            t.grad = None
+
+    return step
+
+
+def mm_step(T: int) -> Callable[[], None]:
+    a, b = torch.randn(T, MM_SHAPE[0]), torch.randn(*MM_SHAPE)
+    out = torch.empty(T, MM_SHAPE[1])
+
+    def step():
+        for _ in range(MM_CALLS):
+            torch.mm(a, b, out=out)
+
+    return step
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The registry
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    group: str  # cases of one group at one length are compared with each other
+    impl: str
+    step: Callable[[dict, int], Callable[[], None]]  # (models, T) -> one fwd+bwd step
+    correctness: str  # what proves this case computes what it claims
+    flops: Callable[[int], float] | None = None  # useful FLOPs of one step, for GFLOP/s
+    anchor: str | None = None  # the case this one is compared against: ratio = anchor time / this time
+    scaling: float = 1.0  # time ~ T ** scaling, to skip lengths predicted to exceed --max-step-s
+    memory: bool = False  # peak RSS in a fresh process per length
+
+
+PARITY = "tests/test_longformer_parity.py::test_gradients_match_transformers"
+CASES = [
+    Case("model: ours", "model", "ours", lambda m, T: model_step(m["ours"], "ours", T), PARITY,
+         flops=lambda T: model_flops(T, n_global(T)), anchor="model: transformers", memory=True),
+    Case("model: transformers", "model", "transformers", lambda m, T: model_step(m["transformers"], "transformers", T),
+         "anchor: transformers.LongformerModel itself", memory=True),
+    Case("model: RoBERTa dense SDPA", "model", "roberta_sdpa",
+         lambda m, T: model_step(m["roberta_sdpa"], "roberta_sdpa", T),
+         "anchor: transformers.RobertaModel(attn_implementation='sdpa'), full attention, no global tokens",
+         scaling=2.0, memory=True),
+    Case("attention layer: ours", "layer", "ours", lambda m, T: layer_step(m["ours"], "ours", T),
+         "tests/test_longformer_parity.py::test_every_layer_matches_transformers_with_padding_and_globals",
+         anchor="attention layer: transformers"),
+    Case("attention layer: transformers", "layer", "transformers",
+         lambda m, T: layer_step(m["transformers"], "transformers", T),
+         "anchor: transformers' LongformerSelfAttention itself"),
+    Case("attention op: ours", "op", "ours", lambda m, T: op_step(T, "ours"),
+         "tests/test_longformer_ops.py::test_longformer_attention_matches_dense",
+         flops=lambda T: 3 * attention_flops(T, n_global(T)), anchor="attention op: dense SDPA"),
+    Case("attention op: ours, band only", "op", "ours", lambda m, T: op_step(T, "ours", with_globals=False),
+         "tests/test_longformer_ops.py::test_sliding_window_matches_dense",
+         flops=lambda T: 3 * attention_flops(T, 0), anchor="attention op: dense SDPA"),
+    Case("attention op: dense SDPA", "op", "sdpa", lambda m, T: op_step(T, "sdpa"),
+         "anchor: torch.nn.functional.scaled_dot_product_attention (PyTorch's fused CPU kernel)",
+         flops=lambda T: 3 * 4 * T * T * HIDDEN, scaling=2.0),
+    Case("torch.mm (T,256)@(256,1024)", "anchor", "mm", lambda m, T: mm_step(T), "anchor: torch.mm",
+         flops=mm_flops),
+]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Timing: interleaved, medians
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def time_length(T: int, cases: list[Case], models: dict, repeats: int, max_step_s: float, previous: dict) -> dict:
+    """Per-round seconds of every case at length T, interleaved: round r runs each case once, in registry order.
+
+    ``samples_s[r]`` of two cases were measured seconds apart, so their ratio is paired: a burst of load from
+    another job slows both. Cases predicted to exceed ``max_step_s`` are skipped; steps over a few seconds get
+    fewer rounds (None in the rounds they sit out), so that a full run stays near ten minutes.
+    """
+    steps, rounds, samples, skipped = {}, {}, {}, {}
+    for case in cases:
+        prev = previous.get(case.name)
+        if prev is not None and prev[1] * (T / prev[0]) ** case.scaling > max_step_s:
+            skipped[case.name] = f"skipped: predicted {prev[1] * (T / prev[0]) ** case.scaling:.0f} s/step"
+            continue
+        steps[case.name] = case.step(models, T)
+        t0 = time.perf_counter()
+        steps[case.name]()  # warm-up, and a first estimate of the cost
+        first = time.perf_counter() - t0
+        rounds[case.name] = 1 if repeats == 1 else max(2, min(repeats, int(40 / first)))
+        samples[case.name] = []
+    for r in range(max(rounds.values(), default=0)):
+        for name, step in steps.items():
+            if r >= rounds[name]:
+                samples[name].append(None)
+                continue
+            gc.collect()
+            t0 = time.perf_counter()
+            step()
+            samples[name].append(time.perf_counter() - t0)
+    del steps
+    gc.collect()
+    out = {name: {"median_s": statistics.median(x for x in s if x is not None), "samples_s": s}
+           for name, s in samples.items()}
+    out.update({name: {"skipped": why} for name, why in skipped.items()})
+    return out
+
+
+def paired_median(num: list, den: list) -> float | None:
+    """Median over rounds of num[r] / den[r], rounds where both ran."""
+    ratios = [a / b for a, b in zip(num, den) if a is not None and b is not None]
+    return statistics.median(ratios) if ratios else None
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Peak memory: a fresh process per (side, length)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def memory_child(impl: str, T: int) -> None:
+    """Runs in a fresh process: peak RSS growth of one fwd+bwd step over the process after model build."""
+    torch.set_num_threads(1)
+    model = build_model(impl, T)
+    model_step(model, impl, min(T, 512))()  # libraries' one-time buffers and lazy imports, not this step's cost
+    step = model_step(model, impl, T)  # inputs and cotangent allocated before the baseline
+    gc.collect()
+    baseline = _status_kb("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # reset the RSS high-water mark (Linux >= 4.0)
+    step()
+    peak = _status_kb("VmHWM")
+    print(json.dumps({"peak_growth_mb": (peak - baseline) / 1024, "baseline_mb": baseline / 1024}))
+
+
+def measure_memory(impl: str, T: int, timeout_s: float) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               # A fixed mmap threshold: every tensor above 128 KiB is its own mapping, returned to the OS when
+               # freed, so RSS follows the live tensors (glibc's adaptive threshold would keep freed blocks up
+               # to 32 MiB in the heap and blur the peak). The same setting for every side.
+               MALLOC_MMAP_THRESHOLD_="131072")
+    cmd = [sys.executable, __file__, "--memory-child", impl, str(T)]
+    try:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"skipped": f"memory run over {timeout_s:.0f} s"}
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["?"])[-1]
+        return {"skipped": f"failed: {tail[:120]}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def machine_info() -> dict:
+    import transformers
+
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return {
+        "cpu": cpu, "logical_cpus": os.cpu_count(), "torch": torch.__version__,
+        "transformers": transformers.__version__, "python": platform.python_version(),
+        "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def _fmt_s(x: float) -> str:
+    return f"{x * 1e3:.0f} ms" if x < 10 else f"{x:.1f} s"
+
+
+MM_CASE = "torch.mm (T,256)@(256,1024)"
+
+
+def derived(results: dict) -> dict:
+    """Ratios, GFLOP/s and the FLOP-bound ratios from the raw samples; every ratio is a paired median."""
+    by_name = {c.name: c for c in CASES}
+    out = {}
+    for T_str, row in results["lengths"].items():
+        T = int(T_str)
+        times = row["time"]
+        mm = times.get(MM_CASE, {})
+        d = {"mm_gflops": mm_flops(T) / mm["median_s"] / 1e9 if "median_s" in mm else None}
+        for name, r in times.items():
+            if "median_s" not in r:
+                continue
+            case, e = by_name[name], {}
+            if case.flops:
+                e["gflops"] = case.flops(T) / r["median_s"] / 1e9
+                if "samples_s" in mm and name != MM_CASE:
+                    # time / (FLOPs / mm rate) and (FLOPs / time) / mm rate, with the mm rate of the same round
+                    e["time_over_ideal"] = paired_median(r["samples_s"], mm["samples_s"]) * mm_flops(T) / case.flops(T)
+                    e["fraction_of_mm"] = paired_median(mm["samples_s"], r["samples_s"]) * case.flops(T) / mm_flops(T)
+            if case.anchor and "samples_s" in times.get(case.anchor, {}):
+                e["speedup_vs_anchor"] = paired_median(times[case.anchor]["samples_s"], r["samples_s"])
+            d[name] = e
+        dense = times.get("model: RoBERTa dense SDPA", {})
+        if "samples_s" in dense and "samples_s" in times.get("model: ours", {}):
+            d["model: ours"]["speedup_vs_dense"] = paired_median(dense["samples_s"], times["model: ours"]["samples_s"])
+        out[T] = d
+    return out
+
+
+def targets(results: dict, der: dict) -> list[tuple[str, str, bool | None]]:
+    rows = []
+
+    def speed(T, need):
+        e = der.get(T, {}).get("model: ours", {})
+        x = e.get("speedup_vs_anchor")
+        return (f"fwd+bwd >= {need}x faster than transformers at {T}",
+                f"{x:.2f}x" if x else "not measured", None if x is None else x >= need)
+
+    rows += [speed(4096, 1.5), speed(8192, 2.0)]
+    mem = results["lengths"].get("8192", {}).get("memory", {})
+    o, t = mem.get("ours", {}).get("peak_growth_mb"), mem.get("transformers", {}).get("peak_growth_mb")
+    rows.append(("peak memory <= 1/2 of transformers' at 8192",
+                 f"{o / t:.2f} of theirs ({o:.0f} / {t:.0f} MB)" if o and t else "not measured",
+                 None if not (o and t) else o / t <= 0.5))
+    for T in sorted(der):
+        x = der[T].get("model: ours", {}).get("time_over_ideal")
+        if x is not None:
+            rows.append((f"model time <= 1.35x FLOPs / mm rate at {T}", f"{x:.2f}x", x <= 1.35))
+    for T in sorted(der):
+        x = der[T].get("attention op: ours", {}).get("fraction_of_mm")
+        if x is not None:
+            rows.append((f"attention op >= 50% of the mm rate at {T}", f"{x:.0%}", x >= 0.5))
+    return rows
+
+
+def crossover(der: dict) -> str:
+    """Shortest measured length from which the whole model (ours) is faster than dense-SDPA RoBERTa."""
+    faster = [(T, d["model: ours"]["speedup_vs_dense"] > 1) for T, d in sorted(der.items())
+              if "speedup_vs_dense" in d.get("model: ours", {})]
+    for i, (T, f) in enumerate(faster):
+        if f and all(x for _, x in faster[i:]):
+            below = [t for t, _ in faster if t < T]
+            return (f"from {T} tokens on" + (f" (slower at {', '.join(map(str, below))})" if below else
+                                             f" (the shortest length measured)"))
+    return "at none of the measured lengths" if faster else "(not measured)"
+
+
+def write_markdown(results: dict, path: Path) -> None:
+    der = derived(results)
+    info = results["machine"]
+    lines = [
+        "# Longformer on CPU: ours vs transformers vs dense SDPA",
+        "",
+        f"`python benchmarks/bench_longformer.py{' --quick' if results['quick'] else ''}` on {info['date']}. "
+        f"CPU: {info['cpu']} ({info['logical_cpus']} logical CPUs, shared with other jobs; "
+        f"load average {results['load_before']} before, {results['load_after']} after), "
+        f"**{info['threads']} thread**, torch {info['torch']}, transformers {info['transformers']}, "
+        f"Python {info['python']}, float32.",
+        "",
+        f"Config for every side: hidden {HIDDEN}, {HEADS} heads, {LAYERS} layers, FFN {FFN}, window {WINDOW} "
+        f"({W} tokens each side), every {GLOBAL_EVERY}th token global (about 2%; RoBERTa has none), "
+        f"vocab {VOCAB}, dropout 0, batch 1, no pooler. A step is forward + backward of the last hidden state "
+        "against a fixed random cotangent. All cases at one length run interleaved, one step each per round; "
+        f"times are medians of up to {results['repeats']} rounds (fewer for steps over a few seconds: see "
+        "`samples_s` in the json), and every ratio is the median of the per-round ratios (paired, so a burst "
+        "of load from another job slows both sides of a ratio). "
+        "Peak memory: RSS growth of one step in a fresh process (benchmarks/README.md).",
+        "",
+        "## Whole model, forward + backward",
+        "",
+        "| tokens | ours | transformers | speedup | RoBERTa SDPA (dense) | ours vs dense | ours GFLOP/s | "
+        "mm GFLOP/s | ours time / (FLOPs / mm rate) | peak mem ours | peak mem transformers | mem ratio | "
+        "peak mem RoBERTa |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for T_str, row in sorted(results["lengths"].items(), key=lambda kv: int(kv[0])):
+        T = int(T_str)
+        t, d, mem = row["time"], der[T], row.get("memory", {})
+
+        def tm(name):
+            r = t.get(name, {})
+            return _fmt_s(r["median_s"]) if "median_s" in r else r.get("skipped", "not run")
+
+        def mb(impl):
+            r = mem.get(impl, {})
+            return f"{r['peak_growth_mb']:.0f} MB" if "peak_growth_mb" in r else r.get("skipped", "not run")
+
+        mo, mt = mem.get("ours", {}).get("peak_growth_mb"), mem.get("transformers", {}).get("peak_growth_mb")
+        e = d.get("model: ours", {})
+        sp, sd = e.get("speedup_vs_anchor"), e.get("speedup_vs_dense")
+        lines.append(
+            f"| {T} | {tm('model: ours')} | {tm('model: transformers')} | "
+            f"{f'{sp:.2f}x' if sp else '-'} | {tm('model: RoBERTa dense SDPA')} | "
+            f"{f'{sd:.2f}x' if sd else '-'} | {e.get('gflops', 0):.1f} | "
+            f"{d['mm_gflops'] or 0:.1f} | {e.get('time_over_ideal', 0):.2f} | {mb('ours')} | {mb('transformers')} | "
+            f"{f'{mo / mt:.2f}' if mo and mt else '-'} | {mb('roberta_sdpa')} |"
+        )
+    lines += [
+        "",
+        f"Ours is faster than dense SDPA RoBERTa {crossover(der)}.",
+        "",
+        "## Attention alone, forward + backward",
+        "",
+        "Layer = one self-attention module (q/k/v and global projections + attention, no output dense), same "
+        "weights on both sides. Op = `longformer_attention` on `(1, 4, T, 64)` tensors with the model's window "
+        "and global tokens (and without global tokens: band only), against dense "
+        "`F.scaled_dot_product_attention` at the same shapes. GFLOP/s count only useful FLOPs (2w+1 keys per "
+        "query, global rows and columns), and `of mm` is that rate over the same run's torch.mm rate.",
+        "",
+        "| tokens | layer: ours | layer: transformers | speedup | op: ours | GFLOP/s | of mm | "
+        "op: band only | GFLOP/s | of mm | op: dense SDPA | dense / ours |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for T_str, row in sorted(results["lengths"].items(), key=lambda kv: int(kv[0])):
+        T = int(T_str)
+        t, d = row["time"], der[T]
+
+        def tm(name):
+            r = t.get(name, {})
+            return _fmt_s(r["median_s"]) if "median_s" in r else r.get("skipped", "not run")
+
+        op, band = d.get("attention op: ours", {}), d.get("attention op: ours, band only", {})
+        dense_ratio = op.get("speedup_vs_anchor")
+        sl = d.get("attention layer: ours", {}).get("speedup_vs_anchor")
+        lines.append(
+            f"| {T} | {tm('attention layer: ours')} | {tm('attention layer: transformers')} | "
+            f"{f'{sl:.2f}x' if sl else '-'} | {tm('attention op: ours')} | {op.get('gflops', 0):.1f} | "
+            f"{op.get('fraction_of_mm', 0):.0%} | {tm('attention op: ours, band only')} | "
+            f"{band.get('gflops', 0):.1f} | {band.get('fraction_of_mm', 0):.0%} | {tm('attention op: dense SDPA')} | "
+            f"{f'{dense_ratio:.2f}x' if dense_ratio else '-'} |"
+        )
+    lines += ["", "## Targets (from the issue)", "", "| target | measured | met |", "|---|---:|:---:|"]
+    for what, measured, ok in targets(results, der):
+        lines.append(f"| {what} | {measured} | {'yes' if ok else ('no' if ok is False else '-')} |")
+    lines += ["", "## Cases and the tests that prove them", "", "| case | correctness |", "|---|---|"]
+    lines += [f"| {c.name} | `{c.correctness}` |" for c in CASES]
+    lines += ["", "![time and peak memory against sequence length](longformer_cpu.png)", ""]
+    path.write_text("\n".join(lines))
+
+
+def write_plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 4.8))
+    lengths = sorted(int(T) for T in results["lengths"])
+    styles = {"ours": ("model: ours", "C0", "o"), "transformers": ("model: transformers", "C1", "s"),
+              "roberta_sdpa": ("model: RoBERTa dense SDPA", "C2", "^")}
+    for impl, (name, color, marker) in styles.items():
+        xs = [T for T in lengths if "median_s" in results["lengths"][str(T)]["time"].get(name, {})]
+        ax_t.plot(xs, [results["lengths"][str(T)]["time"][name]["median_s"] for T in xs], marker=marker,
+                  color=color, label=name.replace("model: ", ""))
+        xs = [T for T in lengths if "peak_growth_mb" in results["lengths"][str(T)].get("memory", {}).get(impl, {})]
+        ax_m.plot(xs, [results["lengths"][str(T)]["memory"][impl]["peak_growth_mb"] for T in xs], marker=marker,
+                  color=color, label=name.replace("model: ", ""))
+    der = derived(results)
+    xs = [T for T in lengths if der[T].get("mm_gflops")]
+    ax_t.plot(xs, [model_flops(T, n_global(T)) / (der[T]["mm_gflops"] * 1e9) for T in xs], "k--", lw=1,
+              label="Longformer FLOPs / mm rate")
+    for ax, title, unit in ((ax_t, "forward + backward time", "seconds"), (ax_m, "peak memory (RSS growth)", "MB")):
+        if not any(len(line.get_xdata()) for line in ax.lines):
+            ax.text(0.5, 0.5, "not measured", ha="center", transform=ax.transAxes)
+            continue
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length (tokens)")
+        ax.set_ylabel(unit)
+        ax.set_title(title)
+        ax.set_xticks(lengths, [str(T) for T in lengths])
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"Longformer, hidden {HIDDEN}, {HEADS} heads, {LAYERS} layers, window {WINDOW}, 2% global, "
+                 f"batch 1, 1 thread ({results['machine']['cpu']})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Block-size sweep of the fused op (the defaults in sliding_window_attention._fused_block_sizes come from here)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def sweep_blocks(T: int, sizes: list[int], repeats: int) -> None:
+    """Forward and forward+backward of the op at each block size, interleaved; backward = the difference."""
+    from hf_longctx.models.longformer.sliding_window_attention import longformer_attention
+
+    cases = {}
+    for b in sizes:
+        kwargs, _ = op_inputs(T, with_globals=False)
+        detached = {k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
+        cases[(b, "fwd")] = lambda d=detached, b=b: longformer_attention(**d, block_size=b)
+        cases[(b, "fwd+bwd")] = op_step(T, "ours", with_globals=False, block_size=b)
+    cases[(0, "mm")] = mm_step(T)
+    for f in cases.values():
+        f()
+    samples = {key: [] for key in cases}
+    for _ in range(repeats):
+        for key, f in cases.items():
+            t0 = time.perf_counter()
+            f()
+            samples[key].append(time.perf_counter() - t0)
+    med = {key: statistics.median(s) for key, s in samples.items()}
+    mm_rate = mm_flops(T) / med[(0, "mm")]
+    useful = attention_flops(T, 0)
+    print(f"T={T}, band only, useful forward FLOPs {useful / 1e9:.2f} G, mm {mm_rate / 1e9:.1f} GFLOP/s")
+    print("block  fwd ms  (of mm)  bwd ms  (of mm)  fwd+bwd ms  (of mm)")
+    for b in sizes:
+        f, fb = med[(b, "fwd")], med[(b, "fwd+bwd")]
+        bw = fb - f
+        print(f"{b:5d}  {f * 1e3:6.1f}  ({useful / f / mm_rate:4.0%})  {bw * 1e3:6.1f}  ({2 * useful / bw / mm_rate:4.0%})"
+              f"  {fb * 1e3:9.1f}  ({3 * useful / fb / mm_rate:4.0%})")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Where one training step of ours spends its time (profiler, self time by operator)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def profile_breakdown(T: int, rounds: int = 3) -> None:
+    from torch.profiler import profile
+
+    model = build_model("ours", T)
+    step = model_step(model, "ours", T)
+    step()
+    totals: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        with profile() as prof:
+            step()
+        per_op: dict[str, float] = {}
+        for e in prof.key_averages():
+            per_op[e.key] = per_op.get(e.key, 0.0) + e.self_cpu_time_total / 1e3
+        for key, ms in per_op.items():
+            totals.setdefault(key, []).append(ms)
+    med = {key: statistics.median(v + [0.0] * (rounds - len(v))) for key, v in totals.items()}
+    total = sum(med.values())
+    groups = {"GEMMs (projections, FFN)": ("aten::mm", "aten::addmm", "aten::bmm"),
+              "fused attention kernels": ("aten::_scaled_dot_product_flash_attention_for_cpu",
+                                          "aten::_scaled_dot_product_flash_attention_for_cpu_backward")}
+    print(f"ours, T={T}: {total:.0f} ms of operator self time per step (median of {rounds} profiled steps)")
+    rest = dict(med)
+    for group, keys in groups.items():
+        ms = sum(rest.pop(k, 0.0) for k in keys)
+        print(f"  {group:28s} {ms:7.1f} ms  {ms / total:5.1%}")
+    print(f"  {'everything else':28s} {sum(rest.values()):7.1f} ms  {sum(rest.values()) / total:5.1%}, of which:")
+    for key, ms in sorted(rest.items(), key=lambda kv: -kv[1])[:15]:
+        print(f"    {key:60s} {ms:6.1f} ms")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="lengths 1024 and 2048, one repeat, no plot of note")
+    p.add_argument("--lengths", type=int, nargs="+", help=f"default {' '.join(map(str, LENGTHS))}")
+    p.add_argument("--repeats", type=int, default=7, help="rounds per length (fewer for slow steps)")
+    p.add_argument("--max-step-s", type=float, default=60.0, help="skip a case predicted to exceed this per step")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
+    p.add_argument("--skip", nargs="+", default=[], metavar="CASE",
+                   help="leave out cases whose name contains any of these strings (e.g. RoBERTa 'op:')")
+    p.add_argument("--out", type=Path, default=RESULTS / "longformer_cpu", help="output path without suffix")
+    p.add_argument("--sweep-blocks", action="store_true", help="time the fused op's block sizes instead")
+    p.add_argument("--profile", action="store_true", help="where a step of ours spends its time, instead")
+    p.add_argument("--memory-child", nargs=2, metavar=("IMPL", "T"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+
+    torch.set_num_threads(1)
+    if args.memory_child:
+        memory_child(args.memory_child[0], int(args.memory_child[1]))
+        return
+    if args.profile:
+        for T in args.lengths or [4096]:
+            profile_breakdown(T)
+        return
+    if args.sweep_blocks:
+        for T in args.lengths or [4096]:
+            sweep_blocks(T, [16, 32, 64, 128, 256], repeats=args.repeats)
+        return
+
+    lengths = args.lengths or ([1024, 2048] if args.quick else list(LENGTHS))
+    repeats = 1 if args.quick else args.repeats
+    results = {"machine": machine_info(), "quick": args.quick, "repeats": repeats,
+               "load_before": " ".join(f"{x:.1f}" for x in os.getloadavg()), "lengths": {}}
+    models = {impl: build_model(impl, max(lengths)) for impl in ("ours", "transformers", "roberta_sdpa")}
+    previous = {}
+    t_start = time.perf_counter()
+    for T in lengths:
+        cases = [c for c in CASES if c.name == MM_CASE or not any(x in c.name for x in args.skip)]
+        row = {"time": time_length(T, cases, models, repeats, args.max_step_s, previous)}
+        previous.update({n: (T, r["median_s"]) for n, r in row["time"].items() if "median_s" in r})
+        if not args.no_memory:
+            row["memory"] = {}
+            for case in (c for c in cases if c.memory):
+                if "median_s" not in row["time"].get(case.name, {}):
+                    row["memory"][case.impl] = {"skipped": "not timed at this length"}
+                    continue
+                row["memory"][case.impl] = measure_memory(case.impl, T, timeout_s=max(120.0, 20 * row["time"][case.name]["median_s"]))
+        results["lengths"][str(T)] = row
+        done = ", ".join(f"{n.split(': ', 1)[1]} {_fmt_s(r['median_s'])}" for n, r in row["time"].items()
+                         if n.startswith("model") and "median_s" in r)
+        print(f"[{time.perf_counter() - t_start:5.0f} s] T={T}: {done}", flush=True)
+    results["load_after"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    results["wall_s"] = time.perf_counter() - t_start
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    write_markdown(results, args.out.with_suffix(".md"))
+    write_plot(results, args.out.with_suffix(".png"))
+    print(args.out.with_suffix(".md").read_text())
+
+
+if __name__ == "__main__":
+    main()
