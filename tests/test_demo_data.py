@@ -168,8 +168,8 @@ def test_demo_cli_refuses_to_overwrite(tmp_path, capsys):
     from hf_longctx.demo import RESULTS_FILE, run
 
     def args(path, overwrite):
-        return argparse.Namespace(output_dir=str(path), overwrite=overwrite, max_steps=1, batch_size=1,
-                                  learning_rate=1e-3, max_length=64, seed=0)
+        return argparse.Namespace(data="shakespeare-genre", output_dir=str(path), overwrite=overwrite, max_steps=1,
+                                  batch_size=1, learning_rate=1e-3, max_length=64, seed=0, threads=1)
 
     existing = tmp_path / "earlier"
     existing.mkdir()
@@ -183,3 +183,18 @@ def test_demo_cli_refuses_to_overwrite(tmp_path, capsys):
     from hf_longctx.demo import _prepare_output_dir
 
     assert _prepare_output_dir(existing, overwrite=True) is None and not existing.exists()
+
+
+def test_demo_data_choices_load_classification_splits():
+    from hf_longctx.__main__ import build_parser  # noqa: F401  (the CLI module imports)
+    from hf_longctx.demo import DATASETS, add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args([]).data in DATASETS
+    for name, (load, description) in DATASETS.items():
+        data = load()
+        assert list(data) == ["train", "validation", "test"], name
+        names = data["train"].features["label"].names
+        assert len(names) >= 2 and description
+        assert set(data["test"]["label"]) == set(range(len(names))), f"{name}: a label is missing from test"
