@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+import hf_longctx.models.longformer.sliding_window_attention as swa
+
 from hf_longctx.models.longformer.sliding_window_attention import (
     global_token_index,
     longformer_attention,
@@ -12,6 +14,15 @@ from hf_longctx.models.longformer.sliding_window_attention import (
 )
 
 B, H, D = 2, 4, 8
+
+
+@pytest.fixture(autouse=True, params=["fused", "unfused"])
+def path(request, monkeypatch):
+    """Run every test on both implementations: PyTorch's fused CPU kernel, and the unfused blocks that dropout and
+    other devices use."""
+    if request.param == "unfused":
+        monkeypatch.setattr(swa, "_flash_cpu_usable", lambda q, dropout_p: False)
+    return request.param
 
 
 def _inputs(T, dtype=torch.float64, seed=0, G=0):
@@ -152,3 +163,29 @@ def test_bad_arguments_raise_clear_errors():
             q, k, v, left=2, right=2, attention_mask=torch.ones(B, 8, dtype=torch.bool),
             global_mask=torch.ones(B, 8, dtype=torch.bool), causal=True,
         )
+
+
+def test_forward_and_backward_block_sizes_may_differ_with_a_wide_window(monkeypatch):
+    """The fused path uses separate forward/backward block sizes; check a pair that does not divide T or the window."""
+    monkeypatch.setattr(swa, "_fused_block_sizes", lambda left, right: (24, 40))
+    T = 101
+    q, k, v, (ek, ev) = _inputs(T, G=2)
+    kwargs = dict(key_mask=_ragged_mask(T), extra_k=ek, extra_v=ev)
+    out = sliding_window_attention(q, k, v, 20, 20, **kwargs)
+    ref = naive_sliding_window_attention(q, k, v, 20, 20, **kwargs)
+    rows = kwargs["key_mask"][:, None, :, None]
+    torch.testing.assert_close(out * rows, ref * rows, rtol=1e-10, atol=1e-10)
+    for a, r in zip(_grads(out * rows, (q, k, v, ek, ev)), _grads(ref * rows, (q, k, v, ek, ev))):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
+
+
+def test_dropout_zeroes_attention_weights_at_the_expected_rate():
+    """With dropout the unfused path runs; at p=0.5 about half the probabilities vanish and the rest double."""
+    torch.manual_seed(0)
+    T = 64
+    q, k, v, _ = _inputs(T)
+    v = torch.ones_like(v)  # each output row is then the sum of its kept (rescaled) probabilities
+    out = sliding_window_attention(q.detach(), k.detach(), v, 8, 8, dropout_p=0.5)
+    mean = out.mean().item()
+    assert 0.9 < mean < 1.1, mean  # inverted dropout keeps the expectation
+    assert out.std().item() > 0.05  # but individual rows change
