@@ -99,14 +99,19 @@ class LongformerSelfAttention(nn.Module):
     def forward(self, hidden_states, attention_mask, global_mask, global_index=None, layer_cache=None):
         """``hidden_states`` ``(B, T, C)``; masks ``(B, T)`` bool; returns ``(B, T, C)``."""
         B, T, C = hidden_states.shape
-        # One GEMM for q, k and v (the three weights stay separate parameters, as in transformers' checkpoints).
-        qkv = F.linear(
+        # One GEMM for q, k, v and, when there are global tokens, the global keys and values of every token (the
+        # weights stay separate parameters, as in transformers' checkpoints).
+        with_global = global_index is not None and not self.causal and layer_cache is None
+        projections = [self.query, self.key, self.value] + ([self.key_global, self.value_global] if with_global else [])
+        # q is pre-scaled by 1/sqrt(hs), as transformers does, so the ops take scale 1; folding the scale into the
+        # (C, C) weight saves a pass over (B, T, C) forward and backward.
+        scale = 1.0 / math.sqrt(self.head_dim)
+        fused = F.linear(
             hidden_states,
-            torch.cat([self.query.weight, self.key.weight, self.value.weight]),
-            torch.cat([self.query.bias, self.key.bias, self.value.bias]),
+            torch.cat([self.query.weight * scale] + [p.weight for p in projections[1:]]),
+            torch.cat([self.query.bias * scale] + [p.bias for p in projections[1:]]),
         )
-        q, k, v = (self._heads(x) for x in qkv.split(C, dim=-1))  # (B, nh, T, hs) each
-        q = q * (1.0 / math.sqrt(self.head_dim))  # pre-scaled, as transformers does, so the ops take scale 1
+        q, k, v, *kv_global = (self._heads(x) for x in fused.split(C, dim=-1))  # (B, nh, T, hs) each
         dropout_p = self.dropout if self.training else 0.0
 
         if layer_cache is not None:
@@ -119,9 +124,8 @@ class LongformerSelfAttention(nn.Module):
         else:
             index, valid = global_index
             g_hidden = hidden_states.gather(1, index[:, :, None].expand(B, index.shape[1], C))  # (B, G, C)
-            q_global = self._heads(self.query_global(g_hidden)) * (1.0 / math.sqrt(self.head_dim))
-            k_global = self._heads(self.key_global(hidden_states))
-            v_global = self._heads(self.value_global(hidden_states))
+            q_global = self._heads(self.query_global(g_hidden)) * scale
+            k_global, v_global = kv_global
             out = longformer_attention(
                 q, k, v, left=self.left, right=self.right, attention_mask=attention_mask, global_mask=global_mask,
                 q_global=q_global, k_global=k_global, v_global=v_global, dilation=self.dilation, dropout_p=dropout_p,
