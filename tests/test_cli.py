@@ -88,3 +88,7 @@ def test_data_list_and_show(capsys):
     shown = capsys.readouterr().out
     assert "train" in shown and "420 examples" in shown and "PROVENANCE_kernel_docs.md" in shown
     assert main(["data", "show", "nope"]) == 1
+
+
+def test_bench_command_finds_the_benchmark_of_the_checkout():
+    assert main(["bench", "--", "--help"]) == 0

@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "export": ("hf_longctx.export", "write a Hub-ready folder (weights, code, tokenizer, filled model card)"),
     "push": ("hf_longctx.push", "upload an exported folder to the Hugging Face Hub in one commit"),
     "data": ("hf_longctx.commands.data", "list the shipped data sets, or show one's splits and provenance"),
+    "bench": ("hf_longctx.commands.bench", "run the speed/memory benchmark against transformers (source checkout)"),
 }
 
 

@@ -133,10 +133,15 @@ class LongformerSelfAttention(nn.Module):
         return out.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
 
 
-class LongformerSelfOutput(nn.Module):
-    def __init__(self, hidden_size, eps, dropout):
+class LongformerResidualOutput(nn.Module):
+    """dense -> dropout -> add the residual -> LayerNorm: the end of both sub-blocks (post-LN, as BERT).
+
+    Named ``attention.output`` and ``output`` inside a layer, as in transformers' checkpoints.
+    """
+
+    def __init__(self, in_size, hidden_size, eps, dropout):
         super().__init__()
-        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.dense = nn.Linear(in_size, hidden_size)
         self.LayerNorm = nn.LayerNorm(hidden_size, eps=eps)
         self.dropout = nn.Dropout(dropout)
 
@@ -148,7 +153,7 @@ class LongformerAttention(nn.Module):
     def __init__(self, hidden_size, num_heads, window, dilation, causal, attn_dropout, hidden_dropout, eps):
         super().__init__()
         self.self = LongformerSelfAttention(hidden_size, num_heads, window, dilation, causal, attn_dropout)
-        self.output = LongformerSelfOutput(hidden_size, eps, hidden_dropout)
+        self.output = LongformerResidualOutput(hidden_size, hidden_size, eps, hidden_dropout)
 
     def forward(self, hidden_states, attention_mask, global_mask, global_index=None, layer_cache=None):
         return self.output(self.self(hidden_states, attention_mask, global_mask, global_index, layer_cache), hidden_states)
@@ -164,17 +169,6 @@ class LongformerIntermediate(nn.Module):
         return self.intermediate_act_fn(self.dense(x))
 
 
-class LongformerOutput(nn.Module):
-    def __init__(self, hidden_size, intermediate_size, eps, dropout):
-        super().__init__()
-        self.dense = nn.Linear(intermediate_size, hidden_size)
-        self.LayerNorm = nn.LayerNorm(hidden_size, eps=eps)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x, residual):
-        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
-
-
 class LongformerLayer(GradientCheckpointingLayer):
     """Post-LayerNorm transformer block (BERT/RoBERTa order) with Longformer attention."""
 
@@ -185,7 +179,7 @@ class LongformerLayer(GradientCheckpointingLayer):
             hidden_size, num_heads, window, dilation, causal, attn_dropout, hidden_dropout, eps
         )
         self.intermediate = LongformerIntermediate(hidden_size, intermediate_size, act)
-        self.output = LongformerOutput(hidden_size, intermediate_size, eps, hidden_dropout)
+        self.output = LongformerResidualOutput(intermediate_size, hidden_size, eps, hidden_dropout)
 
     def forward(self, hidden_states, attention_mask, global_mask, global_index=None, cache=None):
         layer_cache = None if cache is None else cache.layer(self.layer_idx)
