@@ -143,7 +143,7 @@ def test_demo_pipeline_learns_saves_and_reloads(dataset, tmp_path, one_thread):
 
     settings = DemoSettings(
         max_length=128, vocab_size=400, hidden_size=64, num_layers=2, num_heads=2, attention_window=8,
-        max_steps=100, batch_size=8, learning_rate=5e-3, logging_steps=1,
+        max_steps=100, batch_size=8, learning_rate=5e-3, logging_steps=1, truncated_length=16,
     )
     out = tmp_path / "demo"
     results = run_demo(settings, out, small_dataset(dataset), log=lambda message: None)
@@ -162,6 +162,11 @@ def test_demo_pipeline_learns_saves_and_reloads(dataset, tmp_path, one_thread):
     assert type(model).__name__ == "LongctxLongformerForSequenceClassification"
     assert [model.config.id2label[i] for i in range(4)] == list(LABEL_NAMES)
     assert AutoTokenizer.from_pretrained(out).pad_token_id == model.config.pad_token_id == 1
+    assert 0.0 <= results["truncated"]["test_accuracy"] <= 1.0 and results["truncated"]["max_length"] == 16
+    card = (out / "hub" / "README.md").read_text()
+    assert f"| accuracy | {round(results['test']['accuracy'], 4)} |" in card
+    assert "accuracy_first_16_tokens" in card
+    assert results["hub"]["max_abs_logit_diff"] <= 1e-5
 
 
 def test_demo_cli_refuses_to_overwrite(tmp_path, capsys):

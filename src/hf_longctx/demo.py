@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -78,6 +79,7 @@ class DemoSettings:
     eval_steps: int = 25  # validation accuracy every eval_steps; the best checkpoint is kept (0: the last one)
     seed: int = 0
     logging_steps: int = 25
+    truncated_length: int = 128  # the same model trained and tested on the first N tokens only (0: skip)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -314,15 +316,68 @@ def run_demo(settings: DemoSettings, output_dir: str | Path, dataset=None, log=p
             f"majority-class baseline {baseline:.3f} (always '{label_names[majority]}'); "
             f"per class {', '.join(f'{k} {v}' for k, v in per_class.items())}")
 
+    if s.truncated_length:
+        results["truncated"] = truncated_baseline(s, tokenizer, dataset, label_names)
+        log(f"truncated-context baseline: the same model trained and tested on the first {s.truncated_length} "
+            f"tokens only: test accuracy {results['truncated']['test_accuracy']:.3f} (long context, "
+            f"{s.max_length} tokens: {results['test']['accuracy']:.3f})")
+
     results["reload"] = save_and_reload(
         trainer, tokenizer, output_dir, dataset["test"]["text"], dataset["test"]["label"], logits["test"]
     )
-    results["wall_seconds"] = round(time.perf_counter() - start, 1)
-    (Path(output_dir) / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
     log(f"reload: AutoTokenizer + AutoModelForSequenceClassification.from_pretrained('{output_dir}') give the same "
         f"predictions on the {results['reload']['examples']} test documents "
         f"(max |logit difference| {results['reload']['max_abs_logit_diff']:.1e})")
+    results["hub"] = export_for_hub(output_dir, results, trainer, tokenized["test"], logits["test"])
+    log(f"Hub-ready folder: {results['hub']['folder']} (model card with these results; reloads with "
+        f"{results['hub']['reloaded_type']}, max |logit difference| {results['hub']['max_abs_logit_diff']:.1e})")
+    results["wall_seconds"] = round(time.perf_counter() - start, 1)
+    (Path(output_dir) / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
     return results
+
+
+def truncated_baseline(settings: DemoSettings, tokenizer, dataset, label_names) -> dict:
+    """Train and test the same model (same seed, steps and tokenizer) on the first ``truncated_length`` tokens."""
+    from dataclasses import replace
+
+    short = replace(settings, max_length=settings.truncated_length)
+    tokenized = tokenize(dataset, tokenizer, short.max_length)
+    trainer = fine_tune(build_model(settings, tokenizer, label_names), tokenizer, tokenized["train"], short,
+                        tokenized["validation"])
+    _, accuracy = predict(trainer, tokenized["test"])
+    return {"max_length": short.max_length, "test_accuracy": accuracy}
+
+
+def export_for_hub(output_dir, results: dict, trainer, test_dataset, logits: np.ndarray) -> dict:
+    """``hf-longctx export`` of the saved model into ``output_dir/hub`` with the demo's results in its card, then
+    a reload of that folder through ``AutoModelForSequenceClassification`` that must predict the same."""
+    from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
+
+    from hf_longctx.export import SUMMARY_FILE, export_model
+
+    output_dir = Path(output_dir)
+    s = results["settings"]
+    rows = [("accuracy", results["test"]["accuracy"]), ("majority_baseline", results["test"]["majority_baseline"])]
+    if "truncated" in results:
+        rows.append((f"accuracy_first_{results['truncated']['max_length']}_tokens",
+                     results["truncated"]["test_accuracy"]))
+    summary = {
+        "training": (f"`hf-longctx demo`: random init, {s['max_steps']} steps x {s['batch_size']} documents of up to "
+                     f"{s['max_length']} tokens, learning rate {s['learning_rate']}, best validation checkpoint"),
+        "results": [{"task": "text-classification", "dataset": "hf_longctx kernel-docs", "split": "test",
+                     "metric": name, "value": round(float(value), 4)} for name, value in rows],
+    }
+    (output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    hub = export_model(output_dir, output_dir / "hub")
+    model = AutoModelForSequenceClassification.from_pretrained(hub)
+    with tempfile.TemporaryDirectory(prefix="hf_longctx_demo_") as tmp:
+        args = TrainingArguments(output_dir=tmp, per_device_eval_batch_size=trainer.args.per_device_eval_batch_size,
+                                 report_to="none", use_cpu=True, disable_tqdm=True)
+        reloaded = Trainer(model=model, args=args, data_collator=trainer.data_collator).predict(test_dataset)
+    max_diff = float(np.abs(reloaded.predictions - logits).max())
+    if max_diff > 1e-5 or not (reloaded.predictions.argmax(-1) == logits.argmax(-1)).all():
+        raise AssertionError(f"the Hub-ready folder predicts differently: max |dlogit| {max_diff}")
+    return {"folder": str(hub), "reloaded_type": type(model).__name__, "max_abs_logit_diff": max_diff}
 
 
 # ---------------------------------------------------------------------------------------------------------------
