@@ -134,31 +134,19 @@ def tokenize(dataset, tokenizer, max_length: int):
 
 
 def build_model(settings: DemoSettings, tokenizer, label_names):
-    """A randomly initialised ``LongctxLongformerForSequenceClassification`` sized by ``settings``."""
+    """A randomly initialised ``LongctxLongformerForSequenceClassification`` sized by ``settings``.
+
+    The config comes from :func:`hf_longctx.tasks.longformer_config`, the same builder ``hf-longctx train`` uses.
+    """
     from transformers import set_seed
 
-    from hf_longctx import LongctxLongformerConfig, LongctxLongformerForSequenceClassification
+    from hf_longctx import LongctxLongformerForSequenceClassification
+    from hf_longctx.tasks import TASKS, longformer_config
 
     s = settings
-    config = LongctxLongformerConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=s.hidden_size,
-        num_hidden_layers=s.num_layers,
-        num_attention_heads=s.num_heads,
-        intermediate_size=4 * s.hidden_size,
-        attention_window=s.attention_window,
-        # RoBERTa positions run from pad_token_id + 1 to pad_token_id + max_length.
-        max_position_embeddings=s.max_length + tokenizer.pad_token_id + 1,
-        hidden_dropout_prob=s.dropout,
-        attention_probs_dropout_prob=s.dropout,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        sep_token_id=tokenizer.eos_token_id,
-        num_labels=len(label_names),
-        id2label=dict(enumerate(label_names)),
-        label2id={name: i for i, name in enumerate(label_names)},
-    )
+    preset = dict(hidden_size=s.hidden_size, num_hidden_layers=s.num_layers, num_attention_heads=s.num_heads,
+                  intermediate_size=4 * s.hidden_size, window=s.attention_window)
+    config = longformer_config(preset, tokenizer, s.max_length, TASKS["kernel-docs"], label_names, s.dropout)
     set_seed(s.seed)  # the weights depend on the seed alone
     return LongctxLongformerForSequenceClassification(config)
 
@@ -174,8 +162,6 @@ def fine_tune(model, tokenizer, train_dataset, settings: DemoSettings, eval_data
     checkpoint is loaded at the end (Trainer's ``load_best_model_at_end``): a model this small starts to memorise
     its 27 training works after two or three epochs. Checkpoints live in a temporary folder, deleted on return.
     """
-    import tempfile
-
     from transformers import Trainer, TrainingArguments
 
     from hf_longctx.collator import LongContextCollator
@@ -259,7 +245,8 @@ def save_and_reload(trainer, tokenizer, output_dir: str | Path, texts, labels, l
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def run_demo(settings: DemoSettings, output_dir: str | Path, dataset=None, log=print) -> dict:
+def run_demo(settings: DemoSettings, output_dir: str | Path, dataset=None, log=print,
+             dataset_name: str = "kernel-docs") -> dict:
     """Tokenizer, model, training, test accuracy, save and reload. Returns what it printed as a dict.
 
     ``dataset`` defaults to the kernel-docs task (``DATASETS``); any ``DatasetDict`` with ``train``,
@@ -328,7 +315,8 @@ def run_demo(settings: DemoSettings, output_dir: str | Path, dataset=None, log=p
     log(f"reload: AutoTokenizer + AutoModelForSequenceClassification.from_pretrained('{output_dir}') give the same "
         f"predictions on the {results['reload']['examples']} test documents "
         f"(max |logit difference| {results['reload']['max_abs_logit_diff']:.1e})")
-    results["hub"] = export_for_hub(output_dir, results, trainer, tokenized["test"], logits["test"])
+    results["hub"] = export_for_hub(output_dir, results, trainer, tokenized["test"], logits["test"],
+                                    dataset_name)
     log(f"Hub-ready folder: {results['hub']['folder']} (model card with these results; reloads with "
         f"{results['hub']['reloaded_type']}, max |logit difference| {results['hub']['max_abs_logit_diff']:.1e})")
     results["wall_seconds"] = round(time.perf_counter() - start, 1)
@@ -348,7 +336,8 @@ def truncated_baseline(settings: DemoSettings, tokenizer, dataset, label_names) 
     return {"max_length": short.max_length, "test_accuracy": accuracy}
 
 
-def export_for_hub(output_dir, results: dict, trainer, test_dataset, logits: np.ndarray) -> dict:
+def export_for_hub(output_dir, results: dict, trainer, test_dataset, logits: np.ndarray,
+                   dataset_name: str) -> dict:
     """``hf-longctx export`` of the saved model into ``output_dir/hub`` with the demo's results in its card, then
     a reload of that folder through ``AutoModelForSequenceClassification`` that must predict the same."""
     from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
@@ -364,7 +353,7 @@ def export_for_hub(output_dir, results: dict, trainer, test_dataset, logits: np.
     summary = {
         "training": (f"`hf-longctx demo`: random init, {s['max_steps']} steps x {s['batch_size']} documents of up to "
                      f"{s['max_length']} tokens, learning rate {s['learning_rate']}, best validation checkpoint"),
-        "results": [{"task": "text-classification", "dataset": "hf_longctx kernel-docs", "split": "test",
+        "results": [{"task": "text-classification", "dataset": f"hf_longctx {dataset_name}", "split": "test",
                      "metric": name, "value": round(float(value), 4)} for name, value in rows],
     }
     (output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
@@ -452,7 +441,7 @@ def run(args) -> int:
           + f"; labels {', '.join(dataset['train'].features['label'].names)}")
     print(f"cpu: {torch.get_num_threads()} torch threads ({os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f}{'' if args.threads else '; --threads overrides'})")
-    results = run_demo(settings, output_dir, dataset)
+    results = run_demo(settings, output_dir, dataset, dataset_name=args.data)
     print(f"saved: model, config and tokenizer in {output_dir}/, metrics in {output_dir / RESULTS_FILE}")
     print(f"total wall time: {results['wall_seconds']:.0f} s")
     return 0
