@@ -125,17 +125,6 @@ def small_dataset(dataset, words=120, per_label=4):
     return DatasetDict({"train": pick("train", per_label), "validation": pick("validation", 1), "test": pick("test", 2)})
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models on a shared machine: one torch thread runs ~10x faster than threads waiting for each other."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_demo_pipeline_learns_saves_and_reloads(dataset, tmp_path, one_thread):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

@@ -1,9 +1,11 @@
 """``hf-longctx train`` and ``hf-longctx evaluate``: the standard ``Trainer`` on a shipped task.
 
-``train`` writes ``OUTPUT/checkpoints/`` (Trainer checkpoints, for ``--resume``) and, when training ends,
-``OUTPUT/model/`` (model, tokenizer, ``hf_longctx_summary.json`` with the training configuration and test
-metrics, which ``hf-longctx export`` puts in the model card). The model folder is written to a staging folder
-and renamed, so an interrupted run never leaves a ``model/`` that loads half-trained.
+``train`` writes ``OUTPUT/hf_longctx_run.json`` (the arguments of the run, so ``--resume`` can check it continues
+the same run and ``--overwrite`` can tell a run folder from anything else), ``OUTPUT/checkpoints/`` (Trainer
+checkpoints, for ``--resume``) and, when training ends, ``OUTPUT/model/`` (model, tokenizer,
+``hf_longctx_summary.json`` with the training configuration and test metrics, which ``hf-longctx export`` puts in
+the model card). The model folder is written to a staging folder and renamed, so an interrupted run never leaves a
+``model/`` that loads half-trained.
 """
 
 from __future__ import annotations
@@ -59,6 +61,49 @@ def check_tokenizer_fits(tokenizer, config) -> None:
         raise TrainError(f"tokenizer pad id {tokenizer.pad_token_id} != model pad_token_id {config.pad_token_id}")
 
 
+RUN_FILE = "hf_longctx_run.json"  # the arguments of a run; also marks a folder as one that --overwrite may delete
+
+
+def _prepare_run_dir(output_dir: Path, run_record: dict, *, overwrite: bool, resume: bool) -> str | None:
+    """Make ``output_dir`` ready for the run described by ``run_record``; return the checkpoint to resume from.
+
+    Checked before any data is loaded, so a wrong flag costs a second, not a training run:
+    a fresh run needs an empty or missing folder; ``--overwrite`` deletes only a folder this command wrote
+    (it has ``RUN_FILE``), never one a user pointed at by mistake; ``--resume`` needs a checkpoint and the same
+    arguments as the run it continues (a different preset or task would fail later, deep inside ``load_state_dict``).
+    """
+    if overwrite and resume:
+        raise TrainError("--overwrite starts again and --resume continues: pass one of them")
+    record_file = output_dir / RUN_FILE
+    if resume:
+        if not record_file.is_file():
+            raise TrainError(f"nothing to resume in {output_dir}: it holds no {RUN_FILE}, so no train run wrote it")
+        earlier = json.loads(record_file.read_text())
+        changed = [f"{key} {earlier.get(key)!r} -> {value!r}" for key, value in run_record.items()
+                   if key not in ("epochs", "max_steps") and earlier.get(key) != value]
+        if changed:
+            raise TrainError(f"--resume continues the run in {output_dir} with its own arguments, but these differ: "
+                             + "; ".join(changed))
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(str(output_dir / "checkpoints")) if (output_dir / "checkpoints").is_dir() else None
+        if last is None:
+            raise TrainError(f"nothing to resume in {output_dir}: no checkpoints/checkpoint-* yet (a checkpoint is "
+                             "saved every epoch by default; --set save_strategy=steps --set save_steps=N saves more often)")
+        return last
+    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
+        if not overwrite:
+            raise TrainError(f"{output_dir} already exists and is not empty; pass --overwrite to replace an earlier "
+                             "run, or --resume to continue it")
+        if not record_file.is_file():
+            raise TrainError(f"{output_dir} is not a train run folder (no {RUN_FILE}); refusing to delete it even "
+                             "with --overwrite")
+        shutil.rmtree(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    record_file.write_text(json.dumps(run_record, indent=2) + "\n")
+    return None
+
+
 def train(task_name: str, output_dir, *, variant: str = "longformer", preset: str = "small", max_length: int = 1024,
           epochs: float = 1.0, max_steps: int = -1, batch_size: int = 4, learning_rate: float = 5e-4,
           dropout: float = 0.0, seed: int = 0, init_from=None, overwrite: bool = False, resume: bool = False,
@@ -76,11 +121,14 @@ def train(task_name: str, output_dir, *, variant: str = "longformer", preset: st
         raise TrainError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     if preset not in PRESETS:
         raise TrainError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    run_record = {
+        "task": task_name, "variant": variant, "preset": preset, "max_length": max_length, "epochs": epochs,
+        "max_steps": max_steps, "batch_size": batch_size, "learning_rate": learning_rate, "dropout": dropout,
+        "seed": seed, "init_from": None if init_from is None else str(init_from),
+        "max_train_samples": max_train_samples, "max_eval_samples": max_eval_samples, "overrides": overrides or {},
+    }
     output_dir = Path(output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()) and not (overwrite or resume):
-        raise TrainError(f"{output_dir} already exists and is not empty; pass --overwrite, or --resume to continue")
-    if overwrite and output_dir.exists() and not resume:
-        shutil.rmtree(output_dir)
+    resume_from = _prepare_run_dir(output_dir, run_record, overwrite=overwrite, resume=resume)
     task = TASKS[task_name]
     set_seed(seed)
     tokenizer = task.tokenizer()
@@ -108,8 +156,10 @@ def train(task_name: str, output_dir, *, variant: str = "longformer", preset: st
         data_collator=LongContextCollator(pad_token_id=tokenizer.pad_token_id), processing_class=tokenizer,
         compute_metrics=compute_metrics_for(task),
     )
+    if resume_from:
+        log(f"resuming from {resume_from}")
     start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=True if resume else None)
+    trainer.train(resume_from_checkpoint=resume_from)
     train_seconds = time.perf_counter() - start
     test = trainer.evaluate(data["test"], metric_key_prefix="test")
     results = [
@@ -124,6 +174,7 @@ def train(task_name: str, output_dir, *, variant: str = "longformer", preset: st
                      f"{max_length}`: {trainer.state.global_step} steps, batch {batch_size}, learning rate "
                      f"{learning_rate}, {train_seconds:.0f} s on {args.device}"),
         "results": results, "train_seconds": round(train_seconds, 1),
+        "resumed_from": resume_from,
     }
     model_dir = output_dir / "model"
     staging = Path(tempfile.mkdtemp(prefix=".model.", dir=output_dir))
@@ -198,8 +249,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-eval-samples", type=int, help="evaluate on the first N validation/test examples")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any TrainingArguments field, e.g. --set gradient_accumulation_steps=4")
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR")
-    parser.add_argument("--overwrite", action="store_true", help="delete OUTPUT_DIR first if it exists")
+    parser.add_argument("--resume", action="store_true", help="continue the run in OUTPUT_DIR from its last checkpoint "
+                        "(same arguments; --epochs and --max-steps may grow)")
+    parser.add_argument("--overwrite", action="store_true", help="delete OUTPUT_DIR first if an earlier train run "
+                        "wrote it (any other folder is never deleted)")
 
 
 def run(args) -> int:

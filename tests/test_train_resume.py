@@ -1,0 +1,85 @@
+"""`hf-longctx train --resume` continues a run exactly, and --overwrite / --resume refuse what they must not touch."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from hf_longctx.train import RUN_FILE, TrainError, train
+
+RUN = dict(preset="tiny", max_length=96, max_steps=4, batch_size=2, learning_rate=1e-3, max_train_samples=8,
+           max_eval_samples=4, log=lambda message: None)
+EVERY_2_STEPS = {"save_strategy": "steps", "save_steps": 2, "save_total_limit": None, "eval_strategy": "no",
+                 "disable_tqdm": True}
+
+
+def weights(run_dir):
+    return load_file(str(run_dir / "model" / "model.safetensors"))
+
+
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, one_thread):
+    whole = tmp_path / "whole"
+    train("kernel-docs", whole, overrides=EVERY_2_STEPS, **RUN)
+    assert sorted(p.name for p in (whole / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
+
+    # An interruption after step 2: the same folder without the later checkpoint and without model/.
+    cut = tmp_path / "cut"
+    shutil.copytree(whole, cut)
+    shutil.rmtree(cut / "checkpoints" / "checkpoint-4")
+    shutil.rmtree(cut / "model")
+    summary = train("kernel-docs", cut, overrides=EVERY_2_STEPS, resume=True, **RUN)
+
+    assert summary["resumed_from"].endswith("checkpoint-2")
+    expected, resumed = weights(whole), weights(cut)
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        torch.testing.assert_close(resumed[name], expected[name], rtol=1e-6, atol=1e-7, msg=name)
+    # Steps 3 and 4 moved the weights: a resume that skipped training would not match the whole run.
+    at_step_2 = load_file(str(whole / "checkpoints" / "checkpoint-2" / "model.safetensors"))
+    assert any(not torch.equal(at_step_2[name], expected[name]) for name in expected)
+
+    # And the weights come from the checkpoint: a fresh start with the same seed would also match the whole run,
+    # so resume from a checkpoint whose weights were nudged and see the result move.
+    nudged = tmp_path / "nudged"
+    shutil.copytree(cut, nudged)
+    shutil.rmtree(nudged / "model")
+    shutil.rmtree(nudged / "checkpoints" / "checkpoint-4")
+    save_file({name: t + 0.01 for name, t in at_step_2.items()},
+              str(nudged / "checkpoints" / "checkpoint-2" / "model.safetensors"), metadata={"format": "pt"})
+    train("kernel-docs", nudged, overrides=EVERY_2_STEPS, resume=True, **RUN)
+    moved = weights(nudged)
+    assert max(float((moved[name] - expected[name]).abs().max()) for name in expected) > 5e-3
+
+
+def test_resume_refuses_a_folder_without_a_run_or_checkpoint_or_with_other_arguments(tmp_path, one_thread):
+    with pytest.raises(TrainError, match="nothing to resume.*no hf_longctx_run.json"):
+        train("kernel-docs", tmp_path / "empty", resume=True, **RUN)
+
+    run = tmp_path / "run"
+    no_saves = {"save_strategy": "no", "eval_strategy": "no", "disable_tqdm": True}
+    train("kernel-docs", run, overrides=no_saves, **{**RUN, "max_steps": 1})
+    with pytest.raises(TrainError, match="no checkpoints/checkpoint-"):
+        train("kernel-docs", run, overrides=no_saves, resume=True, **{**RUN, "max_steps": 1})
+    with pytest.raises(TrainError, match="preset 'tiny' -> 'small'"):
+        train("kernel-docs", run, overrides=no_saves, resume=True, **{**RUN, "max_steps": 1, "preset": "small"})
+    with pytest.raises(TrainError, match="pass one of them"):
+        train("kernel-docs", run, overrides=no_saves, resume=True, overwrite=True, **RUN)
+
+
+def test_overwrite_deletes_only_a_folder_a_train_run_wrote(tmp_path, one_thread):
+    mine = tmp_path / "my_notes"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    with pytest.raises(TrainError, match="not a train run folder"):
+        train("kernel-docs", mine, overwrite=True, **RUN)
+    assert (mine / "thesis.tex").read_text() == "years of work"
+
+    run = tmp_path / "run"
+    no_saves = {"save_strategy": "no", "eval_strategy": "no", "disable_tqdm": True}
+    train("kernel-docs", run, overrides=no_saves, **{**RUN, "max_steps": 1})
+    assert json.loads((run / RUN_FILE).read_text())["preset"] == "tiny"
+    (run / "stale.txt").write_text("from the first run")
+    train("kernel-docs", run, overrides=no_saves, overwrite=True, **{**RUN, "max_steps": 1})
+    assert not (run / "stale.txt").exists() and (run / "model" / "config.json").is_file()
