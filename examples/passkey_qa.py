@@ -1,9 +1,12 @@
 """Long-range retrieval: find a 5-digit pass key hidden at a random depth of real text (extractive QA).
 
-    python examples/passkey_qa.py  # ~3 minutes on 2 CPU cores
+    python examples/passkey_qa.py           # ~3 minutes on 2 CPU cores
+    python examples/passkey_qa.py --quick   # a few steps: checks the script runs
 
-Then ask a question yourself with hf_longctx.qa.answer_question.
+Then ask a question yourself with hf_longctx.qa.answer_question, as the end of this script does.
 """
+
+import argparse
 
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
@@ -11,9 +14,20 @@ from hf_longctx.data.passkey import filler_lines
 from hf_longctx.qa import answer_question
 from hf_longctx.train import train
 
-train("passkey", "runs/example-passkey", preset="tiny", max_length=512, epochs=3, batch_size=4,
-      learning_rate=1e-3, overwrite=True)
-model = AutoModelForQuestionAnswering.from_pretrained("runs/example-passkey/model")
-tokenizer = AutoTokenizer.from_pretrained("runs/example-passkey/model")
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--output-dir", default="runs/example-passkey")
+parser.add_argument("--quick", action="store_true")
+args = parser.parse_args()
+
+quick = dict(max_steps=2, max_train_samples=8, max_eval_samples=8) if args.quick else {}
+summary = train("passkey", args.output_dir, **{
+    "preset": "tiny", "max_length": 512, "epochs": 3, "batch_size": 4, "learning_rate": 1e-3,
+    "overwrite": True,  # replaces an earlier run of this example only; train() never deletes any other folder
+    **quick,
+})
+for row in summary["results"]:
+    print(f"test {row['metric']}: {row['value']:.3f}")
+model = AutoModelForQuestionAnswering.from_pretrained(f"{args.output_dir}/model")
+tokenizer = AutoTokenizer.from_pretrained(f"{args.output_dir}/model")
 context = "".join(filler_lines()[:20]) + "The pass key is 31415. Remember it.\n" + "".join(filler_lines()[20:40])
-print(answer_question(model, tokenizer, "What is the pass key?", context, max_answer_tokens=6))
+print("What is the pass key?", answer_question(model, tokenizer, "What is the pass key?", context, max_answer_tokens=6))
