@@ -8,7 +8,6 @@ from collections import Counter
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from hf_longctx.data import LABEL_NAMES, SPLITS, load_demo_dataset, read_records
@@ -104,66 +103,50 @@ def test_windowing_keeps_whole_lines_and_short_tails():
     ]
 
 
+# The demo pipeline on small settings (the full demo runs in `make demo`)
 # ---------------------------------------------------------------------------------------------------------------
-# The demo pipeline on a few short windows (the full demo runs in `make demo`)
-# ---------------------------------------------------------------------------------------------------------------
 
 
-def small_dataset(dataset, words=120, per_label=4):
-    """``per_label`` windows of every label per split, cut to their first ``words`` words."""
-    from datasets import DatasetDict
-
-    def pick(split, n):
-        seen = Counter()
-        keep = []
-        for i, label in enumerate(dataset[split]["label"]):
-            if seen[label] < n:
-                seen[label] += 1
-                keep.append(i)
-        return dataset[split].select(keep).map(lambda r: {"text": " ".join(r["text"].split(" ")[:words])})
-
-    return DatasetDict({"train": pick("train", per_label), "validation": pick("validation", 1), "test": pick("test", 2)})
-
-
-def test_demo_pipeline_learns_saves_and_reloads(dataset, tmp_path, one_thread):
+def test_demo_trains_long_and_truncated_exports_and_reloads(tmp_path, one_thread):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from hf_longctx.demo import RESULTS_FILE, DemoSettings, run_demo
 
     settings = DemoSettings(
-        max_length=128, vocab_size=400, hidden_size=64, num_layers=2, num_heads=2, attention_window=8,
-        max_steps=100, batch_size=8, learning_rate=5e-3, logging_steps=1, truncated_length=16,
+        task="shakespeare-genre", preset="tiny", max_length=96, truncated_length=16, max_steps=30, batch_size=8,
+        learning_rate=3e-3, eval_steps=10, max_train_samples=24, max_eval_samples=12,
     )
     out = tmp_path / "demo"
-    results = run_demo(settings, out, small_dataset(dataset), log=lambda message: None)
+    printed = []
+    results = run_demo(settings, out, log=printed.append)
 
-    losses = results["train_losses"]
-    assert len(losses) == settings.max_steps
-    assert np.mean(losses[:5]) > 1.3  # about ln 4: a random init knows nothing
-    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5]), f"training did not fit 16 windows: {losses}"
-    for split in ("validation", "test"):
-        assert 0.0 <= results[split]["accuracy"] <= 1.0
-    assert results["test"]["majority_baseline"] == 0.25  # 2 test windows of each of the 4 labels
-    # run_demo raises unless the reloaded tokenizer + model reproduce the predictions; check the folder too.
-    assert results["reload"]["max_abs_logit_diff"] <= 1e-5
-    assert (out / RESULTS_FILE).exists() and (out / "tokenizer.json").exists()
-    model = AutoModelForSequenceClassification.from_pretrained(out)
+    losses = results["long"]["train_losses"]
+    assert len(losses) == 3  # one logged loss per eval_steps
+    assert losses[0] > losses[-1], f"training did not fit 24 windows: {losses}"
+    rows = {row["metric"]: row["value"] for row in results["long"]["results"]}
+    assert 0.0 <= rows["accuracy"] <= 1.0 and 0.0 < rows["majority_class_accuracy"] < 1.0
+    assert results["truncated"]["max_length"] == 16 and results["long"]["max_length"] == 96
+    # export_and_reload raises unless the Hub folder reproduces the accuracy and the logits; check the folder too.
+    assert results["hub"]["max_abs_logit_diff"] <= 1e-5 and results["hub"]["examples"] == 12
+    assert (out / RESULTS_FILE).exists() and (out / "hub" / "tokenizer.json").exists()
+    model = AutoModelForSequenceClassification.from_pretrained(out / "hub")
     assert type(model).__name__ == "LongctxLongformerForSequenceClassification"
     assert [model.config.id2label[i] for i in range(4)] == list(LABEL_NAMES)
-    assert AutoTokenizer.from_pretrained(out).pad_token_id == model.config.pad_token_id == 1
-    assert 0.0 <= results["truncated"]["test_accuracy"] <= 1.0 and results["truncated"]["max_length"] == 16
+    assert AutoTokenizer.from_pretrained(out / "hub").pad_token_id == model.config.pad_token_id == 1
     card = (out / "hub" / "README.md").read_text()
-    assert f"| accuracy | {round(results['test']['accuracy'], 4)} |" in card
-    assert "accuracy_first_16_tokens" in card
-    assert results["hub"]["max_abs_logit_diff"] <= 1e-5
+    assert f"| accuracy | {rows['accuracy']} |" in card
+    truncated = {row["metric"]: row["value"] for row in results["truncated"]["results"]}
+    assert f"| accuracy_first_16_tokens | {truncated['accuracy']} |" in card
+    assert any("majority class" in line for line in printed) and any("truncated baseline by" in line for line in printed)
 
 
 def test_demo_cli_refuses_to_overwrite(tmp_path, capsys):
     from hf_longctx.demo import RESULTS_FILE, run
 
     def args(path, overwrite):
-        return argparse.Namespace(data="shakespeare-genre", output_dir=str(path), overwrite=overwrite, max_steps=1,
-                                  batch_size=1, learning_rate=1e-3, max_length=64, seed=0, threads=1)
+        return argparse.Namespace(task="shakespeare-genre", output_dir=str(path), overwrite=overwrite, max_steps=1,
+                                  batch_size=1, learning_rate=1e-3, max_length=64, truncated_length=0, seed=0,
+                                  threads=1)
 
     existing = tmp_path / "earlier"
     existing.mkdir()
@@ -179,16 +162,16 @@ def test_demo_cli_refuses_to_overwrite(tmp_path, capsys):
     assert _prepare_output_dir(existing, overwrite=True) is None and not existing.exists()
 
 
-def test_demo_data_choices_load_classification_splits():
-    from hf_longctx.__main__ import build_parser  # noqa: F401  (the CLI module imports)
-    from hf_longctx.demo import DATASETS, add_arguments
+def test_demo_tasks_are_the_classification_tasks_and_load_every_label():
+    from hf_longctx.demo import DEMO_TASKS, add_arguments
+    from hf_longctx.tasks import TASKS
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    assert parser.parse_args([]).data in DATASETS
-    for name, (load, description) in DATASETS.items():
-        data = load()
+    assert parser.parse_args([]).task == DEMO_TASKS[0] == "kernel-docs"
+    assert set(DEMO_TASKS) == {"kernel-docs", "shakespeare-genre"}
+    for name in DEMO_TASKS:
+        data, names = TASKS[name].load(TASKS[name].tokenizer(), 64, 0)
         assert list(data) == ["train", "validation", "test"], name
-        names = data["train"].features["label"].names
-        assert len(names) >= 2 and description
-        assert set(data["test"]["label"]) == set(range(len(names))), f"{name}: a label is missing from test"
+        assert len(names) >= 2
+        assert set(data["test"]["labels"]) == set(range(len(names))), f"{name}: a label is missing from test"

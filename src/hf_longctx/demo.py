@@ -1,15 +1,18 @@
-"""``hf-longctx demo``: fine-tune a small Longformer on real long text with the standard ``Trainer``, on a CPU.
+"""``hf-longctx demo`` (``make demo``): does reading the whole document pay? One command, on a CPU, in minutes.
 
-Two shipped long-document tasks (``--data``): the topic of Linux kernel documentation files (the default: six
-topics, a strong lexical signal that a small model picks up in two minutes) and the genre of ~1,000-word windows
-of Shakespeare, split by work (harder: genre is style, and the model must generalise to unseen plays; see
-``DATASETS``). Everything is offline: a byte-level BPE is trained on the training split, a randomly
-initialised ``LongctxLongformerForSequenceClassification`` (first token global) is trained for a fixed number of
-steps (keeping the checkpoint with the best validation accuracy), test accuracy is printed next to the
-majority-class baseline, and the model and tokenizer are saved and reloaded through ``AutoModelForSequenceClassification`` / ``AutoTokenizer`` to check identical predictions.
+It is ``hf-longctx train`` run twice and ``hf-longctx export`` once, through the same public functions:
 
-The steps are public functions (``train_tokenizer``, ``tokenize``, ``build_model``, ``fine_tune``, ``predict``,
-``save_and_reload``) so tests and notebooks can run them on smaller settings; ``run_demo`` strings them together.
+1. :func:`hf_longctx.train.train` fine-tunes a randomly initialised small Longformer (first token global) on a
+   shipped long-document classification task, reading up to ``max_length`` tokens of each document; Trainer
+   evaluates on the validation split every ``eval_steps`` and keeps the best checkpoint.
+2. The same model, seed and steps, reading only the first ``truncated_length`` tokens: the truncated baseline.
+3. Test accuracy of both, next to the majority-class baseline.
+4. :func:`hf_longctx.export.export_model` writes a Hub-ready folder with the results in its model card, and the
+   folder is reloaded through ``AutoTokenizer`` + ``AutoModelForSequenceClassification``: it must give the test
+   accuracy that training measured and the logits of the saved model.
+
+Output folder: ``long/`` and ``truncated/`` (train runs: ``model/`` and ``checkpoints/``), ``hub/`` and
+``demo_results.json``.
 """
 
 from __future__ import annotations
@@ -25,348 +28,146 @@ from pathlib import Path
 
 import numpy as np
 
+from .tasks import TASKS
+
 RESULTS_FILE = "demo_results.json"  # also marks a folder as demo output, which --overwrite may delete
 
-
-def _kernel_docs():
-    from hf_longctx.data.kernel_docs import load_kernel_docs
-
-    return load_kernel_docs()
-
-
-def _shakespeare_genre():
-    from hf_longctx.data import load_demo_dataset
-
-    return load_demo_dataset()
-
-
-# --data name -> (loader of a DatasetDict with text + ClassLabel label, what the task is). Measured with the
-# default settings on 2 shared cores, seeds 0 and 1: kernel-docs test accuracy 0.59 (majority 0.17);
-# shakespeare-genre 0.34 and 0.42 (majority 0.33), validation 0.54 and 0.63 (majority 0.38): the model memorises
-# the 27 training works; a bag-of-words naive Bayes on the same split reaches 0.56 test, 0.79 validation.
-DATASETS = {
-    "kernel-docs": (_kernel_docs, "topic (6 Documentation/ folders) of whole Linux kernel documentation files"),
-    "shakespeare-genre": (
-        _shakespeare_genre, "genre (comedy / tragedy / history / poem) of ~1,000-word windows of Shakespeare, "
-        "split by work",
-    ),
-}
+# The classification tasks the demo can run; the default is the first.
+DEMO_TASKS = [name for name, task in TASKS.items() if task.head == "AutoModelForSequenceClassification"]
 
 
 @dataclass
 class DemoSettings:
     """Everything that decides the demo's result (the seed included); the defaults are the ``make demo`` run.
 
-    Sized for 2 CPU cores: about 2.4M training tokens, 2 minutes at the ~20k tokens/s measured on an idle
-    2-core machine, 3.5 minutes on one busy core. Chosen from single-seed sweeps on shakespeare-genre (learning
-    rate 1e-3 to 3e-3, batch 8 or 16, 1024 or 2048 tokens, vocabulary 2k or 8k, dropout 0 or 0.1): none changed
-    the picture much, 3e-3 collapsed to predicting the prior, and every run memorised the training works after
-    ~3 epochs, hence the validation-selected checkpoint.
+    Sized for 2 CPU cores: the long run reads about 2.4M tokens (~2 minutes at the ~20k tokens/s of an idle
+    2-core machine), the truncated one an eighth of that. The best validation checkpoint is kept because a model
+    this small memorises its training documents after a few epochs (see README, "The demo").
     """
 
+    task: str = "kernel-docs"
+    preset: str = "small"  # hidden 128, 2 layers, 2 heads, window 256: 1.7M parameters with the 8k BPE
     max_length: int = 1024  # tokens per document, <s> and </s> included; longer ones are cut
-    vocab_size: int = 8192
-    hidden_size: int = 128
-    num_layers: int = 2
-    num_heads: int = 2
-    attention_window: int = 256  # each token sees 128 tokens either side, plus the global first token
+    truncated_length: int = 128  # the baseline reads this many (0: skip it)
     max_steps: int = 150
     batch_size: int = 16
     learning_rate: float = 2e-3
     warmup: float = 0.2  # fraction of the steps
     weight_decay: float = 0.01
-    dropout: float = 0.0  # dropout 0.1 (+ weight decay 0.1) only delayed learning within the step budget
-    eval_steps: int = 25  # validation accuracy every eval_steps; the best checkpoint is kept (0: the last one)
+    eval_steps: int = 25  # validation accuracy every eval_steps; the best checkpoint is kept
     seed: int = 0
-    logging_steps: int = 25
-    truncated_length: int = 128  # the same model trained and tested on the first N tokens only (0: skip)
+    max_train_samples: int | None = None  # smaller runs (tests); None: the whole split
+    max_eval_samples: int | None = None
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Steps
-# ---------------------------------------------------------------------------------------------------------------
+def training_arguments(settings: DemoSettings) -> dict:
+    """The ``TrainingArguments`` overrides of both runs: validation-selected checkpoint, one log line per eval."""
+    s = settings
+    return {
+        "warmup_steps": s.warmup, "weight_decay": s.weight_decay,
+        "eval_strategy": "steps", "eval_steps": s.eval_steps, "save_strategy": "steps", "save_steps": s.eval_steps,
+        "save_total_limit": 1, "load_best_model_at_end": True, "metric_for_best_model": "accuracy",
+        "logging_steps": s.eval_steps, "disable_tqdm": True,
+    }
 
 
-def train_tokenizer(texts, vocab_size: int, max_length: int):
-    """A byte-level BPE trained on ``texts`` (RoBERTa's special tokens and ids), as a transformers tokenizer.
-
-    Byte-level: any text encodes without unknown tokens. Ids 0-3 are ``<s> <pad> </s> <unk>``, the ids
-    ``LongctxLongformerConfig`` expects by default. Every encoding is ``<s> ... </s>``; truncation keeps both.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<s>", "<pad>", "</s>", "<unk>"]
-    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        min_frequency=2, show_progress=False,
-    )
-    bpe.train_from_iterator(texts, trainer)
-    bpe.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=bpe, bos_token="<s>", pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-        model_max_length=max_length,
-    )
-
-
-def tokenize(dataset, tokenizer, max_length: int):
-    """``input_ids``, ``attention_mask``, a ``global_attention_mask`` on the first token (``<s>``), and ``label``.
-
-    ``dataset`` is a ``Dataset`` or a ``DatasetDict`` with ``text`` and ``label`` columns.
-
-    The global mask is explicit (the classification head would default to the first token too) so that the
-    collator and Trainer carry it like any other field; the text columns are dropped.
-    """
-
-    def encode(batch):
-        enc = tokenizer(batch["text"], truncation=True, max_length=max_length)
-        enc["global_attention_mask"] = [[1] + [0] * (len(ids) - 1) for ids in enc["input_ids"]]
-        return enc
-
-    names = dataset.column_names  # a list for a Dataset, {split: list} for a DatasetDict
-    names = next(iter(names.values())) if isinstance(names, dict) else names
-    return dataset.map(encode, batched=True, remove_columns=[c for c in names if c != "label"])
-
-
-def build_model(settings: DemoSettings, tokenizer, label_names):
-    """A randomly initialised ``LongctxLongformerForSequenceClassification`` sized by ``settings``.
-
-    The config comes from :func:`hf_longctx.tasks.longformer_config`, the same builder ``hf-longctx train`` uses.
-    """
-    from transformers import set_seed
-
-    from hf_longctx import LongctxLongformerForSequenceClassification
-    from hf_longctx.tasks import TASKS, longformer_config
+def train_once(settings: DemoSettings, output_dir: Path, max_length: int, log=print) -> dict:
+    """One ``train()`` run of the demo's model on the demo's task; returns its summary."""
+    from .train import train
 
     s = settings
-    preset = dict(hidden_size=s.hidden_size, num_hidden_layers=s.num_layers, num_attention_heads=s.num_heads,
-                  intermediate_size=4 * s.hidden_size, window=s.attention_window)
-    config = longformer_config(preset, tokenizer, s.max_length, TASKS["kernel-docs"], label_names, s.dropout)
-    set_seed(s.seed)  # the weights depend on the seed alone
-    return LongctxLongformerForSequenceClassification(config)
+    return train(
+        s.task, output_dir, preset=s.preset, max_length=max_length, max_steps=s.max_steps, batch_size=s.batch_size,
+        learning_rate=s.learning_rate, seed=s.seed, max_train_samples=s.max_train_samples,
+        max_eval_samples=s.max_eval_samples, overrides=training_arguments(s), log=log,
+    )
 
 
-def _accuracy(eval_prediction) -> dict:
-    return {"accuracy": float((np.argmax(eval_prediction.predictions, -1) == eval_prediction.label_ids).mean())}
+def metric(summary: dict, name: str) -> float:
+    return next(row["value"] for row in summary["results"] if row["metric"] == name)
 
 
-def fine_tune(model, tokenizer, train_dataset, settings: DemoSettings, eval_dataset=None):
-    """Train with ``transformers.Trainer`` and :class:`~hf_longctx.collator.LongContextCollator`; return the Trainer.
+def export_and_reload(settings: DemoSettings, model_dir: Path, hub_dir: Path, summary: dict) -> dict:
+    """Export ``model_dir`` to ``hub_dir`` and reload it through the Auto classes.
 
-    With ``eval_dataset`` and ``settings.eval_steps``, accuracy on it is measured every ``eval_steps`` and the best
-    checkpoint is loaded at the end (Trainer's ``load_best_model_at_end``): a model this small starts to memorise
-    its 27 training works after two or three epochs. Checkpoints live in a temporary folder, deleted on return.
+    Raises ``AssertionError`` when the reloaded folder's test accuracy differs from the one training measured in
+    memory, or its logits differ from those of ``model_dir`` by more than 1e-5.
     """
-    from transformers import Trainer, TrainingArguments
-
-    from hf_longctx.collator import LongContextCollator
-
-    s = settings
-    select = bool(eval_dataset is not None and s.eval_steps)
-    with tempfile.TemporaryDirectory(prefix="hf_longctx_demo_") as checkpoints:
-        args = TrainingArguments(
-            output_dir=checkpoints,
-            max_steps=s.max_steps,
-            per_device_train_batch_size=s.batch_size,
-            per_device_eval_batch_size=s.batch_size,
-            learning_rate=s.learning_rate,
-            warmup_steps=s.warmup,
-            weight_decay=s.weight_decay,
-            lr_scheduler_type="linear",
-            logging_steps=s.logging_steps,
-            eval_strategy="steps" if select else "no",
-            eval_steps=s.eval_steps if select else None,
-            save_strategy="steps" if select else "no",
-            save_steps=s.eval_steps if select else None,
-            save_total_limit=1 if select else None,
-            load_best_model_at_end=select,
-            metric_for_best_model="accuracy" if select else None,
-            report_to="none",
-            use_cpu=True,
-            disable_tqdm=True,  # one line of metrics every logging_steps instead of a progress bar
-            seed=s.seed,
-        )
-        trainer = Trainer(
-            model=model,
-            args=args,
-            data_collator=LongContextCollator(pad_token_id=tokenizer.pad_token_id),
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset if select else None,
-            processing_class=tokenizer,
-            compute_metrics=_accuracy,
-        )
-        trainer.train()
-    return trainer
-
-
-def predict(trainer, dataset) -> tuple[np.ndarray, float]:
-    """Logits over ``dataset`` and the accuracy against its labels."""
-    out = trainer.predict(dataset)
-    return out.predictions, float((out.predictions.argmax(-1) == out.label_ids).mean())
-
-
-def save_and_reload(trainer, tokenizer, output_dir: str | Path, texts, labels, logits: np.ndarray) -> dict:
-    """Save model + tokenizer, reload both through the Auto classes, and check they give the same predictions.
-
-    ``texts`` are re-tokenized with the *reloaded* tokenizer, so the check covers the whole saved pipeline.
-    Raises ``AssertionError`` when token ids, predicted labels or logits (beyond 1e-5) differ.
-    """
-    from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 
-    output_dir = Path(output_dir)
-    trainer.save_model(str(output_dir))  # model, config, tokenizer (the Trainer's processing_class), training args
-    tokenizer2 = AutoTokenizer.from_pretrained(output_dir)
-    model2 = AutoModelForSequenceClassification.from_pretrained(output_dir)
-    ids = tokenizer(list(texts), truncation=True)["input_ids"]
-    ids2 = tokenizer2(list(texts), truncation=True)["input_ids"]
-    assert ids == ids2, "the reloaded tokenizer encodes the texts differently"
-    max_length = trainer.model.config.max_position_embeddings - trainer.model.config.pad_token_id - 1
-    dataset = tokenize(Dataset.from_dict({"text": list(texts), "label": list(labels)}), tokenizer2, max_length)
-    args = TrainingArguments(  # same batches as the first predictions, so the logits may match to the bit
-        output_dir=str(output_dir), per_device_eval_batch_size=trainer.args.per_device_eval_batch_size, use_cpu=True,
-        report_to="none", disable_tqdm=True,
-    )
-    trainer2 = Trainer(model=model2, args=args, data_collator=trainer.data_collator)
-    logits2 = trainer2.predict(dataset).predictions
-    same_labels = bool((logits.argmax(-1) == logits2.argmax(-1)).all())
-    max_diff = float(np.abs(logits - logits2).max())
-    assert same_labels and max_diff <= 1e-5, f"reloaded model differs: same labels {same_labels}, max |dlogit| {max_diff}"
-    return {"reloaded_type": type(model2).__name__, "max_abs_logit_diff": max_diff, "examples": len(logits)}
+    from .collator import LongContextCollator
+    from .export import export_model
+    from .train import _limit
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# The whole demo
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def run_demo(settings: DemoSettings, output_dir: str | Path, dataset=None, log=print,
-             dataset_name: str = "kernel-docs") -> dict:
-    """Tokenizer, model, training, test accuracy, save and reload. Returns what it printed as a dict.
-
-    ``dataset`` defaults to the kernel-docs task (``DATASETS``); any ``DatasetDict`` with ``train``,
-    ``validation`` and ``test`` splits of ``text`` and a ``ClassLabel`` ``label`` works.
-    """
-    start = time.perf_counter()
-    if dataset is None:
-        dataset = DATASETS["kernel-docs"][0]()
-    label_names = dataset["train"].features["label"].names
-    s = settings
-
-    t = time.perf_counter()
-    tokenizer = train_tokenizer(dataset["train"]["text"], s.vocab_size, s.max_length)
-    tokenized = tokenize(dataset, tokenizer, s.max_length)
-    lengths = [len(ids) for ids in tokenized["train"]["input_ids"]]
-    log(f"tokenizer: byte-level BPE with {len(tokenizer)} ids, trained on the train split and applied in "
-        f"{time.perf_counter() - t:.1f} s; train documents have {int(np.median(lengths))} tokens (median), "
-        f"{sum(n == s.max_length for n in lengths)} of {len(lengths)} truncated at {s.max_length}")
-
-    model = build_model(s, tokenizer, label_names)
-    n_params = sum(p.numel() for p in model.parameters())
-    log(f"model: {type(model).__name__}, {s.num_layers} layers, hidden {s.hidden_size}, {s.num_heads} heads, "
-        f"window {s.attention_window}, first token global, {n_params / 1e6:.2f} M parameters, random init")
-
-    t = time.perf_counter()
-    trainer = fine_tune(model, tokenizer, tokenized["train"], s, tokenized["validation"])
-    train_s = time.perf_counter() - t
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    tokens = s.max_steps * s.batch_size * float(np.mean(lengths))  # approximate: padding not counted
-    log(f"training: {s.max_steps} steps x {s.batch_size} documents in {train_s:.0f} s (~{tokens / train_s:,.0f} "
-        f"tokens/s, validation included); loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses
-        else f"training: {train_s:.0f} s")
-    if trainer.state.best_global_step:
-        log(f"kept the checkpoint of step {trainer.state.best_global_step}, best validation accuracy "
-            f"({trainer.state.best_metric:.3f}) of those measured every {s.eval_steps} steps")
-
-    train_labels = np.array(tokenized["train"]["label"])
-    majority = int(np.bincount(train_labels, minlength=len(label_names)).argmax())
-    results = {
-        "settings": asdict(s), "train_seconds": round(train_s, 1), "train_losses": losses,
-        "best_step": trainer.state.best_global_step,
-    }
-    logits = {}
-    for split in ("validation", "test"):
-        logits[split], accuracy = predict(trainer, tokenized[split])
-        labels = np.array(tokenized[split]["label"])
-        baseline = float((labels == majority).mean())
-        per_class = {
-            name: f"{int(((logits[split].argmax(-1) == labels) & (labels == i)).sum())}/{int((labels == i).sum())}"
-            for i, name in enumerate(label_names)
-        }
-        results[split] = {"accuracy": accuracy, "majority_baseline": baseline, "correct_per_class": per_class}
-        log(f"{split} accuracy: {accuracy:.3f} ({int(round(accuracy * len(labels)))}/{len(labels)} documents) vs "
-            f"majority-class baseline {baseline:.3f} (always '{label_names[majority]}'); "
-            f"per class {', '.join(f'{k} {v}' for k, v in per_class.items())}")
-
-    if s.truncated_length:
-        results["truncated"] = truncated_baseline(s, tokenizer, dataset, label_names)
-        log(f"truncated-context baseline: the same model trained and tested on the first {s.truncated_length} "
-            f"tokens only: test accuracy {results['truncated']['test_accuracy']:.3f} (long context, "
-            f"{s.max_length} tokens: {results['test']['accuracy']:.3f})")
-
-    results["reload"] = save_and_reload(
-        trainer, tokenizer, output_dir, dataset["test"]["text"], dataset["test"]["label"], logits["test"]
-    )
-    log(f"reload: AutoTokenizer + AutoModelForSequenceClassification.from_pretrained('{output_dir}') give the same "
-        f"predictions on the {results['reload']['examples']} test documents "
-        f"(max |logit difference| {results['reload']['max_abs_logit_diff']:.1e})")
-    results["hub"] = export_for_hub(output_dir, results, trainer, tokenized["test"], logits["test"],
-                                    dataset_name)
-    log(f"Hub-ready folder: {results['hub']['folder']} (model card with these results; reloads with "
-        f"{results['hub']['reloaded_type']}, max |logit difference| {results['hub']['max_abs_logit_diff']:.1e})")
-    results["wall_seconds"] = round(time.perf_counter() - start, 1)
-    (Path(output_dir) / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
-    return results
-
-
-def truncated_baseline(settings: DemoSettings, tokenizer, dataset, label_names) -> dict:
-    """Train and test the same model (same seed, steps and tokenizer) on the first ``truncated_length`` tokens."""
-    from dataclasses import replace
-
-    short = replace(settings, max_length=settings.truncated_length)
-    tokenized = tokenize(dataset, tokenizer, short.max_length)
-    trainer = fine_tune(build_model(settings, tokenizer, label_names), tokenizer, tokenized["train"], short,
-                        tokenized["validation"])
-    _, accuracy = predict(trainer, tokenized["test"])
-    return {"max_length": short.max_length, "test_accuracy": accuracy}
-
-
-def export_for_hub(output_dir, results: dict, trainer, test_dataset, logits: np.ndarray,
-                   dataset_name: str) -> dict:
-    """``hf-longctx export`` of the saved model into ``output_dir/hub`` with the demo's results in its card, then
-    a reload of that folder through ``AutoModelForSequenceClassification`` that must predict the same."""
-    from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
-
-    from hf_longctx.export import SUMMARY_FILE, export_model
-
-    output_dir = Path(output_dir)
-    s = results["settings"]
-    rows = [("accuracy", results["test"]["accuracy"]), ("majority_baseline", results["test"]["majority_baseline"])]
-    if "truncated" in results:
-        rows.append((f"accuracy_first_{results['truncated']['max_length']}_tokens",
-                     results["truncated"]["test_accuracy"]))
-    summary = {
-        "training": (f"`hf-longctx demo`: random init, {s['max_steps']} steps x {s['batch_size']} documents of up to "
-                     f"{s['max_length']} tokens, learning rate {s['learning_rate']}, best validation checkpoint"),
-        "results": [{"task": "text-classification", "dataset": f"hf_longctx {dataset_name}", "split": "test",
-                     "metric": name, "value": round(float(value), 4)} for name, value in rows],
-    }
-    (output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
-    hub = export_model(output_dir, output_dir / "hub")
-    model = AutoModelForSequenceClassification.from_pretrained(hub)
+    hub = export_model(model_dir, hub_dir)
+    tokenizer = AutoTokenizer.from_pretrained(hub)
+    data, _ = TASKS[settings.task].load(tokenizer, settings.max_length, settings.seed)
+    test = _limit(data, "test", settings.max_eval_samples)["test"]
+    logits, classes = {}, {}
     with tempfile.TemporaryDirectory(prefix="hf_longctx_demo_") as tmp:
-        args = TrainingArguments(output_dir=tmp, per_device_eval_batch_size=trainer.args.per_device_eval_batch_size,
-                                 report_to="none", use_cpu=True, disable_tqdm=True)
-        reloaded = Trainer(model=model, args=args, data_collator=trainer.data_collator).predict(test_dataset)
-    max_diff = float(np.abs(reloaded.predictions - logits).max())
-    if max_diff > 1e-5 or not (reloaded.predictions.argmax(-1) == logits.argmax(-1)).all():
-        raise AssertionError(f"the Hub-ready folder predicts differently: max |dlogit| {max_diff}")
-    return {"folder": str(hub), "reloaded_type": type(model).__name__, "max_abs_logit_diff": max_diff}
+        args = TrainingArguments(output_dir=tmp, per_device_eval_batch_size=settings.batch_size, report_to="none",
+                                 use_cpu=True, disable_tqdm=True)
+        for name, folder in (("hub", hub), ("saved", model_dir)):
+            model = AutoModelForSequenceClassification.from_pretrained(folder)
+            classes[name] = type(model).__name__
+            trainer = Trainer(model=model, args=args, data_collator=LongContextCollator(tokenizer.pad_token_id))
+            logits[name] = trainer.predict(test).predictions
+    accuracy = float((logits["hub"].argmax(-1) == np.asarray(test["labels"])).mean())
+    max_diff = float(np.abs(logits["hub"] - logits["saved"]).max())
+    assert round(accuracy, 4) == metric(summary, "accuracy"), (
+        f"the Hub-ready folder scores {accuracy:.4f} on test, training measured {metric(summary, 'accuracy')}")
+    assert max_diff <= 1e-5, f"the Hub-ready folder's logits differ from the saved model's by {max_diff}"
+    return {"folder": str(hub), "reloaded_type": classes["hub"], "test_accuracy": accuracy,
+            "max_abs_logit_diff": max_diff, "examples": len(test)}
+
+
+def run_demo(settings: DemoSettings, output_dir: str | Path, log=print) -> dict:
+    """Both training runs, the comparison, the export and the reload. Returns what it printed, as a dict."""
+    from .export import SUMMARY_FILE
+
+    start = time.perf_counter()
+    s = settings
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    results = {"settings": asdict(s)}
+    quiet = lambda message: None  # noqa: E731  (train's one-line JSON summary; the demo prints its own)
+
+    log(f"[1/3] long context: the first {s.max_length} tokens of every document")
+    long = train_once(s, output_dir / "long", s.max_length, log=quiet)
+    results["long"] = long
+    rows = [("long context", s.max_length, metric(long, "accuracy"))]
+    if s.truncated_length:
+        log(f"[2/3] truncated baseline: the same model, seed and steps on the first {s.truncated_length} tokens")
+        truncated = train_once(s, output_dir / "truncated", s.truncated_length, log=quiet)
+        results["truncated"] = truncated
+        rows.append(("truncated", s.truncated_length, metric(truncated, "accuracy")))
+        # The card shows the baseline next to the model's own figures.
+        summary_file = output_dir / "long" / "model" / SUMMARY_FILE
+        summary = json.loads(summary_file.read_text())
+        summary["results"].append({**summary["results"][0], "metric": f"accuracy_first_{s.truncated_length}_tokens",
+                                   "value": metric(truncated, "accuracy")})
+        summary_file.write_text(json.dumps(summary, indent=2))
+
+    log("[3/3] export to a Hub-ready folder and reload it")
+    results["hub"] = export_and_reload(s, output_dir / "long" / "model", output_dir / "hub", long)
+    results["wall_seconds"] = round(time.perf_counter() - start, 1)
+    (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+
+    log(f"\ntest accuracy on {s.task} ({results['hub']['examples']} documents, works/files never seen in training):")
+    for name, length, accuracy in rows:
+        log(f"  {name:<14} {length:>5} tokens  {accuracy:.3f}")
+    log(f"  majority class              {metric(long, 'majority_class_accuracy'):.3f}")
+    if len(rows) == 2:
+        gain = rows[0][2] - rows[1][2]
+        log(f"long context {'beats' if gain > 0 else 'does NOT beat'} the truncated baseline by "
+            f"{gain * 100:+.1f} points")
+    log(f"training: {long['train_seconds']:.0f} s long, "
+        f"{results['truncated']['train_seconds'] if 'truncated' in results else 0:.0f} s truncated; "
+        f"losses {long['train_losses'][0]:.3f} -> {long['train_losses'][-1]:.3f}")
+    log(f"Hub-ready folder: {results['hub']['folder']} (model card with these results); reloaded as "
+        f"{results['hub']['reloaded_type']}: same test accuracy, max |logit difference| "
+        f"{results['hub']['max_abs_logit_diff']:.1e}")
+    return results
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -376,9 +177,9 @@ def export_for_hub(output_dir, results: dict, trainer, test_dataset, logits: np.
 
 def add_arguments(parser) -> None:
     d = DemoSettings()
-    parser.add_argument("--data", choices=sorted(DATASETS), default="kernel-docs", help="which shipped task "
+    parser.add_argument("--task", choices=DEMO_TASKS, default=d.task, help="which shipped classification task "
                         "(default: %(default)s)")
-    parser.add_argument("--output-dir", default="runs/demo", help="where the model, tokenizer and results go "
+    parser.add_argument("--output-dir", default="runs/demo", help="where the runs, the Hub folder and the results go "
                         "(default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace --output-dir if it holds an earlier demo run")
     parser.add_argument("--max-steps", type=int, default=d.max_steps, help="optimizer steps (default: %(default)s)")
@@ -387,6 +188,8 @@ def add_arguments(parser) -> None:
                         "(default: %(default)s)")
     parser.add_argument("--max-length", type=int, default=d.max_length, help="tokens per document; longer ones "
                         "are truncated (default: %(default)s)")
+    parser.add_argument("--truncated-length", type=int, default=d.truncated_length, help="tokens the baseline "
+                        "reads (0 skips it; default: %(default)s)")
     parser.add_argument("--seed", type=int, default=d.seed, help="seed of the weights and the data order "
                         "(default: %(default)s)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 picks the idle cores, at least "
@@ -424,8 +227,8 @@ def run(args) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     settings = DemoSettings(
-        max_steps=args.max_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
-        max_length=args.max_length, seed=args.seed,
+        task=args.task, max_steps=args.max_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
+        max_length=args.max_length, truncated_length=args.truncated_length, seed=args.seed,
     )
     import datasets
     import torch
@@ -434,14 +237,10 @@ def run(args) -> int:
     datasets.disable_progress_bars()  # a few lines of results read better than a dozen progress bars
     transformers.utils.logging.disable_progress_bar()
     torch.set_num_threads(pick_threads(args.threads))
-    load, description = DATASETS[args.data]
-    dataset = load()
-    print(f"hf_longctx demo ({args.data}): {description}")
-    print("data: " + ", ".join(f"{split} {len(dataset[split])} documents" for split in dataset)
-          + f"; labels {', '.join(dataset['train'].features['label'].names)}")
+    print(f"hf_longctx demo: {TASKS[args.task].description}")
     print(f"cpu: {torch.get_num_threads()} torch threads ({os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f}{'' if args.threads else '; --threads overrides'})")
-    results = run_demo(settings, output_dir, dataset, dataset_name=args.data)
-    print(f"saved: model, config and tokenizer in {output_dir}/, metrics in {output_dir / RESULTS_FILE}")
+    results = run_demo(settings, output_dir)
+    print(f"everything is in {output_dir}/: long/model, truncated/model, hub/, {RESULTS_FILE}")
     print(f"total wall time: {results['wall_seconds']:.0f} s")
     return 0

@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from .export import SUMMARY_FILE
 from .tasks import PRESETS, TASKS, VARIANTS, compute_metrics_for
 
@@ -45,9 +47,18 @@ def _parse_overrides(pairs: list[str]) -> dict:
 
 
 def _limit(data, split: str, n: int | None):
-    if n:
-        data[split] = data[split].select(range(min(n, len(data[split]))))
+    """At most ``n`` examples of ``split``, drawn at random with a fixed seed (the shipped files are sorted by
+    label, so the first ``n`` would often be a single class)."""
+    if n and n < len(data[split]):
+        data[split] = data[split].shuffle(seed=0).select(range(n))
     return data
+
+
+def majority_baseline(train_labels, test_labels) -> float:
+    """Test accuracy of always answering the most frequent training label: the floor any classifier must beat."""
+    train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
+    majority = np.bincount(train_labels).argmax()
+    return float((test_labels == majority).mean())
 
 
 def check_tokenizer_fits(tokenizer, config) -> None:
@@ -168,6 +179,10 @@ def train(task_name: str, output_dir, *, variant: str = "longformer", preset: st
         for key, value in test.items()
         if key.startswith("test_") and key not in ("test_runtime", "test_samples_per_second", "test_steps_per_second")
     ]
+    if task.head == "AutoModelForSequenceClassification":
+        results.append({"task": "SequenceClassification", "dataset": task.name, "split": "test",
+                        "metric": "majority_class_accuracy",
+                        "value": round(majority_baseline(data["train"]["labels"], data["test"]["labels"]), 4)})
     summary = {
         "task": task.name, "variant": variant, "preset": preset, "max_length": max_length,
         "training": (f"`hf-longctx train --task {task.name} --variant {variant} --preset {preset} --max-length "
@@ -175,6 +190,7 @@ def train(task_name: str, output_dir, *, variant: str = "longformer", preset: st
                      f"{learning_rate}, {train_seconds:.0f} s on {args.device}"),
         "results": results, "train_seconds": round(train_seconds, 1),
         "resumed_from": resume_from,
+        "train_losses": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
     }
     model_dir = output_dir / "model"
     staging = Path(tempfile.mkdtemp(prefix=".model.", dir=output_dir))
