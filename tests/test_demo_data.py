@@ -58,7 +58,7 @@ def test_committed_file_matches_its_provenance_note(provenance):
     recorded = re.search(r"sha256 of `shakespeare_genre.jsonl.gz`: `([0-9a-f]{64})`", provenance)
     assert recorded, "PROVENANCE.md does not record the sample's sha256"
     assert hashlib.sha256(data).hexdigest() == recorded.group(1)
-    assert len(data) <= 1_500_000
+    assert len(data) <= 2_500_000
     build = load_build_script()
     assert f"`{build.PACKAGE}=={build.VERSION}`" in provenance and build.SDIST_SHA256 in provenance
 
@@ -86,7 +86,7 @@ def test_build_script_table_agrees_with_the_committed_records():
     for work, words in by_work.items():
         assert min(words[:-1], default=build.WINDOW_WORDS) >= build.WINDOW_WORDS, work
         assert words[-1] >= build.MIN_LAST_WINDOW_WORDS or len(words) == 1, work
-    assert max(Counter(r["work"] for r in records).values()) == build.MAX_WINDOWS_PER_WORK
+    assert min(Counter(r["work"] for r in records if r["label"] != "poem").values()) >= 15  # whole plays
     assert not any("by William Shakespeare" in r["text"] for r in records)  # titles (which name genres) are cut
 
 
@@ -96,7 +96,6 @@ def test_windowing_keeps_whole_lines_and_short_tails():
     windows = build.windows(lines)
     assert all(len(w.split()) >= build.WINDOW_WORDS for w in windows[:-1])
     assert "\n".join(windows).split("\n") == [line for line in lines]  # nothing lost, no line cut
-    assert build.evenly_spaced(list(range(10)), 4) == [0, 3, 6, 9]
     assert build.windows(["only a few words"]) == ["only a few words"]  # a short work is one window
     assert build.clean("TITLE\n\nby William Shakespeare\n\n\nText  \n\n\nmore\n") == [
         "Text", "", "more"
