@@ -81,6 +81,12 @@ def _bpe():
     return kernel_docs_bpe()
 
 
+def _shakespeare_bpe():
+    from .data.tokenizers import shipped_bpe
+
+    return shipped_bpe("shakespeare_genre")
+
+
 def _bytes():
     from .data.tokenizers import byte_tokenizer
 
@@ -93,7 +99,7 @@ TASKS = {
                         _classification(_kernel_docs), _bpe, ("accuracy", "macro_f1")),
     "shakespeare-genre": Task("shakespeare-genre", "AutoModelForSequenceClassification",
                               "genre of ~1,000-word Shakespeare windows, split by work (context matters)",
-                              _classification(_shakespeare), _bpe, ("accuracy", "macro_f1")),
+                              _classification(_shakespeare), _shakespeare_bpe, ("accuracy", "macro_f1")),
     "wiki-bytes": Task("wiki-bytes", "AutoModelForCausalLM",
                        "byte-level language modelling on real Wikipedia XML (enwik8-style), bits per byte",
                        _wiki_bytes, _bytes, ("bits_per_byte",)),
