@@ -108,6 +108,43 @@ TASKS = {
                     _passkey, _bpe, ("squad_span",)),
 }
 
+FOLDER_TASK = "text-classification"  # the task of a user's --data-dir folder
+FOLDER_BPE_VOCAB = 8192
+
+
+def folder_task(data_dir, label_names: list[str] | None = None) -> Task:
+    """Long-document classification on a user's folder (see :data:`hf_longctx.data.files.FOLDER_FORMAT`).
+
+    The folder is read (and checked) here, before anything trains. Its tokenizer is a byte-level BPE trained on its
+    own ``train.jsonl`` (seconds; saved with the model, so ``evaluate`` reuses it). ``label_names`` fixes the label
+    order to a trained model's.
+    """
+    from .data.files import load_classification_folder
+
+    raw = load_classification_folder(data_dir, label_names)
+
+    def tokenizer():
+        from .data.tokenizers import train_bpe
+
+        return train_bpe(raw["train"]["text"], FOLDER_BPE_VOCAB)
+
+    return Task(FOLDER_TASK, "AutoModelForSequenceClassification", f"text classification of the documents in {data_dir}",
+                _classification(lambda: raw), tokenizer, ("accuracy", "macro_f1"))
+
+
+def resolve_task(name: str | None, data_dir=None, label_names: list[str] | None = None) -> Task:
+    """The shipped task ``name``, or the folder task of ``data_dir``; ``ValueError`` says what is wrong."""
+    if data_dir is not None:
+        if name not in (None, FOLDER_TASK):
+            raise ValueError(f"--data-dir is a {FOLDER_TASK} folder; it does not go with --task {name}")
+        return folder_task(data_dir, label_names)
+    if name is None:
+        raise ValueError(f"pass --task (one of {', '.join(TASKS)}) or --data-dir with your own documents")
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}, or --data-dir")
+    return TASKS[name]
+
+
 # Size presets: the fields every variant's config shares. A variant maps them onto its own config.
 PRESETS = {
     "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256, window=64),

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .export import SUMMARY_FILE
-from .tasks import PRESETS, TASKS, VARIANTS, compute_metrics_for
+from .tasks import PRESETS, TASKS, VARIANTS, compute_metrics_for, resolve_task
 
 
 class TrainError(RuntimeError):
@@ -115,32 +115,38 @@ def _prepare_run_dir(output_dir: Path, run_record: dict, *, overwrite: bool, res
     return None
 
 
-def train(task_name: str, output_dir, *, variant: str = "longformer", preset: str = "small", max_length: int = 1024,
-          epochs: float = 1.0, max_steps: int = -1, batch_size: int = 4, learning_rate: float = 5e-4,
-          dropout: float = 0.0, seed: int = 0, init_from=None, overwrite: bool = False, resume: bool = False,
-          max_train_samples: int | None = None, max_eval_samples: int | None = None,
+def _task(name, data_dir=None, label_names=None):
+    try:
+        return resolve_task(name, data_dir, label_names)
+    except ValueError as err:  # an unknown task, or a --data-dir folder that is missing or malformed (DataError)
+        raise TrainError(str(err)) from err
+
+
+def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "longformer", preset: str = "small",
+          max_length: int = 1024, epochs: float = 1.0, max_steps: int = -1, batch_size: int = 4,
+          learning_rate: float = 5e-4, dropout: float = 0.0, seed: int = 0, init_from=None, overwrite: bool = False,
+          resume: bool = False, max_train_samples: int | None = None, max_eval_samples: int | None = None,
           overrides: dict | None = None, log=print) -> dict:
-    """Train ``variant`` on ``task_name``; returns the summary written next to the model."""
+    """Train ``variant`` on the shipped task ``task_name``, or on the classification folder ``data_dir``
+    (:data:`hf_longctx.data.files.FOLDER_FORMAT`); returns the summary written next to the model."""
     import transformers
     from transformers import Trainer, TrainingArguments, set_seed
 
     from .collator import LongContextCollator
 
-    if task_name not in TASKS:
-        raise TrainError(f"unknown task {task_name!r}; choose one of {', '.join(TASKS)}")
+    task = _task(task_name, data_dir)  # a --data-dir folder is read and checked here, before anything is written
     if variant not in VARIANTS:
         raise TrainError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     if preset not in PRESETS:
         raise TrainError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     run_record = {
-        "task": task_name, "variant": variant, "preset": preset, "max_length": max_length, "epochs": epochs,
+        "task": task.name, "data_dir": None if data_dir is None else str(Path(data_dir).resolve()), "variant": variant, "preset": preset, "max_length": max_length, "epochs": epochs,
         "max_steps": max_steps, "batch_size": batch_size, "learning_rate": learning_rate, "dropout": dropout,
         "seed": seed, "init_from": None if init_from is None else str(init_from),
         "max_train_samples": max_train_samples, "max_eval_samples": max_eval_samples, "overrides": overrides or {},
     }
     output_dir = Path(output_dir)
     resume_from = _prepare_run_dir(output_dir, run_record, overwrite=overwrite, resume=resume)
-    task = TASKS[task_name]
     set_seed(seed)
     tokenizer = task.tokenizer()
     data, labels = task.load(tokenizer, max_length, seed)
@@ -173,19 +179,20 @@ def train(task_name: str, output_dir, *, variant: str = "longformer", preset: st
     trainer.train(resume_from_checkpoint=resume_from)
     train_seconds = time.perf_counter() - start
     test = trainer.evaluate(data["test"], metric_key_prefix="test")
+    dataset_name = task.name if data_dir is None else Path(data_dir).resolve().name
     results = [
-        {"task": task.head.replace("AutoModelFor", ""), "dataset": task.name, "split": "test",
+        {"task": task.head.replace("AutoModelFor", ""), "dataset": dataset_name, "split": "test",
          "metric": key[len("test_"):], "value": round(float(value), 4)}
         for key, value in test.items()
         if key.startswith("test_") and key not in ("test_runtime", "test_samples_per_second", "test_steps_per_second")
     ]
     if task.head == "AutoModelForSequenceClassification":
-        results.append({"task": "SequenceClassification", "dataset": task.name, "split": "test",
+        results.append({"task": "SequenceClassification", "dataset": dataset_name, "split": "test",
                         "metric": "majority_class_accuracy",
                         "value": round(majority_baseline(data["train"]["labels"], data["test"]["labels"]), 4)})
     summary = {
         "task": task.name, "variant": variant, "preset": preset, "max_length": max_length,
-        "training": (f"`hf-longctx train --task {task.name} --variant {variant} --preset {preset} --max-length "
+        "training": (f"`hf-longctx train {'--task ' + task.name if data_dir is None else '--data-dir ' + dataset_name} --variant {variant} --preset {preset} --max-length "
                      f"{max_length}`: {trainer.state.global_step} steps, batch {batch_size}, learning rate "
                      f"{learning_rate}, {train_seconds:.0f} s on {args.device}"),
         "results": results, "train_seconds": round(train_seconds, 1),
@@ -206,28 +213,28 @@ def train(task_name: str, output_dir, *, variant: str = "longformer", preset: st
     return summary
 
 
-def evaluate_model(model_dir, task_name: str, *, split: str = "test", max_length: int | None = None,
-                   batch_size: int = 4, max_samples: int | None = None) -> dict:
-    """Metrics of a saved model on a task split (the model's own tokenizer is used when it saved one)."""
+def evaluate_model(model_dir, task_name: str | None, *, data_dir=None, split: str = "test",
+                   max_length: int | None = None, batch_size: int = 4, max_samples: int | None = None) -> dict:
+    """Metrics of a saved model on a split of a shipped task or of a ``data_dir`` folder (the model's own tokenizer
+    is used when it saved one)."""
     import transformers
     from transformers import AutoConfig, AutoTokenizer, Trainer, TrainingArguments
 
     from .collator import LongContextCollator
 
     model_dir = Path(model_dir)
-    if task_name not in TASKS:
-        raise TrainError(f"unknown task {task_name!r}; choose one of {', '.join(TASKS)}")
     if not (model_dir / "config.json").is_file():
         raise TrainError(f"{model_dir} is not a model folder (no config.json)")
-    task = TASKS[task_name]
     config = AutoConfig.from_pretrained(model_dir)
+    label_names = [config.id2label[i] for i in range(config.num_labels)] if data_dir is not None else None
+    task = _task(task_name, data_dir, label_names)
     tokenizer = AutoTokenizer.from_pretrained(model_dir) if (model_dir / "tokenizer_config.json").is_file() \
         else task.tokenizer()
     check_tokenizer_fits(tokenizer, config)
     max_length = max_length or config.max_position_embeddings - config.pad_token_id - 1
     data, _ = task.load(tokenizer, max_length, 0)
     if split not in data:
-        raise TrainError(f"task {task_name} has splits {list(data)}, not {split!r}")
+        raise TrainError(f"task {task.name} has splits {list(data)}, not {split!r}")
     data = _limit(data, split, max_samples)
     model = getattr(transformers, task.head).from_pretrained(model_dir)
     with tempfile.TemporaryDirectory() as tmp:
@@ -249,7 +256,9 @@ def evaluate_model(model_dir, task_name: str, *, split: str = "test", max_length
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--task", required=True, choices=sorted(TASKS), help="what to train on (see `hf-longctx data list`)")
+    parser.add_argument("--task", choices=sorted(TASKS), help="a shipped task to train on (see `hf-longctx data list`)")
+    parser.add_argument("--data-dir", help="or your own documents: a folder with train.jsonl, validation.jsonl and "
+                        'test.jsonl, one {"text": ..., "label": ...} per line (a BPE is trained on its train split)')
     parser.add_argument("--variant", default="longformer", help=f"model family: {', '.join(VARIANTS)}")
     parser.add_argument("--preset", default="small", help=f"model size: {', '.join(PRESETS)}")
     parser.add_argument("--output-dir", required=True, help="run folder: checkpoints/ and, at the end, model/")
@@ -261,8 +270,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--dropout", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init-from", help="start from this saved or converted model instead of a random one")
-    parser.add_argument("--max-train-samples", type=int, help="use only the first N training examples")
-    parser.add_argument("--max-eval-samples", type=int, help="evaluate on the first N validation/test examples")
+    parser.add_argument("--max-train-samples", type=int, help="use only N training examples (a seeded random draw)")
+    parser.add_argument("--max-eval-samples", type=int, help="evaluate on N validation/test examples (a seeded random draw)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any TrainingArguments field, e.g. --set gradient_accumulation_steps=4")
     parser.add_argument("--resume", action="store_true", help="continue the run in OUTPUT_DIR from its last checkpoint "
@@ -273,7 +282,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     try:
-        train(args.task, args.output_dir, variant=args.variant, preset=args.preset, max_length=args.max_length,
+        train(args.task, args.output_dir, data_dir=args.data_dir, variant=args.variant, preset=args.preset, max_length=args.max_length,
               epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
               learning_rate=args.learning_rate, dropout=args.dropout, seed=args.seed, init_from=args.init_from,
               overwrite=args.overwrite, resume=args.resume, max_train_samples=args.max_train_samples,

@@ -9,11 +9,9 @@ documents of at least 2 KB per label (median ~5.6k characters, ~1.6k tokens of t
 
 from __future__ import annotations
 
-import gzip
-import json
-from importlib import resources
-
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+from .files import read_packaged_jsonl
 
 DATA_FILE = "kernel_docs.jsonl.gz"
 PROVENANCE_FILE = "PROVENANCE_kernel_docs.md"
@@ -23,9 +21,7 @@ SPLITS = ("train", "validation", "test")
 
 def read_records() -> list[dict]:
     """Every document as a dict ``{"text", "label" (a name), "path", "split"}``, in file order."""
-    with resources.files(__package__).joinpath(DATA_FILE).open("rb") as raw:
-        with gzip.open(raw, "rt", encoding="utf-8") as lines:
-            return [json.loads(line) for line in lines]
+    return read_packaged_jsonl(DATA_FILE)
 
 
 def load_kernel_docs() -> DatasetDict:

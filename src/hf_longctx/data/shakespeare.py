@@ -8,11 +8,9 @@ recognising characters it saw in training: it has to read style over a long wind
 
 from __future__ import annotations
 
-import gzip
-import json
-from importlib import resources
-
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+from .files import read_packaged_jsonl
 
 DATA_FILE = "shakespeare_genre.jsonl.gz"
 LABEL_NAMES = ("comedy", "tragedy", "history", "poem")
@@ -21,8 +19,7 @@ SPLITS = ("train", "validation", "test")
 
 def read_records() -> list[dict]:
     """Every window as a dict ``{"text", "label" (a name), "work", "split"}``, in file order."""
-    with resources.files(__package__).joinpath(DATA_FILE).open("rb") as raw, gzip.open(raw, "rt") as lines:
-        return [json.loads(line) for line in lines]
+    return read_packaged_jsonl(DATA_FILE)
 
 
 def load_demo_dataset() -> DatasetDict:

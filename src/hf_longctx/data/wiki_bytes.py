@@ -11,11 +11,14 @@ from __future__ import annotations
 import gzip
 import itertools
 import math
+import zlib
 from importlib import resources
 
 import numpy as np
 import pyarrow as pa
 from datasets import Dataset, DatasetDict, Features, List, Value
+
+from .files import DataError
 
 DATA_FILE = "enwiki_sample.xml.gz"
 PROVENANCE_FILE = "PROVENANCE_wiki_bytes.md"
@@ -28,8 +31,13 @@ BYTE_ID_OFFSET = 3
 
 def read_bytes() -> bytes:
     """The whole corpus, decompressed: the XML exactly as in the source dump."""
-    with resources.files(__package__).joinpath(DATA_FILE).open("rb") as raw:
-        return gzip.decompress(raw.read())
+    path = resources.files(__package__).joinpath(DATA_FILE)
+    try:
+        with path.open("rb") as raw:
+            return gzip.decompress(raw.read())
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(f"the packaged data file {path} is missing or damaged ({type(err).__name__}: {err}); "
+                        "reinstall hf_longctx or rebuild it with tools/build_data.py wiki-bytes") from err
 
 
 def split_bytes(data: bytes | None = None) -> dict[str, bytes]:
