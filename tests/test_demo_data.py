@@ -135,7 +135,7 @@ def test_demo_trains_long_and_truncated_exports_and_reloads(tmp_path, one_thread
     card = (out / "hub" / "README.md").read_text()
     assert f"| accuracy | {rows['accuracy']} |" in card
     truncated = {row["metric"]: row["value"] for row in results["truncated"]["results"]}
-    assert f"| accuracy_first_16_tokens | {truncated['accuracy']} |" in card
+    assert f"| truncated_baseline_accuracy_16_tokens | {truncated['accuracy']} |" in card
     assert any("majority class" in line for line in printed) and any("truncated baseline by" in line for line in printed)
 
 

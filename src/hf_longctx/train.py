@@ -115,6 +115,11 @@ def _prepare_run_dir(output_dir: Path, run_record: dict, *, overwrite: bool, res
     return None
 
 
+def _set_flags(overrides: dict | None) -> str:
+    """``overrides`` as the ``--set KEY=VALUE`` flags that reproduce them, for the model card."""
+    return "".join(f" --set {key}={json.dumps(value)}" for key, value in (overrides or {}).items())
+
+
 def _task(name, data_dir=None, label_names=None):
     try:
         return resolve_task(name, data_dir, label_names)
@@ -193,7 +198,7 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
     summary = {
         "task": task.name, "variant": variant, "preset": preset, "max_length": max_length,
         "training": (f"`hf-longctx train {'--task ' + task.name if data_dir is None else '--data-dir ' + dataset_name} --variant {variant} --preset {preset} --max-length "
-                     f"{max_length}`: {trainer.state.global_step} steps, batch {batch_size}, learning rate "
+                     f"{max_length}{_set_flags(overrides)}`: {trainer.state.global_step} steps, batch {batch_size}, learning rate "
                      f"{learning_rate}, {train_seconds:.0f} s on {args.device}"),
         "results": results, "train_seconds": round(train_seconds, 1),
         "resumed_from": resume_from,
