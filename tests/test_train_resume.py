@@ -83,3 +83,29 @@ def test_overwrite_deletes_only_a_folder_a_train_run_wrote(tmp_path, one_thread)
     (run / "stale.txt").write_text("from the first run")
     train("kernel-docs", run, overrides=no_saves, overwrite=True, **{**RUN, "max_steps": 1})
     assert not (run / "stale.txt").exists() and (run / "model" / "config.json").is_file()
+
+
+def test_init_from_a_masked_lm_gets_the_tasks_labels_and_keeps_its_encoder(tmp_path, one_thread):
+    from hf_longctx import LongctxLongformerForMaskedLM
+    from hf_longctx.tasks import PRESETS, TASKS, longformer_config
+
+    task = TASKS["kernel-docs"]
+    config = longformer_config(PRESETS["tiny"], task.tokenizer(), 96, task, None, 0.0)
+    start = tmp_path / "mlm"
+    LongctxLongformerForMaskedLM(config).save_pretrained(start)
+    encoder = {k: v for k, v in load_file(str(start / "model.safetensors")).items() if ".encoder." in k}
+
+    run = tmp_path / "run"
+    no_saves = {"save_strategy": "no", "eval_strategy": "no", "disable_tqdm": True}
+    train("kernel-docs", run, init_from=start, overrides=no_saves, **{**RUN, "max_steps": 1, "learning_rate": 0.0})
+    trained = load_file(str(run / "model" / "model.safetensors"))
+    for name, weight in encoder.items():  # learning rate 0: the encoder is exactly the masked LM's
+        torch.testing.assert_close(trained[name], weight, rtol=0, atol=0, msg=name)
+    labels = json.loads((run / "model" / "config.json").read_text())["id2label"]
+    assert list(labels.values()) == ["admin-guide", "devicetree", "driver-api", "filesystems", "hwmon", "networking"]
+
+    with pytest.raises(TrainError, match="--max-length 512 is longer than the 96 tokens"):
+        train("kernel-docs", tmp_path / "long", init_from=start, overrides=no_saves, **{**RUN, "max_length": 512})
+    with pytest.raises(TrainError, match="is not a model folder"):
+        train("kernel-docs", tmp_path / "none", init_from=tmp_path / "nowhere", overrides=no_saves, **RUN)
+    assert not (tmp_path / "long").exists() and not (tmp_path / "none").exists()  # refused before writing

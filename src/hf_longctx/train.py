@@ -120,6 +120,19 @@ def _set_flags(overrides: dict | None) -> str:
     return "".join(f" --set {key}={json.dumps(value)}" for key, value in (overrides or {}).items())
 
 
+def _check_init_from(folder: Path, max_length: int) -> None:
+    """A --init-from folder must hold a model that takes ``max_length`` tokens (checked before the run starts)."""
+    from transformers import AutoConfig
+
+    if not (folder / "config.json").is_file():
+        raise TrainError(f"--init-from {folder} is not a model folder (no config.json)")
+    config = AutoConfig.from_pretrained(folder)
+    longest = config.max_position_embeddings - config.pad_token_id - 1
+    if max_length > longest:
+        raise TrainError(f"--max-length {max_length} is longer than the {longest} tokens --init-from {folder} takes; "
+                         "pass a smaller --max-length, or extend the model with `hf-longctx convert --from-short`")
+
+
 def _task(name, data_dir=None, label_names=None):
     try:
         return resolve_task(name, data_dir, label_names)
@@ -150,6 +163,8 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
         "seed": seed, "init_from": None if init_from is None else str(init_from),
         "max_train_samples": max_train_samples, "max_eval_samples": max_eval_samples, "overrides": overrides or {},
     }
+    if init_from is not None:
+        _check_init_from(Path(init_from), max_length)
     output_dir = Path(output_dir)
     resume_from = _prepare_run_dir(output_dir, run_record, overwrite=overwrite, resume=resume)
     set_seed(seed)
@@ -159,7 +174,12 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
     data = _limit(_limit(data, "validation", max_eval_samples), "test", max_eval_samples)
     auto_class = getattr(transformers, task.head)
     if init_from is not None:
-        model = auto_class.from_pretrained(init_from)
+        # A classification task gives its labels: a masked-LM or converted checkpoint has none, and a
+        # classifier trained on other labels gets a new head (ignore_mismatched_sizes) instead of a shape error.
+        label_args = {} if labels is None else dict(
+            num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
+            ignore_mismatched_sizes=True)
+        model = auto_class.from_pretrained(init_from, **label_args)
     else:
         config = VARIANTS[variant](PRESETS[preset], tokenizer, max_length, task, labels, dropout)
         model = auto_class.from_config(config)
