@@ -153,7 +153,7 @@ def run_demo(settings: DemoSettings, output_dir: str | Path, log=print) -> dict:
     results["wall_seconds"] = round(time.perf_counter() - start, 1)
     (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
 
-    log(f"\ntest accuracy on {s.task} ({results['hub']['examples']} documents, works/files never seen in training):")
+    log(f"\ntest accuracy on {s.task} ({results['hub']['examples']} documents, none seen in training):")
     for name, length, accuracy in rows:
         log(f"  {name:<14} {length:>5} tokens  {accuracy:.3f}")
     log(f"  majority class              {metric(long, 'majority_class_accuracy'):.3f}")
