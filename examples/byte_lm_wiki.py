@@ -7,18 +7,22 @@ Then stream text from the model with examples/generate_stream.py.
 """
 
 import argparse
+import sys
 
-from hf_longctx.train import evaluate_model, train
+from hf_longctx.train import TrainError, evaluate_model, train
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--output-dir", default="runs/example-wiki-bytes")
 parser.add_argument("--quick", action="store_true")
+parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in --output-dir")
 args = parser.parse_args()
 
 steps, eval_samples = (2, 4) if args.quick else (300, 64)
-train("wiki-bytes", args.output_dir, preset="tiny", max_length=512, max_steps=steps, batch_size=8,
-      learning_rate=2e-3, max_eval_samples=eval_samples,
-      overwrite=True)  # replaces an earlier run of this example only; train() never deletes any other folder
+try:
+    train("wiki-bytes", args.output_dir, preset="tiny", max_length=512, max_steps=steps, batch_size=8,
+          learning_rate=2e-3, max_eval_samples=eval_samples, overwrite=args.overwrite)
+except TrainError as err:  # an existing --output-dir without --overwrite, for one
+    sys.exit(f"error: {err}")
 metrics = evaluate_model(f"{args.output_dir}/model", "wiki-bytes", split="test", max_samples=eval_samples)
 print(f"test bits per byte: {metrics['test_bits_per_byte']:.3f}")
 print(f"model: {args.output_dir}/model")

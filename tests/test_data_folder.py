@@ -1,6 +1,7 @@
 """Your own documents: `hf-longctx train --data-dir` reads a folder of JSON lines, and bad data gets a clear message."""
 
 import json
+import shutil
 import types
 from pathlib import Path
 
@@ -39,12 +40,24 @@ def test_train_and_evaluate_on_a_folder(folder, tmp_path, capsys):
     assert main(["train", "--data-dir", str(folder), "--output-dir", str(run), *FAST]) == 0
     summary = json.loads((run / "model" / "hf_longctx_summary.json").read_text())
     assert {r["dataset"] for r in summary["results"]} == {folder.name}
-    assert f"--data-dir {folder.name}" in summary["training"]
+    assert f"--data-dir {folder} " in summary["training"]
     model = AutoModelForSequenceClassification.from_pretrained(run / "model")
     assert model.config.id2label == {0: "hwmon", 1: "networking"}  # sorted names of train.jsonl's labels
     capsys.readouterr()
-    assert main(["evaluate", str(run / "model"), "--data-dir", str(folder), "--split", "validation"]) == 0
-    assert 0.0 <= json.loads(capsys.readouterr().out)["validation_accuracy"] <= 1.0
+    assert main(["evaluate", str(run / "model"), "--data-dir", str(folder), "--split", "test"]) == 0
+    # The saved model, its saved tokenizer and the folder's labels in the model's order give what training measured.
+    accuracy = {r["metric"]: r["value"] for r in summary["results"]}["accuracy"]
+    assert round(json.loads(capsys.readouterr().out)["test_accuracy"], 4) == accuracy
+
+    # Editing the data and resuming would mix two data sets: refused.
+    with open(folder / "train.jsonl", "a") as f:
+        f.write(json.dumps({"text": "one more document", "label": "hwmon"}) + "\n")
+    try:
+        assert main(["train", "--data-dir", str(folder), "--output-dir", str(run), "--resume", *FAST]) == 1
+        assert "data_sha256" in capsys.readouterr().err
+    finally:
+        lines = (folder / "train.jsonl").read_text().splitlines(keepends=True)
+        (folder / "train.jsonl").write_text("".join(lines[:-1]))
 
 
 def test_a_bad_folder_is_named_and_nothing_is_written(folder, tmp_path, capsys):
@@ -83,15 +96,34 @@ def test_a_bad_folder_is_named_and_nothing_is_written(folder, tmp_path, capsys):
     assert "pass --task" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # no attempt left a folder behind
 
+    # Output folders that hold the run's own inputs would be overwritten (or deleted with --overwrite).
+    shutil.copytree(folder, tmp_path / "run" / "data")
+    code, err = train_on(tmp_path / "run" / "data", "--overwrite")
+    assert code == 1 and "lies inside --output-dir" in err
+    assert (tmp_path / "run" / "data" / "train.jsonl").is_file()
 
-def test_folder_labels_follow_a_trained_models_order(tmp_path):
-    write_split(tmp_path, "train", [{"text": "a", "label": 1}, {"text": "b", "label": 0}])
-    write_split(tmp_path, "validation", [{"text": "c", "label": 0}])
-    write_split(tmp_path, "test", [{"text": "d", "label": 1}])
+
+def test_a_damaged_packaged_file_stops_the_commands_with_its_name(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(files, "resources", types.SimpleNamespace(files=lambda package: tmp_path))
+    assert main(["train", "--task", "kernel-docs", "--output-dir", str(tmp_path / "run"), *FAST]) == 1
+    assert "kernel_docs.jsonl.gz is missing" in capsys.readouterr().err
+    assert main(["data", "show", "shakespeare-genre"]) == 1
+    assert "shakespeare_genre.jsonl.gz is missing" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_integer_labels_keep_numeric_order_and_follow_a_trained_models_order(tmp_path):
+    write_split(tmp_path, "train", [{"text": "a", "label": 10}, {"text": "b", "label": 2}, {"text": "c", "label": 1}])
+    write_split(tmp_path, "validation", [{"text": "c", "label": 2}])
+    write_split(tmp_path, "test", [{"text": "d", "label": 10}])
     data = load_classification_folder(tmp_path)
-    assert data["train"].features["label"].names == ["0", "1"] and data["train"]["label"] == [1, 0]
-    reordered = load_classification_folder(tmp_path, label_names=["1", "0"])
-    assert reordered["train"]["label"] == [0, 1] and reordered["test"]["label"] == [0]
+    assert data["train"].features["label"].names == ["1", "2", "10"] and data["train"]["label"] == [2, 1, 0]
+    reordered = load_classification_folder(tmp_path, label_names=["10", "2", "1"])
+    assert reordered["train"]["label"] == [0, 1, 2] and reordered["test"]["label"] == [0]
+
+    write_split(tmp_path, "test", [{"text": "d", "label": "10"}])
+    with pytest.raises(DataError, match="labels mix integers and strings"):
+        load_classification_folder(tmp_path)
 
 
 def test_a_damaged_or_missing_packaged_file_says_how_to_restore_it(tmp_path, monkeypatch):

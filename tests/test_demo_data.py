@@ -102,6 +102,7 @@ def test_windowing_keeps_whole_lines_and_short_tails():
     ]
 
 
+# ---------------------------------------------------------------------------------------------------------------
 # The demo pipeline on small settings (the full demo runs in `make demo`)
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -123,7 +124,7 @@ def test_demo_trains_long_and_truncated_exports_and_reloads(tmp_path, one_thread
     assert len(losses) == 3  # one logged loss per eval_steps
     assert losses[0] > losses[-1], f"training did not fit 24 windows: {losses}"
     rows = {row["metric"]: row["value"] for row in results["long"]["results"]}
-    assert 0.0 <= rows["accuracy"] <= 1.0 and 0.0 < rows["majority_class_accuracy"] < 1.0
+    assert 0.0 <= rows["accuracy"] <= 1.0 and 0.0 < rows["majority_baseline_accuracy"] < 1.0
     assert results["truncated"]["max_length"] == 16 and results["long"]["max_length"] == 96
     # export_and_reload raises unless the Hub folder reproduces the accuracy and the logits; check the folder too.
     assert results["hub"]["max_abs_logit_diff"] <= 1e-5 and results["hub"]["examples"] == 12

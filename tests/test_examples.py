@@ -29,6 +29,13 @@ def test_classify_kernel_docs(tmp_path):
     out = run_example("classify_kernel_docs.py", "--quick", "--output-dir", str(tmp_path / "run"), cwd=tmp_path)
     assert "test accuracy:" in out and "test macro_f1:" in out
     assert (tmp_path / "run" / "model" / "config.json").is_file()
+    # A second run needs --overwrite, like every command that writes a folder.
+    again = subprocess.run([sys.executable, str(EXAMPLES / "classify_kernel_docs.py"), "--quick", "--output-dir",
+                            str(tmp_path / "run")], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert again.returncode != 0 and "pass --overwrite" in again.stderr
+    run_example("classify_kernel_docs.py", "--quick", "--overwrite", "--output-dir", str(tmp_path / "run"),
+                cwd=tmp_path)
 
 
 def test_classify_shakespeare_genre(tmp_path):
@@ -44,10 +51,10 @@ def test_byte_lm_then_generate_stream(tmp_path):
     seen, kept, window, sinks = map(int, re.search(
         r"cache: (\d+) tokens seen, (\d+) kept per layer at most \(window (\d+), (\d+) sink tokens\)", out).groups())
     assert out.startswith("<page>\n    <title>")
-    # 17 prompt bytes + up to 150 new ones (fewer if the model samples end-of-text; seed 0 does not stop before
-    # the window is full), and the cache holds no more than the window and the sinks
-    assert window + sinks < seen <= 17 + 150
-    assert kept <= window + sinks
+    # 17 prompt bytes + up to 150 new ones (fewer if the model samples end-of-text), and the cache never holds more
+    # than the window and the sinks (tests/test_longformer_generate.py checks the bound itself on long runs)
+    assert 17 < seen <= 17 + 150
+    assert kept <= min(seen, window + sinks)
 
 
 def test_passkey_qa(tmp_path):

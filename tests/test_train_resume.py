@@ -109,3 +109,25 @@ def test_init_from_a_masked_lm_gets_the_tasks_labels_and_keeps_its_encoder(tmp_p
     with pytest.raises(TrainError, match="is not a model folder"):
         train("kernel-docs", tmp_path / "none", init_from=tmp_path / "nowhere", overrides=no_saves, **RUN)
     assert not (tmp_path / "long").exists() and not (tmp_path / "none").exists()  # refused before writing
+
+
+def test_init_from_a_classifier_of_other_labels_gets_a_new_head(tmp_path, one_thread):
+    from hf_longctx import LongctxLongformerForSequenceClassification
+    from hf_longctx.tasks import PRESETS, TASKS, longformer_config
+
+    task = TASKS["kernel-docs"]
+    other = list("abcdef")  # six labels, like kernel-docs, but not its six
+    config = longformer_config(PRESETS["tiny"], task.tokenizer(), 96, task, other, 0.0)
+    start = tmp_path / "clf"
+    LongctxLongformerForSequenceClassification(config).save_pretrained(start)
+    before = load_file(str(start / "model.safetensors"))
+
+    messages = []
+    no_saves = {"save_strategy": "no", "eval_strategy": "no", "disable_tqdm": True}
+    train("kernel-docs", tmp_path / "run", init_from=start, overrides=no_saves,
+          **{**RUN, "max_steps": 1, "learning_rate": 0.0, "log": messages.append})
+    after = load_file(str(tmp_path / "run" / "model" / "model.safetensors"))
+    assert any("classifier head is re-initialised" in m for m in messages)
+    assert not torch.equal(after["classifier.out_proj.weight"], before["classifier.out_proj.weight"])
+    torch.testing.assert_close(after["longformer.encoder.layer.0.output.dense.weight"],
+                               before["longformer.encoder.layer.0.output.dense.weight"], rtol=0, atol=0)

@@ -42,7 +42,7 @@ class DemoSettings:
 
     Sized for 2 CPU cores: the long run reads about 2.4M tokens (~2 minutes at the ~20k tokens/s of an idle
     2-core machine), the truncated one an eighth of that. The best validation checkpoint is kept because a model
-    this small memorises its training documents after a few epochs (see README, "The demo").
+    this small memorises its training documents after a few epochs (README, "Set-up: two commands").
     """
 
     task: str = "kernel-docs"
@@ -83,6 +83,14 @@ def train_once(settings: DemoSettings, output_dir: Path, max_length: int, log=pr
     )
 
 
+class DemoError(RuntimeError):
+    """The exported folder does not reproduce the trained model."""
+
+
+def _quiet(message: str) -> None:
+    """train()'s one-line JSON summary is not printed: the demo prints its own table."""
+
+
 def metric(summary: dict, name: str) -> float:
     return next(row["value"] for row in summary["results"] if row["metric"] == name)
 
@@ -90,19 +98,19 @@ def metric(summary: dict, name: str) -> float:
 def export_and_reload(settings: DemoSettings, model_dir: Path, hub_dir: Path, summary: dict) -> dict:
     """Export ``model_dir`` to ``hub_dir`` and reload it through the Auto classes.
 
-    Raises ``AssertionError`` when the reloaded folder's test accuracy differs from the one training measured in
+    Raises :class:`DemoError` when the reloaded folder's test accuracy differs from the one training measured in
     memory, or its logits differ from those of ``model_dir`` by more than 1e-5.
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 
     from .collator import LongContextCollator
     from .export import export_model
-    from .train import _limit
+    from .train import subsample
 
     hub = export_model(model_dir, hub_dir)
     tokenizer = AutoTokenizer.from_pretrained(hub)
     data, _ = TASKS[settings.task].load(tokenizer, settings.max_length, settings.seed)
-    test = _limit(data, "test", settings.max_eval_samples)["test"]
+    test = subsample(data, "test", settings.max_eval_samples)["test"]
     logits, classes = {}, {}
     with tempfile.TemporaryDirectory(prefix="hf_longctx_demo_") as tmp:
         args = TrainingArguments(output_dir=tmp, per_device_eval_batch_size=settings.batch_size, report_to="none",
@@ -114,9 +122,11 @@ def export_and_reload(settings: DemoSettings, model_dir: Path, hub_dir: Path, su
             logits[name] = trainer.predict(test).predictions
     accuracy = float((logits["hub"].argmax(-1) == np.asarray(test["labels"])).mean())
     max_diff = float(np.abs(logits["hub"] - logits["saved"]).max())
-    assert round(accuracy, 4) == metric(summary, "accuracy"), (
-        f"the Hub-ready folder scores {accuracy:.4f} on test, training measured {metric(summary, 'accuracy')}")
-    assert max_diff <= 1e-5, f"the Hub-ready folder's logits differ from the saved model's by {max_diff}"
+    if round(accuracy, 4) != metric(summary, "accuracy"):
+        raise DemoError(f"the Hub-ready folder scores {accuracy:.4f} on test, training measured "
+                        f"{metric(summary, 'accuracy')}")
+    if max_diff > 1e-5:
+        raise DemoError(f"the Hub-ready folder's logits differ from the saved model's by {max_diff}")
     return {"folder": str(hub), "reloaded_type": classes["hub"], "test_accuracy": accuracy,
             "max_abs_logit_diff": max_diff, "examples": len(test)}
 
@@ -129,41 +139,45 @@ def run_demo(settings: DemoSettings, output_dir: str | Path, log=print) -> dict:
     s = settings
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    results = {"settings": asdict(s)}
-    quiet = lambda message: None  # noqa: E731  (train's one-line JSON summary; the demo prints its own)
+    results = {"settings": asdict(s), "finished": False}
+    # Written first, so that an interrupted demo's folder is still one that --overwrite may replace.
+    (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
 
     log(f"[1/3] long context: the first {s.max_length} tokens of every document")
-    long = train_once(s, output_dir / "long", s.max_length, log=quiet)
+    long = train_once(s, output_dir / "long", s.max_length, log=_quiet)
     results["long"] = long
     rows = [("long context", s.max_length, metric(long, "accuracy"))]
     if s.truncated_length:
         log(f"[2/3] truncated baseline: the same model, seed and steps on the first {s.truncated_length} tokens")
-        truncated = train_once(s, output_dir / "truncated", s.truncated_length, log=quiet)
+        truncated = train_once(s, output_dir / "truncated", s.truncated_length, log=_quiet)
         results["truncated"] = truncated
         rows.append(("truncated", s.truncated_length, metric(truncated, "accuracy")))
         # The card shows the baseline next to the model's own figures.
         summary_file = output_dir / "long" / "model" / SUMMARY_FILE
         summary = json.loads(summary_file.read_text())
-        summary["results"].append({**summary["results"][0], "metric": f"truncated_baseline_accuracy_{s.truncated_length}_tokens",
+        summary["results"].append({**summary["results"][0],
+                                   "metric": f"truncated_baseline_accuracy_{s.truncated_length}_tokens",
                                    "value": metric(truncated, "accuracy")})
         summary_file.write_text(json.dumps(summary, indent=2))
 
     log("[3/3] export to a Hub-ready folder and reload it")
     results["hub"] = export_and_reload(s, output_dir / "long" / "model", output_dir / "hub", long)
     results["wall_seconds"] = round(time.perf_counter() - start, 1)
+    results["finished"] = True
     (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
 
     log(f"\ntest accuracy on {s.task} ({results['hub']['examples']} documents, none seen in training):")
     for name, length, accuracy in rows:
         log(f"  {name:<14} {length:>5} tokens  {accuracy:.3f}")
-    log(f"  majority class              {metric(long, 'majority_class_accuracy'):.3f}")
+    log(f"  majority class              {metric(long, 'majority_baseline_accuracy'):.3f}")
     if len(rows) == 2:
         gain = rows[0][2] - rows[1][2]
         log(f"long context {'beats' if gain > 0 else 'does NOT beat'} the truncated baseline by "
             f"{gain * 100:+.1f} points")
+    losses = long["train_losses"]  # logged every eval_steps: none when training is shorter
     log(f"training: {long['train_seconds']:.0f} s long, "
-        f"{results['truncated']['train_seconds'] if 'truncated' in results else 0:.0f} s truncated; "
-        f"losses {long['train_losses'][0]:.3f} -> {long['train_losses'][-1]:.3f}")
+        f"{results['truncated']['train_seconds'] if 'truncated' in results else 0:.0f} s truncated"
+        + (f"; loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else ""))
     log(f"Hub-ready folder: {results['hub']['folder']} (model card with these results); reloaded as "
         f"{results['hub']['reloaded_type']}: same test accuracy, max |logit difference| "
         f"{results['hub']['max_abs_logit_diff']:.1e}")

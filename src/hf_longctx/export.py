@@ -66,7 +66,8 @@ def render_card(config, class_name: str, *, repo_id=None, summary: dict | None =
         pipeline_tag=pipeline_tag,
         tags=["hf_longctx", config.model_type, "long-context"],
         datasets=sorted({r["dataset"] for r in results}) or None,
-        metrics=sorted({r["metric"] for r in results}) or None,
+        # Baselines (majority class, a truncated model) sit in the card's table, not among the model's metrics.
+        metrics=sorted({r["metric"] for r in results if "baseline" not in r["metric"]}) or None,
         base_model=summary.get("base_model"),
     )
     template = resources.files("hf_longctx.model_cards").joinpath(f"{config.model_type}.md")
@@ -78,7 +79,7 @@ def render_card(config, class_name: str, *, repo_id=None, summary: dict | None =
         data, template_str=template.read_text(), auto_class=auto_class, repo_id=repo_id,
         training=summary.get("training"), results=results, base_model=summary.get("base_model"),
         converted_from_short=summary.get("converted_from_short", False), model_name=summary.get("model_name"),
-        **fields,
+        max_input_tokens=config.max_input_tokens, **fields,
     )
 
 

@@ -1,5 +1,7 @@
 """Tasks and size presets behind ``hf-longctx train`` / ``evaluate``: data, tokenizer, head and metrics per task.
 
+The shipped tasks are :data:`TASKS`; :func:`folder_task` makes one from a user's ``--data-dir`` folder.
+
 A task turns one of the shipped data sets into tokenized ``train`` / ``validation`` / ``test`` splits for one
 kind of head; a preset sizes a variant's config. Both are model-agnostic where they can be: a new variant adds
 one entry to :data:`VARIANTS`.
@@ -109,7 +111,7 @@ TASKS = {
 }
 
 FOLDER_TASK = "text-classification"  # the task of a user's --data-dir folder
-FOLDER_BPE_VOCAB = 8192
+FOLDER_BPE_VOCAB = 8192  # as the shipped BPEs; train_bpe stops earlier on a folder too small to fill it
 
 
 def folder_task(data_dir, label_names: list[str] | None = None) -> Task:

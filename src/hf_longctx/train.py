@@ -1,4 +1,4 @@
-"""``hf-longctx train`` and ``hf-longctx evaluate``: the standard ``Trainer`` on a shipped task.
+"""``hf-longctx train`` and ``hf-longctx evaluate``: the standard ``Trainer`` on a shipped task or a ``--data-dir``.
 
 ``train`` writes ``OUTPUT/hf_longctx_run.json`` (the arguments of the run, so ``--resume`` can check it continues
 the same run and ``--overwrite`` can tell a run folder from anything else), ``OUTPUT/checkpoints/`` (Trainer
@@ -10,6 +10,7 @@ the model card). The model folder is written to a staging folder and renamed, so
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .data.files import DataError
 from .export import SUMMARY_FILE
 from .tasks import PRESETS, TASKS, VARIANTS, compute_metrics_for, resolve_task
 
@@ -46,7 +48,7 @@ def _parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
-def _limit(data, split: str, n: int | None):
+def subsample(data, split: str, n: int | None):
     """At most ``n`` examples of ``split``, drawn at random with a fixed seed (the shipped files are sorted by
     label, so the first ``n`` would often be a single class)."""
     if n and n < len(data[split]):
@@ -89,7 +91,10 @@ def _prepare_run_dir(output_dir: Path, run_record: dict, *, overwrite: bool, res
     if resume:
         if not record_file.is_file():
             raise TrainError(f"nothing to resume in {output_dir}: it holds no {RUN_FILE}, so no train run wrote it")
-        earlier = json.loads(record_file.read_text())
+        try:
+            earlier = json.loads(record_file.read_text())
+        except json.JSONDecodeError as err:
+            raise TrainError(f"{record_file} is damaged ({err}); start again with --overwrite") from err
         changed = [f"{key} {earlier.get(key)!r} -> {value!r}" for key, value in run_record.items()
                    if key not in ("epochs", "max_steps") and earlier.get(key) != value]
         if changed:
@@ -115,9 +120,52 @@ def _prepare_run_dir(output_dir: Path, run_record: dict, *, overwrite: bool, res
     return None
 
 
-def _set_flags(overrides: dict | None) -> str:
-    """``overrides`` as the ``--set KEY=VALUE`` flags that reproduce them, for the model card."""
-    return "".join(f" --set {key}={json.dumps(value)}" for key, value in (overrides or {}).items())
+def command_line(run_record: dict) -> str:
+    """The ``hf-longctx train`` command that repeats the run of ``run_record``, for the model card."""
+    r = run_record
+    parts = ["hf-longctx train", f"--data-dir {r['data_dir']}" if r["data_dir"] else f"--task {r['task']}"]
+    parts.append(f"--init-from {r['init_from']}" if r["init_from"]
+                 else f"--variant {r['variant']} --preset {r['preset']}")
+    parts.append(f"--max-length {r['max_length']}")
+    parts.append(f"--max-steps {r['max_steps']}" if r["max_steps"] > 0 else f"--epochs {r['epochs']}")
+    parts.append(f"--batch-size {r['batch_size']} --lr {r['learning_rate']} --seed {r['seed']}")
+    if r["dropout"]:
+        parts.append(f"--dropout {r['dropout']}")
+    for flag in ("max_train_samples", "max_eval_samples"):
+        if r[flag]:
+            parts.append(f"--{flag.replace('_', '-')} {r[flag]}")
+    parts += [f"--set {key}={json.dumps(value)}" for key, value in r["overrides"].items()]
+    return " ".join(parts)
+
+
+def folder_sha256(data_dir) -> str:
+    """One sha256 over a --data-dir folder's three files, so --resume notices edited data."""
+    digest = hashlib.sha256()
+    for split in ("train", "validation", "test"):
+        digest.update((Path(data_dir) / f"{split}.jsonl").read_bytes())
+    return digest.hexdigest()
+
+
+def _reset_linear_layers(module, std: float) -> None:
+    """Fresh N(0, std) weights and zero biases, as at initialisation. (``model._init_weights`` would skip them:
+    transformers 5 marks loaded parameters as initialised and its init functions leave those alone.)"""
+    import torch
+
+    with torch.no_grad():
+        for layer in module.modules():
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.normal_(0.0, std)
+                if layer.bias is not None:
+                    layer.bias.zero_()
+
+
+def _init_labels(folder: Path) -> list[str] | None:
+    """The label names a --init-from classifier was trained on (None for other heads)."""
+    config = json.loads((folder / "config.json").read_text())
+    if not any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or []):
+        return None
+    id2label = config.get("id2label") or {}
+    return [id2label[str(i)] for i in range(len(id2label))]
 
 
 def _check_init_from(folder: Path, max_length: int) -> None:
@@ -127,7 +175,10 @@ def _check_init_from(folder: Path, max_length: int) -> None:
     if not (folder / "config.json").is_file():
         raise TrainError(f"--init-from {folder} is not a model folder (no config.json)")
     config = AutoConfig.from_pretrained(folder)
-    longest = config.max_position_embeddings - config.pad_token_id - 1
+    if not hasattr(config, "max_input_tokens"):
+        raise TrainError(f"--init-from {folder} holds a {config.model_type!r} model, not an hf_longctx one; convert it "
+                         "first with `hf-longctx convert`")
+    longest = config.max_input_tokens
     if max_length > longest:
         raise TrainError(f"--max-length {max_length} is longer than the {longest} tokens --init-from {folder} takes; "
                          "pass a smaller --max-length, or extend the model with `hf-longctx convert --from-short`")
@@ -152,26 +203,36 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
 
     from .collator import LongContextCollator
 
-    task = _task(task_name, data_dir)  # a --data-dir folder is read and checked here, before anything is written
+    # Everything that can be wrong with the arguments or the data is found before the run folder is touched.
+    task = _task(task_name, data_dir)  # a --data-dir folder is read and checked here
     if variant not in VARIANTS:
         raise TrainError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     if preset not in PRESETS:
         raise TrainError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    run_record = {
-        "task": task.name, "data_dir": None if data_dir is None else str(Path(data_dir).resolve()), "variant": variant, "preset": preset, "max_length": max_length, "epochs": epochs,
-        "max_steps": max_steps, "batch_size": batch_size, "learning_rate": learning_rate, "dropout": dropout,
-        "seed": seed, "init_from": None if init_from is None else str(init_from),
-        "max_train_samples": max_train_samples, "max_eval_samples": max_eval_samples, "overrides": overrides or {},
-    }
+    output_dir = Path(output_dir)
+    for flag, path in (("--init-from", init_from), ("--data-dir", data_dir)):
+        if path is not None and Path(path).resolve().is_relative_to(output_dir.resolve()):
+            raise TrainError(f"{flag} {path} lies inside --output-dir {output_dir}, which the run writes (and "
+                             "--overwrite deletes); choose another --output-dir")
     if init_from is not None:
         _check_init_from(Path(init_from), max_length)
-    output_dir = Path(output_dir)
-    resume_from = _prepare_run_dir(output_dir, run_record, overwrite=overwrite, resume=resume)
     set_seed(seed)
     tokenizer = task.tokenizer()
-    data, labels = task.load(tokenizer, max_length, seed)
-    data = _limit(data, "train", max_train_samples)
-    data = _limit(_limit(data, "validation", max_eval_samples), "test", max_eval_samples)
+    try:
+        data, labels = task.load(tokenizer, max_length, seed)
+    except DataError as err:  # a damaged packaged file
+        raise TrainError(str(err)) from err
+    data = subsample(data, "train", max_train_samples)
+    data = subsample(subsample(data, "validation", max_eval_samples), "test", max_eval_samples)
+    run_record = {
+        "task": task.name, "data_dir": None if data_dir is None else str(data_dir),
+        "data_sha256": None if data_dir is None else folder_sha256(data_dir), "variant": variant, "preset": preset,
+        "max_length": max_length, "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
+        "learning_rate": learning_rate, "dropout": dropout, "seed": seed,
+        "init_from": None if init_from is None else str(init_from), "max_train_samples": max_train_samples,
+        "max_eval_samples": max_eval_samples, "overrides": overrides or {},
+    }
+    resume_from = _prepare_run_dir(output_dir, run_record, overwrite=overwrite, resume=resume)
     auto_class = getattr(transformers, task.head)
     if init_from is not None:
         # A classification task gives its labels: a masked-LM or converted checkpoint has none, and a
@@ -180,6 +241,12 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
             num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
             ignore_mismatched_sizes=True)
         model = auto_class.from_pretrained(init_from, **label_args)
+        earlier = _init_labels(Path(init_from))
+        if labels is not None and earlier is not None and earlier != list(labels):
+            # Same number of labels but other names (or order): the old head would be silently reused.
+            _reset_linear_layers(model.classifier, model.config.initializer_range)
+            log(f"--init-from {init_from} was trained on labels {earlier}; its classifier head is re-initialised "
+                f"for {list(labels)}")
     else:
         config = VARIANTS[variant](PRESETS[preset], tokenizer, max_length, task, labels, dropout)
         model = auto_class.from_config(config)
@@ -213,13 +280,12 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
     ]
     if task.head == "AutoModelForSequenceClassification":
         results.append({"task": "SequenceClassification", "dataset": dataset_name, "split": "test",
-                        "metric": "majority_class_accuracy",
+                        "metric": "majority_baseline_accuracy",
                         "value": round(majority_baseline(data["train"]["labels"], data["test"]["labels"]), 4)})
     summary = {
         "task": task.name, "variant": variant, "preset": preset, "max_length": max_length,
-        "training": (f"`hf-longctx train {'--task ' + task.name if data_dir is None else '--data-dir ' + dataset_name} --variant {variant} --preset {preset} --max-length "
-                     f"{max_length}{_set_flags(overrides)}`: {trainer.state.global_step} steps, batch {batch_size}, learning rate "
-                     f"{learning_rate}, {train_seconds:.0f} s on {args.device}"),
+        "training": f"`{command_line(run_record)}`: {trainer.state.global_step} steps, {train_seconds:.0f} s on "
+                    f"{args.device}",
         "results": results, "train_seconds": round(train_seconds, 1),
         "resumed_from": resume_from,
         "train_losses": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
@@ -256,11 +322,14 @@ def evaluate_model(model_dir, task_name: str | None, *, data_dir=None, split: st
     tokenizer = AutoTokenizer.from_pretrained(model_dir) if (model_dir / "tokenizer_config.json").is_file() \
         else task.tokenizer()
     check_tokenizer_fits(tokenizer, config)
-    max_length = max_length or config.max_position_embeddings - config.pad_token_id - 1
-    data, _ = task.load(tokenizer, max_length, 0)
+    max_length = max_length or config.max_input_tokens
+    try:
+        data, _ = task.load(tokenizer, max_length, 0)
+    except DataError as err:  # a damaged packaged file
+        raise TrainError(str(err)) from err
     if split not in data:
         raise TrainError(f"task {task.name} has splits {list(data)}, not {split!r}")
-    data = _limit(data, split, max_samples)
+    data = subsample(data, split, max_samples)
     model = getattr(transformers, task.head).from_pretrained(model_dir)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(
@@ -286,7 +355,8 @@ def add_arguments(parser) -> None:
                         'test.jsonl, one {"text": ..., "label": ...} per line (a BPE is trained on its train split)')
     parser.add_argument("--variant", default="longformer", help=f"model family: {', '.join(VARIANTS)}")
     parser.add_argument("--preset", default="small", help=f"model size: {', '.join(PRESETS)}")
-    parser.add_argument("--output-dir", required=True, help="run folder: checkpoints/ and, at the end, model/")
+    parser.add_argument("--output-dir", required=True, help="run folder: hf_longctx_run.json, checkpoints/ and, at "
+                        "the end, model/")
     parser.add_argument("--max-length", type=int, default=1024, help="tokens per example (longer ones are truncated)")
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (overrides --epochs)")
@@ -296,7 +366,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init-from", help="start from this saved or converted model instead of a random one")
     parser.add_argument("--max-train-samples", type=int, help="use only N training examples (a seeded random draw)")
-    parser.add_argument("--max-eval-samples", type=int, help="evaluate on N validation/test examples (a seeded random draw)")
+    parser.add_argument("--max-eval-samples", type=int,
+                        help="evaluate on N validation/test examples (a seeded random draw)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any TrainingArguments field, e.g. --set gradient_accumulation_steps=4")
     parser.add_argument("--resume", action="store_true", help="continue the run in OUTPUT_DIR from its last checkpoint "
@@ -307,7 +378,8 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     try:
-        train(args.task, args.output_dir, data_dir=args.data_dir, variant=args.variant, preset=args.preset, max_length=args.max_length,
+        train(args.task, args.output_dir, data_dir=args.data_dir, variant=args.variant, preset=args.preset,
+              max_length=args.max_length,
               epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
               learning_rate=args.learning_rate, dropout=args.dropout, seed=args.seed, init_from=args.init_from,
               overwrite=args.overwrite, resume=args.resume, max_train_samples=args.max_train_samples,

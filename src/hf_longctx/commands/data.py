@@ -3,6 +3,7 @@
 import sys
 from importlib import resources
 
+from ..data.files import DataError
 from ..tasks import TASKS
 
 PROVENANCE = {
@@ -29,7 +30,11 @@ def run(args) -> int:
         return 1
     task = TASKS[args.name]
     tokenizer = task.tokenizer()
-    data, labels = task.load(tokenizer, args.max_length, 0)
+    try:
+        data, labels = task.load(tokenizer, args.max_length, 0)
+    except DataError as err:  # a damaged packaged file: the message names it and how to restore it
+        print(f"hf-longctx data: {err}", file=sys.stderr)
+        return 1
     print(f"{task.name}: {task.description}")
     print(f"tokenizer: {type(tokenizer).__name__} with {len(tokenizer)} ids; labels: {labels}")
     for split, ds in data.items():

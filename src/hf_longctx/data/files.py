@@ -67,7 +67,8 @@ def _read_split(path: Path) -> tuple[list[str], list]:
 def load_classification_folder(folder, label_names: list[str] | None = None):
     """``folder`` (see :data:`FOLDER_FORMAT`) as a ``DatasetDict`` with a ``text`` and a ``ClassLabel`` ``label``.
 
-    The label names are the sorted distinct labels of ``train.jsonl`` (as strings), unless ``label_names`` gives
+    The label names are the sorted distinct labels of ``train.jsonl`` (integers in numeric order, then written
+    as strings), unless ``label_names`` gives
     them (a trained model's, when evaluating); a validation or test label outside them is an error, not a
     silently wrong metric.
     """
@@ -80,8 +81,12 @@ def load_classification_folder(folder, label_names: list[str] | None = None):
     if missing:
         raise DataError(f"{folder} has no {', '.join(missing)}; --data-dir takes {FOLDER_FORMAT}")
     splits = {split: _read_split(folder / f"{split}.jsonl") for split in SPLITS}
+    kinds = {type(label).__name__ for _, labels in splits.values() for label in labels}
+    if len(kinds) > 1:  # 1 and "1" would silently become one class
+        raise DataError(f"{folder}: labels mix integers and strings; use one kind")
     if label_names is None:
-        label_names = sorted({str(label) for label in splits["train"][1]})
+        train_labels = set(splits["train"][1])
+        label_names = [str(label) for label in sorted(train_labels)]  # integers in numeric order: 2 before 10
         if len(label_names) < 2:
             raise DataError(f"{folder / 'train.jsonl'} has a single label ({label_names[0]!r}); a classifier "
                             "needs at least two")

@@ -108,5 +108,12 @@ class LongctxLongformerConfig(PretrainedConfig):
         """``attention_dilation`` as one integer per layer."""
         return self._per_layer("attention_dilation")
 
+    @property
+    def max_input_tokens(self) -> int:
+        """The longest input, special tokens included: position ids start after ``pad_token_id`` (RoBERTa's
+        convention, ``create_position_ids_from_input_ids`` in transformers), so ``pad_token_id + 1`` rows of the
+        position table are never used. Every variant's config has this property; tools outside ``models/`` read it."""
+        return self.max_position_embeddings - self.pad_token_id - 1
+
 
 __all__ = ["LongctxLongformerConfig"]
