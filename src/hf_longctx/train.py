@@ -159,17 +159,9 @@ def _reset_linear_layers(module, std: float) -> None:
                     layer.bias.zero_()
 
 
-def _init_labels(folder: Path) -> list[str] | None:
-    """The label names a --init-from classifier was trained on (None for other heads)."""
-    config = json.loads((folder / "config.json").read_text())
-    if not any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or []):
-        return None
-    id2label = config.get("id2label") or {}
-    return [id2label[str(i)] for i in range(len(id2label))]
-
-
-def _check_init_from(folder: Path, max_length: int) -> None:
-    """A --init-from folder must hold a model that takes ``max_length`` tokens (checked before the run starts)."""
+def _check_init_from(folder: Path, max_length: int):
+    """A --init-from folder must hold a model that takes ``max_length`` tokens (checked before the run starts);
+    returns its config."""
     from transformers import AutoConfig
 
     if not (folder / "config.json").is_file():
@@ -182,6 +174,7 @@ def _check_init_from(folder: Path, max_length: int) -> None:
     if max_length > longest:
         raise TrainError(f"--max-length {max_length} is longer than the {longest} tokens --init-from {folder} takes; "
                          "pass a smaller --max-length, or extend the model with `hf-longctx convert --from-short`")
+    return config
 
 
 def _task(name, data_dir=None, label_names=None):
@@ -215,7 +208,7 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
             raise TrainError(f"{flag} {path} lies inside --output-dir {output_dir}, which the run writes (and "
                              "--overwrite deletes); choose another --output-dir")
     if init_from is not None:
-        _check_init_from(Path(init_from), max_length)
+        init_config = _check_init_from(Path(init_from), max_length)
     set_seed(seed)
     tokenizer = task.tokenizer()
     try:
@@ -241,7 +234,9 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
             num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
             ignore_mismatched_sizes=True)
         model = auto_class.from_pretrained(init_from, **label_args)
-        earlier = _init_labels(Path(init_from))
+        # The label names a classifier checkpoint was trained on (other heads have none that matter).
+        is_classifier = any(a.endswith("ForSequenceClassification") for a in init_config.architectures or [])
+        earlier = [init_config.id2label[i] for i in range(init_config.num_labels)] if is_classifier else None
         if labels is not None and earlier is not None and earlier != list(labels):
             # Same number of labels but other names (or order): the old head would be silently reused.
             _reset_linear_layers(model.classifier, model.config.initializer_range)
