@@ -159,6 +159,11 @@ def test_demo_cli_refuses_to_overwrite(tmp_path, capsys):
     (existing / RESULTS_FILE).write_text("{}")
     from hf_longctx.demo import _prepare_output_dir
 
+    # a demo folder with a file the demo did not write is not deleted either
+    assert "notes.txt" in _prepare_output_dir(existing, overwrite=True)
+    assert (existing / "notes.txt").read_text() == "keep me"
+    (existing / "notes.txt").unlink()
+    (existing / "long").mkdir()
     assert _prepare_output_dir(existing, overwrite=True) is None and not existing.exists()
 
 

@@ -56,8 +56,47 @@ def test_export_refuses_to_overwrite_and_names_bad_folders(trained, tmp_path):
     assert (out / "mine.txt").read_text() == "user data"
     with pytest.raises(ExportError, match="no config.json"):
         export_model(tmp_path / "nowhere", tmp_path / "x")
-    export_model(folder, out, overwrite=True)
-    assert (out / "config.json").is_file() and not (out / "mine.txt").exists()
+    # --overwrite must not delete a folder export never wrote (issue 10, defect 1: the user's file was lost)
+    with pytest.raises(ExportError, match="mine.txt"):
+        export_model(folder, out, overwrite=True)
+    assert [p.name for p in out.iterdir()] == ["mine.txt"] and (out / "mine.txt").read_text() == "user data"
+    with pytest.raises(ExportError, match="holds the model folder"):
+        export_model(folder, folder, overwrite=True)
+
+
+def test_export_overwrite_replaces_only_its_own_unchanged_folder(trained, tmp_path):
+    _, folder = trained
+    out = export_model(folder, tmp_path / "hub")
+    export_model(folder, out, overwrite=True)  # its own, unchanged: replaced
+    assert (out / "config.json").is_file()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match="files it did not write: notes.txt"):
+        export_model(folder, out, overwrite=True)
+    (out / "notes.txt").unlink()
+    (out / "README.md").write_text("my own card")
+    with pytest.raises(ExportError, match="files changed since: README.md"):
+        export_model(folder, out, overwrite=True)
+    assert (out / "README.md").read_text() == "my own card"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".hub")], "staging folder left behind"
+
+
+def test_exported_tokenizer_knows_the_model_length(tmp_path):
+    """A tokenizer saved with model_max_length 1e30 made pipeline(..., truncation=True) fail on long text."""
+    from transformers import pipeline
+
+    from hf_longctx.data.tokenizers import kernel_docs_bpe
+
+    tokenizer = kernel_docs_bpe()
+    torch.manual_seed(0)
+    config = make_config(num_labels=2, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    model = LongctxLongformerForSequenceClassification(config).eval()
+    model.save_pretrained(tmp_path / "trained")
+    tokenizer.save_pretrained(tmp_path / "trained")
+    out = export_model(tmp_path / "trained", tmp_path / "hub")
+    saved = json.loads((out / "tokenizer_config.json").read_text())
+    assert saved["model_max_length"] == config.max_input_tokens
+    classify = pipeline("text-classification", model=str(out))
+    assert len(classify("a long document " * 2000, truncation=True)) == 1
 
 
 def test_export_cli_exit_codes(trained, tmp_path, capsys):
@@ -90,6 +129,7 @@ def test_push_uploads_one_commit_through_hfapi(trained, tmp_path, monkeypatch):
     assert url.endswith("someone/tiny/commit/1")
     assert [c[0] for c in api.calls] == ["create_repo", "upload_folder"]
     assert api.calls[1][2]["folder_path"] == str(out) and api.calls[1][2]["token"] == "hf_test"
+    assert api.calls[1][2]["ignore_patterns"] == [".hf_longctx_written.json"]  # bookkeeping stays local
 
 
 def test_push_fails_clearly_without_token_network_or_export(trained, tmp_path, monkeypatch):

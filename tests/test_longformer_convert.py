@@ -30,7 +30,7 @@ from transformers import (
 )
 
 import hf_longctx
-import hf_longctx.convert as convert_module
+import hf_longctx.conversion.common as conversion_common
 from hf_longctx.__main__ import main
 from hf_longctx.convert import convert_from_short, convert_longformer, extend_position_embeddings
 
@@ -459,9 +459,18 @@ def test_existing_destination_is_kept_unless_overwrite(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert [p.name for p in dst.iterdir()] == ["keep.txt"] and _leftovers(tmp_path) == []
 
-    assert main(["convert", str(src), str(dst), "--overwrite"]) == 0
-    assert not (dst / "keep.txt").exists()
-    assert type(_load(dst, "Model")).__name__ == "LongctxLongformerModel"
+    # --overwrite replaces only a folder hf-longctx wrote: the user's file stays (issue 10, defect 1)
+    assert main(["convert", str(src), str(dst), "--overwrite"]) != 0
+    assert "keep.txt" in capsys.readouterr().err
+    assert [p.name for p in dst.iterdir()] == ["keep.txt"] and _leftovers(tmp_path) == []
+
+    converted = tmp_path / "converted"
+    assert main(["convert", str(src), str(converted)]) == 0
+    assert main(["convert", str(src), str(converted), "--overwrite"]) == 0
+    assert type(_load(converted, "Model")).__name__ == "LongctxLongformerModel"
+    (converted / "notes.txt").write_text("mine")
+    assert main(["convert", str(src), str(converted), "--overwrite"]) != 0
+    assert "notes.txt" in capsys.readouterr().err and (converted / "notes.txt").read_text() == "mine"
     assert _leftovers(tmp_path) == []
 
 
@@ -511,7 +520,7 @@ def test_head_weights_the_architecture_lacks_are_dropped(tmp_path, caplog):
     mlm.save_pretrained(tmp_path / "src")
     config = json.loads((tmp_path / "src" / "config.json").read_text())
     (tmp_path / "src" / "config.json").write_text(json.dumps(dict(config, architectures=["LongformerModel"])))
-    with caplog.at_level("WARNING", logger="hf_longctx.convert"):
+    with caplog.at_level("WARNING", logger="hf_longctx"):
         convert_longformer(tmp_path / "src", tmp_path / "dst")
     assert "lm_head.dense.weight" in caplog.text and "no pooler" in caplog.text
     ours = _load(tmp_path / "dst", "Model")
@@ -528,16 +537,18 @@ def test_interrupted_write_leaves_no_half_folder(tmp_path, monkeypatch):
     def fail(*args, **kwargs):  # after the weights are written, before the rename
         raise RuntimeError("interrupted")
 
-    monkeypatch.setattr(convert_module, "_copy_tokenizer", fail)
+    monkeypatch.setattr(conversion_common, "copy_tokenizer", fail)
     with pytest.raises(RuntimeError, match="interrupted"):
         convert_longformer(src, tmp_path / "dst")
     assert not (tmp_path / "dst").exists() and _leftovers(tmp_path) == []
 
-    (tmp_path / "dst").mkdir()
-    (tmp_path / "dst" / "keep.txt").write_text("mine")
+    monkeypatch.undo()
+    convert_longformer(src, tmp_path / "dst")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "dst").iterdir()}
+    monkeypatch.setattr(conversion_common, "copy_tokenizer", fail)
     with pytest.raises(RuntimeError, match="interrupted"):
         convert_longformer(src, tmp_path / "dst", overwrite=True)
-    assert (tmp_path / "dst" / "keep.txt").read_text() == "mine" and _leftovers(tmp_path) == []
+    assert {p.name: p.read_bytes() for p in (tmp_path / "dst").iterdir()} == before and _leftovers(tmp_path) == []
 
 
 def test_cli_from_short(tmp_path, capsys):

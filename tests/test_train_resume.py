@@ -72,7 +72,7 @@ def test_overwrite_deletes_only_a_folder_a_train_run_wrote(tmp_path, one_thread)
     mine = tmp_path / "my_notes"
     mine.mkdir()
     (mine / "thesis.tex").write_text("years of work")
-    with pytest.raises(TrainError, match="not a train run folder"):
+    with pytest.raises(TrainError, match="not an earlier hf-longctx run folder"):
         train("kernel-docs", mine, overwrite=True, **RUN)
     assert (mine / "thesis.tex").read_text() == "years of work"
 
@@ -80,9 +80,14 @@ def test_overwrite_deletes_only_a_folder_a_train_run_wrote(tmp_path, one_thread)
     no_saves = {"save_strategy": "no", "eval_strategy": "no", "disable_tqdm": True}
     train("kernel-docs", run, overrides=no_saves, **{**RUN, "max_steps": 1})
     assert json.loads((run / RUN_FILE).read_text())["preset"] == "tiny"
-    (run / "stale.txt").write_text("from the first run")
+    # A file the user put into the run folder is never deleted with it (issue 10, defect 1 and its siblings).
+    (run / "notes.txt").write_text("my observations")
+    with pytest.raises(TrainError, match="did not write \\(notes.txt\\)"):
+        train("kernel-docs", run, overrides=no_saves, overwrite=True, **{**RUN, "max_steps": 1})
+    assert (run / "notes.txt").read_text() == "my observations"
+    (run / "notes.txt").unlink()
     train("kernel-docs", run, overrides=no_saves, overwrite=True, **{**RUN, "max_steps": 1})
-    assert not (run / "stale.txt").exists() and (run / "model" / "config.json").is_file()
+    assert (run / "model" / "config.json").is_file()
 
 
 def test_init_from_a_masked_lm_gets_the_tasks_labels_and_keeps_its_encoder(tmp_path, one_thread):

@@ -1,430 +1,53 @@
-"""Turn transformers checkpoints into hf_longctx Longformer folders (the ``hf-longctx convert`` subcommand).
+"""``hf-longctx convert``: one command for every checkpoint family, picked by the source's ``model_type``.
 
-Two conversions, both from a local folder written by ``save_pretrained``:
-
-* :func:`convert_longformer`: a transformers Longformer (any head). Our weight names are transformers' own, so
-  this rewrites the config, checks that every weight has a home, and saves with our ``save_pretrained`` (remote
-  code + ``auto_map`` for every head).
-* :func:`convert_from_short`: the Longformer paper's warm start (Beltagy et al. 2020, section 5, "Position
-  embeddings ... we initialize them by copying the 512 position embeddings from RoBERTa multiple times"): a
-  RoBERTa or BERT becomes a Longformer whose position table is the old one repeated out to the new length and
-  whose global projections start as copies of the local ones.
-
-Both build the whole model in memory first and then write it into a temporary sibling of ``dst`` that is renamed
-at the end, so a failed or interrupted run never leaves a half-written ``dst``.
+Each family has a module under :mod:`hf_longctx.conversion` with ``convert(src, dst, *, overwrite=False)``;
+:data:`CONVERTERS` maps the ``model_type`` in ``SRC/config.json`` to it. Short-context RoBERTa/BERT models take
+``--from-short`` (the Longformer paper's warm start, :func:`hf_longctx.conversion.longformer.convert_from_short`).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
-import logging
-import os
-import re
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
-import torch
+from .conversion.longformer import convert_from_short, convert_longformer, extend_position_embeddings
 
-from . import (
-    LongctxLongformerConfig,
-    LongctxLongformerForMaskedLM,
-    LongctxLongformerForMultipleChoice,
-    LongctxLongformerForQuestionAnswering,
-    LongctxLongformerForSequenceClassification,
-    LongctxLongformerForTokenClassification,
-    LongctxLongformerModel,
-)
-
-logger = logging.getLogger(__name__)
-
-# Architecture suffix (after the family name: `LongformerForMaskedLM` -> `ForMaskedLM`) -> our head.
-HEADS = {
-    "Model": LongctxLongformerModel,
-    "ForMaskedLM": LongctxLongformerForMaskedLM,
-    "ForSequenceClassification": LongctxLongformerForSequenceClassification,
-    "ForTokenClassification": LongctxLongformerForTokenClassification,
-    "ForQuestionAnswering": LongctxLongformerForQuestionAnswering,
-    "ForMultipleChoice": LongctxLongformerForMultipleChoice,
+# model_type of a source folder -> the module under hf_longctx.conversion that converts it
+CONVERTERS = {
+    "longformer": "longformer",
+    "reformer": "reformer",
+    "transfo-xl": "transfo_xl",
 }
-# model_type -> (architecture family prefix, checkpoint prefix of the encoder weights)
-LONG_FAMILIES = {"longformer": ("Longformer", "longformer.")}
-SHORT_FAMILIES = {"roberta": ("Roberta", "roberta."), "bert": ("Bert", "bert.")}
-
-# Config fields that mean the same in transformers' Longformer/RoBERTa/BERT configs and ours.
-_SHARED_FIELDS = (
-    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
-    "hidden_dropout_prob", "attention_probs_dropout_prob", "type_vocab_size", "initializer_range",
-    "layer_norm_eps", "pad_token_id", "bos_token_id", "eos_token_id", "tie_word_embeddings",
-)
-_TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
-    "merges.txt", "vocab.txt", "sentencepiece.bpe.model", "spiece.model", "tokenizer.model", "chat_template.jinja",
-)
-_TOKENIZER_CLASS = {"longformer": "LongformerTokenizer", "roberta": "RobertaTokenizer", "bert": "BertTokenizer"}
-
-# BERT's MLM head is RoBERTa's under other names (transformers models/bert/modeling_bert.py, BertLMPredictionHead).
-_BERT_MLM_HEAD = {
-    "cls.predictions.transform.dense.": "lm_head.dense.",
-    "cls.predictions.transform.LayerNorm.": "lm_head.layer_norm.",
-    "cls.predictions.decoder.": "lm_head.decoder.",
-    "cls.predictions.bias": "lm_head.bias",
-}
-# Non-persistent buffers that old checkpoints saved; we compute positions and token types instead.
-_BUFFER = re.compile(r"(^|\.)embeddings\.(position_ids|token_type_ids)$")
+SHORT_MODEL_TYPES = ("roberta", "bert")  # --from-short
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Public API
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def convert_longformer(src, dst, *, overwrite: bool = False) -> Path:
-    """Convert a transformers Longformer folder (any head) into an hf_longctx folder; returns ``dst``.
-
-    The head follows ``architectures`` in ``config.json``; the folder then loads with the matching ``AutoModel*``
-    class after ``import hf_longctx`` (or with ``trust_remote_code=True`` without it). Tokenizer files are copied.
-    Weights of a head or pooler the architecture does not have are dropped with a warning, as transformers'
-    ``from_pretrained`` does. Raises ``FileNotFoundError`` (no ``src``), ``FileExistsError`` (``dst`` exists and
-    not ``overwrite``) or ``ValueError`` (unsupported model, or weights that do not fit the model: the message
-    lists the keys).
-    """
-    src, dst = _check_paths(src, dst, overwrite)
-    raw, model_type, head = _read_source(src, LONG_FAMILIES)
-    if model_type in SHORT_FAMILIES:
-        raise ValueError(
-            f"{src} is a short-context {model_type} model: convert it with convert_from_short (--from-short)"
-        )
-    source_config = _load_source_config(src)
-    config = LongctxLongformerConfig(
-        **_shared_config(source_config, head),
-        attention_window=source_config.attention_window,
-        max_position_embeddings=source_config.max_position_embeddings,
-        sep_token_id=source_config.sep_token_id,
-    )
-    state = _rename(_load_weights(src), model_type, head)
-    model = _build(HEADS[head], config, state)
-    _save(model, src, dst, overwrite, model_type)
-    return dst
-
-
-def convert_from_short(src, dst, *, max_length: int = 4096, attention_window: int = 512,
-                       overwrite: bool = False) -> Path:
-    """Warm-start a Longformer from a short-context RoBERTa or BERT folder (Longformer paper, section 5).
-
-    * Position embeddings: the table grows to ``max_length`` real positions (plus RoBERTa's offset:
-      ``max_position_embeddings = max_length + pad_token_id + 1``) by copying the learned ones over and over.
-      Our model numbers real tokens from ``pad_token_id + 1`` as RoBERTa does; BERT numbers them from 0, so BERT's
-      position ``p`` lands at ``pad_token_id + 1 + p``.
-    * ``query_global/key_global/value_global`` start as copies of ``query/key/value``.
-    * Every layer gets ``attention_window`` (even). While the window covers the whole input
-      (``attention_window >= 2 * (seq_len - 1)``) the result computes exactly what the short model computes, with
-      or without global tokens; on longer inputs it is the warm start that the paper then pretrains further.
-
-    BERT names are mapped to RoBERTa's (``bert.`` -> ``longformer.``, ``cls.predictions.*`` -> ``lm_head.*``,
-    the sequence classifier's ``bert.pooler.dense`` + ``classifier`` -> ``classifier.dense`` + ``out_proj``, which
-    computes the same function). Errors as in :func:`convert_longformer`.
-    """
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
-        raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
-    src, dst = _check_paths(src, dst, overwrite)
-    raw, model_type, head = _read_source(src, SHORT_FAMILIES)
-    if model_type in LONG_FAMILIES:
-        raise ValueError(f"{src} is already a {model_type} model: convert it without --from-short")
-    for flag in ("is_decoder", "add_cross_attention"):
-        if raw.get(flag):
-            raise ValueError(f"{src} has {flag}=true; only bidirectional encoders can become a Longformer")
-    if raw.get("position_embedding_type", "absolute") != "absolute":
-        raise ValueError(
-            f"{src} uses position_embedding_type={raw['position_embedding_type']!r}; only learned absolute "
-            "position embeddings can be copied to a longer table"
-        )
-    source_config = _load_source_config(src)
-    if head == "ForMaskedLM" and model_type == "bert" and source_config.hidden_act != "gelu":
-        # RoBERTa's and our MLM head always use gelu; BERT's uses hidden_act (BertPredictionHeadTransform).
-        raise ValueError(
-            f"{src} is a BERT MLM whose head uses hidden_act={source_config.hidden_act!r}, but the Longformer MLM "
-            "head uses gelu: convert the BertModel instead and train a new head"
-        )
-    pad = source_config.pad_token_id
-    if pad is None:
-        raise ValueError(f"{src} has no pad_token_id; the Longformer numbers positions from pad_token_id + 1")
-    config = LongctxLongformerConfig(
-        **_shared_config(source_config, head),
-        attention_window=attention_window,
-        max_position_embeddings=max_length + pad + 1,
-        sep_token_id=_separator_id(src, raw, model_type),
-    )
-    state = _rename(_load_weights(src), model_type, head)
-    prefix = "" if head == "Model" else "longformer."
-    key = f"{prefix}embeddings.position_embeddings.weight"
-    if key in state:  # a missing one is reported by _build
-        state[key] = extend_position_embeddings(
-            state[key], max_length, pad_token_id=pad, first_position=pad + 1 if model_type == "roberta" else 0
-        )
-    for i in range(config.num_hidden_layers):
-        for name in ("query", "key", "value"):
-            for kind in ("weight", "bias"):
-                local = f"{prefix}encoder.layer.{i}.attention.self.{name}.{kind}"
-                if local in state:  # a missing one is reported by _build
-                    state[f"{prefix}encoder.layer.{i}.attention.self.{name}_global.{kind}"] = state[local].clone()
-    model = _build(HEADS[head], config, state)
-    _save(model, src, dst, overwrite, model_type, model_max_length=max_length)
-    return dst
-
-
-def extend_position_embeddings(table: torch.Tensor, max_length: int, *, pad_token_id: int,
-                               first_position: int) -> torch.Tensor:
-    """A RoBERTa-style position table for ``max_length`` real tokens, filled by repeating ``table``'s positions.
-
-    ``table`` ``(P, C)`` holds real positions from row ``first_position`` on (``pad_token_id + 1`` for RoBERTa,
-    0 for BERT). The result ``(max_length + pad_token_id + 1, C)`` has real position ``p`` at row
-    ``pad_token_id + 1 + p``, equal to old real position ``p mod (P - first_position)``. Rows below keep RoBERTa's
-    own rows when the old table is RoBERTa-style, else zeros (the padding row is never a real position).
-    """
-    offset = pad_token_id + 1
-    old = table[first_position:]  # (P - first_position, C): the learned real positions
-    if old.shape[0] == 0:
-        raise ValueError(f"the position table has {table.shape[0]} rows, none after row {first_position}")
-    new = table.new_zeros(max_length + offset, table.shape[1])
-    if first_position == offset:
-        new[:offset] = table[:offset]
-    repeats = -(-max_length // old.shape[0])  # ceil
-    new[offset:] = old.repeat(repeats, 1)[:max_length]
-    return new
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Reading the source
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _check_paths(src, dst, overwrite: bool) -> tuple[Path, Path]:
-    src, dst = Path(src), Path(dst)
+def source_model_type(src) -> str | None:
+    """The ``model_type`` in ``src/config.json`` (``None`` when it has none); errors name the problem."""
+    src = Path(src)
     if not src.is_dir():
         raise FileNotFoundError(f"source folder {src} does not exist" if not src.exists() else f"{src} is not a folder")
-    if not (src / "config.json").is_file():
+    path = src / "config.json"
+    if not path.is_file():
         raise FileNotFoundError(f"{src} has no config.json: is it a folder written by save_pretrained?")
-    if dst.exists() or dst.is_symlink():
-        if not overwrite:
-            raise FileExistsError(f"destination {dst} already exists; pass overwrite=True (--overwrite) to replace it")
-        s, d = src.resolve(), dst.resolve()
-        if d == s or d in s.parents:
-            raise ValueError(f"refusing to overwrite {dst}: it holds the source {src}")
-    return src, dst
-
-
-def _read_source(src: Path, families: dict) -> tuple[dict, str, str]:
-    """Return (raw config.json, model_type, head suffix), or a ValueError saying what is supported."""
-    raw = json.loads((src / "config.json").read_text())
-    model_type = raw.get("model_type")
-    known = {**LONG_FAMILIES, **SHORT_FAMILIES}
-    if model_type not in known:
-        raise ValueError(
-            f"{src} holds a model of type {model_type!r}; supported: {sorted(LONG_FAMILIES)} (convert) and "
-            f"{sorted(SHORT_FAMILIES)} (--from-short)"
-        )
-    if model_type not in families:
-        return raw, model_type, ""  # the caller names the right conversion
-    architectures = raw.get("architectures") or []
-    if len(architectures) != 1:
-        raise ValueError(f"{src}/config.json must name exactly one architecture to pick the head, got {architectures}")
-    family = families[model_type][0]
-    match = re.fullmatch(rf"{family}({'|'.join(HEADS)})", architectures[0])
-    if match is None:
-        raise ValueError(
-            f"{src} is a {architectures[0]}; supported heads: {', '.join(family + h for h in HEADS)}"
-        )
-    return raw, model_type, match.group(1)
-
-
-def _load_source_config(src: Path):
-    from transformers import AutoConfig
-
-    # Through transformers' own class, so that fields an old config.json omits get transformers' defaults
-    # (LongformerConfig's layer_norm_eps is 1e-12 and type_vocab_size 2, ours 1e-5 and 1).
-    return AutoConfig.from_pretrained(src)
-
-
-def _shared_config(source_config, head: str) -> dict:
-    fields = {name: getattr(source_config, name) for name in _SHARED_FIELDS}
-    if head in ("ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering"):
-        fields["id2label"] = {int(k): v for k, v in source_config.id2label.items()}
-        # transformers 5 may leave label2id unset when only id2label was given
-        fields["label2id"] = dict(source_config.label2id or {v: k for k, v in fields["id2label"].items()})
-        fields["problem_type"] = source_config.problem_type
-    classifier_dropout = getattr(source_config, "classifier_dropout", None)
-    if classifier_dropout is not None and classifier_dropout != source_config.hidden_dropout_prob:
-        logger.warning(
-            "classifier_dropout=%s is dropped: the Longformer heads use hidden_dropout_prob=%s (training only)",
-            classifier_dropout, source_config.hidden_dropout_prob,
-        )
-    return fields
-
-
-def _separator_id(src: Path, raw: dict, model_type: str) -> int | None:
-    """The id the QA / multiple-choice heads look for. BERT configs do not store it; its tokenizer does."""
-    if raw.get("sep_token_id") is not None:
-        return raw["sep_token_id"]
-    if any((src / name).is_file() for name in _TOKENIZER_FILES):
-        try:
-            from transformers import AutoTokenizer
-
-            sep = AutoTokenizer.from_pretrained(src).sep_token_id
-            if sep is not None:
-                return sep
-        except Exception as error:  # an unreadable tokenizer must not stop a weight conversion
-            logger.warning("could not read the separator id from the tokenizer in %s: %s", src, error)
-    if model_type == "roberta":
-        return raw.get("eos_token_id", 2)  # RoBERTa's </s> is both eos and separator
-    logger.warning(
-        "no sep_token_id found in %s: set config.sep_token_id before using the QA / multiple-choice heads", src
-    )
-    return None
-
-
-def _load_weights(src: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a folder: model.safetensors, pytorch_model.bin, or either sharded with an index file."""
-    for single, index in (("model.safetensors", "model.safetensors.index.json"),
-                          ("pytorch_model.bin", "pytorch_model.bin.index.json")):
-        if (src / single).is_file():
-            return _load_file(src / single)
-        if (src / index).is_file():
-            shards = sorted(set(json.loads((src / index).read_text())["weight_map"].values()))
-            state = {}
-            for shard in shards:
-                state.update(_load_file(src / shard))
-            return state
-    raise FileNotFoundError(
-        f"{src} has no weights: looked for model.safetensors, pytorch_model.bin and their .index.json shards"
-    )
-
-
-def _load_file(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(path)
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _rename(state: dict, model_type: str, head: str) -> dict[str, torch.Tensor]:
-    """Checkpoint names -> ours (saved buffers dropped); what does not fit is sorted out by :func:`_build`."""
-    prefix = {**LONG_FAMILIES, **SHORT_FAMILIES}[model_type][1]
-    ours = "" if head == "Model" else "longformer."
-    out = {}
-    for key, tensor in state.items():
-        key = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key))
-        if _BUFFER.search(key):
-            continue
-        if model_type == "bert" and head == "ForSequenceClassification":
-            # BERT classifies pooled = tanh(pooler.dense(h[:, 0])); Longformer's head is out_proj(tanh(dense(h[:, 0])))
-            if key.startswith("bert.pooler.dense."):
-                out["classifier.dense." + key[len("bert.pooler.dense."):]] = tensor
-                continue
-            if key.startswith("classifier."):
-                out["classifier.out_proj." + key[len("classifier."):]] = tensor
-                continue
-        if model_type == "bert" and head == "ForMaskedLM":
-            mapped = next((new + key[len(old):] for old, new in _BERT_MLM_HEAD.items() if key.startswith(old)), None)
-            if mapped is not None:
-                out[mapped] = tensor
-                continue
-        if key.startswith(prefix):
-            key = ours + key[len(prefix):]
-        elif head == "Model" and key.split(".")[0] in ("embeddings", "encoder", "pooler"):
-            pass  # a bare encoder saved without prefix
-        out[key] = tensor
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Building and saving
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _build(model_class: type, config: LongctxLongformerConfig, state: dict[str, torch.Tensor]):
-    """Our model holding exactly ``state``; a ValueError lists every missing, unexpected or misshapen key."""
-    model = model_class(config).eval()
-    expected = model.state_dict()
-    # Tied weights (MLM decoder <- word embeddings, decoder bias <- lm_head.bias) are often not saved.
-    tied = {target: source for target, source in (getattr(model, "_tied_weights_keys", None) or {}).items()
-            if source in state and (target != "lm_head.decoder.weight" or config.tie_word_embeddings)}
-    missing = sorted(k for k in expected if k not in state and k not in tied)
-    if model_class is LongctxLongformerModel and any(k.startswith("pooler.") for k in missing):
-        # A bare encoder taken from a head checkpoint has no pooler; transformers initialises it afresh too.
-        logger.warning("the checkpoint has no pooler: pooler.dense starts from random weights")
-        missing = [k for k in missing if not k.startswith("pooler.")]
-    unused = sorted(k for k in state if k not in expected and _unused_head(k, model))
-    if unused:
-        logger.warning("dropping weights %s has no place for: %s", model_class.__name__, ", ".join(unused))
-        state = {k: v for k, v in state.items() if k not in unused}
-    unexpected = sorted(k for k in state if k not in expected)
-    misshapen = sorted(f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-                       if k in state and state[k].shape != v.shape)
-    if missing or unexpected or misshapen:
-        parts = [f"{label}: {', '.join(keys)}" for label, keys in
-                 (("missing", missing), ("unexpected", unexpected), ("wrong shape (checkpoint vs model)", misshapen))
-                 if keys]
-        raise ValueError(f"the checkpoint does not fit {model_class.__name__}; " + "; ".join(parts))
-    dtype = state[next(k for k in expected if k.endswith("word_embeddings.weight"))].dtype
-    with torch.no_grad():
-        model.load_state_dict(state, strict=False)
-        params = model.state_dict()
-        for target, source in tied.items():
-            if target not in state:
-                params[target].copy_(state[source])
-    return model.to(dtype)
-
-
-def _unused_head(key: str, model) -> bool:
-    """A weight of a head or pooler the target class does not have, as checkpoints often carry (BERT's
-    next-sentence head and pooler in an MLM checkpoint, an MLM head saved with a base model); transformers'
-    ``from_pretrained`` drops these too. Anything else that does not fit is an error."""
-    first, _, rest = key.partition(".")
-    if first == "longformer":
-        return rest.startswith("pooler.") and model.longformer.pooler is None
-    return first in ("lm_head", "cls", "classifier", "qa_outputs") and not hasattr(model, first)
-
-
-def _save(model, src: Path, dst: Path, overwrite: bool, model_type: str, model_max_length: int | None = None):
-    """Write into a temporary sibling of ``dst`` and rename it into place, so ``dst`` is never half written."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.converting-", dir=dst.parent))
     try:
-        model.save_pretrained(tmp)
-        _copy_tokenizer(src, tmp, model_type, model_max_length)
-        if dst.exists() or dst.is_symlink():
-            if not overwrite:  # created by someone else while we converted
-                raise FileExistsError(f"destination {dst} already exists; pass overwrite=True to replace it")
-            aside = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent)) / "old"
-            os.replace(dst, aside)
-            try:
-                os.replace(tmp, dst)
-            except BaseException:
-                os.replace(aside, dst)
-                raise
-            shutil.rmtree(aside.parent, ignore_errors=True)
-        else:
-            os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        return json.loads(path.read_text()).get("model_type")
+    except ValueError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
 
 
-def _copy_tokenizer(src: Path, dst: Path, model_type: str, model_max_length: int | None) -> None:
-    for name in _TOKENIZER_FILES:
-        if (src / name).is_file():
-            shutil.copy2(src / name, dst / name)
-    config_path = dst / "tokenizer_config.json"
-    if config_path.is_file():
-        tok_config = json.loads(config_path.read_text())
-        # Without tokenizer_class AutoTokenizer would look the tokenizer up by our model_type, which has none.
-        tok_config.setdefault("tokenizer_class", _TOKENIZER_CLASS[model_type])
-        if model_max_length is not None:
-            tok_config["model_max_length"] = model_max_length
-        config_path.write_text(json.dumps(tok_config, indent=2, ensure_ascii=False) + "\n")
+def convert(src, dst, *, overwrite: bool = False) -> Path:
+    """Convert a saved transformers model of any supported family into an hf_longctx folder; returns ``dst``."""
+    model_type = source_model_type(src)
+    if model_type in SHORT_MODEL_TYPES:
+        raise ValueError(f"{src} is a short-context {model_type} model: convert it with --from-short "
+                         "(convert_from_short), which extends its position table")
+    if model_type not in CONVERTERS:
+        raise ValueError(f"{src} holds a model of type {model_type!r}; supported: {', '.join(sorted(CONVERTERS))} "
+                         f"(convert) and {', '.join(SHORT_MODEL_TYPES)} (--from-short)")
+    module = importlib.import_module(f"hf_longctx.conversion.{CONVERTERS[model_type]}")
+    return module.convert(src, dst, overwrite=overwrite)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -433,7 +56,8 @@ def _copy_tokenizer(src: Path, dst: Path, model_type: str, model_max_length: int
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("src", help="folder written by transformers' save_pretrained")
+    parser.add_argument("src", help="folder written by transformers' save_pretrained (Longformer, Reformer, "
+                                    "TransfoXL; RoBERTa/BERT with --from-short)")
     parser.add_argument("dst", help="folder to create (must not exist unless --overwrite)")
     parser.add_argument("--from-short", action="store_true",
                         help="SRC is a short-context RoBERTa/BERT: extend its positions (Longformer paper, section 5)")
@@ -441,7 +65,8 @@ def add_arguments(parser) -> None:
                         help="with --from-short: longest input in tokens (default 4096)")
     parser.add_argument("--attention-window", type=int, default=None,
                         help="with --from-short: even sliding-window size of every layer (default 512)")
-    parser.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace DST if an earlier hf-longctx command wrote it and nothing in it changed since")
 
 
 def run(args) -> int:
@@ -454,13 +79,15 @@ def run(args) -> int:
         else:
             if args.max_length is not None or args.attention_window is not None:
                 raise ValueError("--max-length and --attention-window only apply with --from-short")
-            dst = convert_longformer(args.src, args.dst, overwrite=args.overwrite)
+            dst = convert(args.src, args.dst, overwrite=args.overwrite)
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         print(f"hf-longctx convert: error: {error}", file=sys.stderr)
         return 1
     config = json.loads((dst / "config.json").read_text())
-    print(f"wrote {dst} ({config['architectures'][0]}, max_position_embeddings={config['max_position_embeddings']})")
+    length = config.get("max_position_embeddings")
+    print(f"wrote {dst} ({config['architectures'][0]}" + (f", max_position_embeddings={length})" if length else ")"))
     return 0
 
 
-__all__ = ["convert_longformer", "convert_from_short", "extend_position_embeddings", "add_arguments", "run"]
+__all__ = ["convert", "convert_longformer", "convert_from_short", "extend_position_embeddings", "CONVERTERS",
+           "add_arguments", "run"]

@@ -28,9 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .folders import FolderError, check_run_folder
 from .tasks import TASKS
 
 RESULTS_FILE = "demo_results.json"  # also marks a folder as demo output, which --overwrite may delete
+DEMO_ENTRIES = ("long", "truncated", "hub")  # what the demo writes beside RESULTS_FILE
 
 # The classification tasks the demo can run; the default is the first.
 DEMO_TASKS = [name for name, task in TASKS.items() if task.head == "AutoModelForSequenceClassification"]
@@ -228,8 +230,12 @@ def _prepare_output_dir(path: Path, overwrite: bool) -> str | None:
         return None
     if not overwrite:
         return f"{path} already exists; pass --overwrite to replace it, or choose another --output-dir"
-    if not path.is_dir() or (any(path.iterdir()) and not (path / RESULTS_FILE).exists()):
-        return f"{path} is not an earlier demo output (no {RESULTS_FILE}); refusing to delete it even with --overwrite"
+    if path.is_dir() and not any(path.iterdir()):
+        return None
+    try:  # only an earlier demo's folder, holding nothing the demo did not write (hf_longctx.folders)
+        check_run_folder(path, RESULTS_FILE, DEMO_ENTRIES)
+    except FolderError as err:
+        return str(err)
     shutil.rmtree(path)
     return None
 

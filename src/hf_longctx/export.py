@@ -1,17 +1,20 @@
 """``hf-longctx export``: write a Hub-ready folder (weights, config with every Auto class, remote code, tokenizer,
-a filled model card) from a trained or converted model folder. Written atomically; never overwrites by default."""
+a filled model card) from a trained or converted model folder. Written atomically; never overwrites by default, and
+``--overwrite`` replaces only a folder an earlier export (or convert) wrote and nobody changed since
+(:mod:`hf_longctx.folders`)."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from importlib import resources
 from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
 import hf_longctx
+
+from .folders import FolderError, check_replaceable, replace_folder, staging_folder, write_manifest
 
 # The pipeline each head serves, for the card's metadata and the loading snippet.
 PIPELINE_TAGS = {
@@ -90,8 +93,15 @@ def export_model(model_dir, out_dir, *, overwrite: bool = False, repo_id: str | 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if not (model_dir / "config.json").is_file():
         raise ExportError(f"{model_dir} is not a model folder (no config.json)")
-    if out_dir.exists() and not overwrite:
-        raise ExportError(f"{out_dir} already exists; pass --overwrite to replace it")
+    if out_dir.exists() or out_dir.is_symlink():
+        if not overwrite:
+            raise ExportError(f"{out_dir} already exists; pass --overwrite to replace it")
+        if out_dir.resolve() == model_dir.resolve() or out_dir.resolve() in model_dir.resolve().parents:
+            raise ExportError(f"refusing to replace {out_dir}: it holds the model folder {model_dir}")
+        try:
+            check_replaceable(out_dir)
+        except FolderError as err:
+            raise ExportError(str(err)) from None
     try:
         config = AutoConfig.from_pretrained(model_dir)
     except (OSError, ValueError) as err:
@@ -101,23 +111,20 @@ def export_model(model_dir, out_dir, *, overwrite: bool = False, repo_id: str | 
     summary_path = model_dir / SUMMARY_FILE
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    staging = staging_folder(out_dir)
     try:
         model.save_pretrained(staging)
         if (model_dir / "tokenizer_config.json").is_file():
-            AutoTokenizer.from_pretrained(model_dir).save_pretrained(staging)
+            tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            # A tokenizer without a length limit (model_max_length 1e30) makes `truncation=True` a no-op, and the
+            # pipeline then fails on long text: cap it at what the model accepts.
+            tokenizer.model_max_length = model.config.max_input_tokens
+            tokenizer.save_pretrained(staging)
         if summary:
             (staging / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
         render_card(model.config, model_class.__name__, repo_id=repo_id, summary=summary).save(staging / "README.md")
-        if out_dir.exists():  # only with overwrite: swap, so a failure keeps the old folder
-            backup = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(backup, ignore_errors=True)
-            out_dir.rename(backup)
-            staging.rename(out_dir)
-            shutil.rmtree(backup)
-        else:
-            staging.rename(out_dir)
+        write_manifest(staging, "export")
+        replace_folder(staging, out_dir)  # an existing out_dir is swapped out only once the new one is complete
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out_dir
@@ -127,7 +134,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("model_dir", help="a folder written by `hf-longctx train`, `convert` or save_pretrained")
     parser.add_argument("out_dir", help="the Hub-ready folder to write (must not exist)")
     parser.add_argument("--repo-id", help="the Hub repository the card's loading snippet names")
-    parser.add_argument("--overwrite", action="store_true", help="replace out_dir if it exists")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace out_dir if an earlier export wrote it and nothing in it changed since")
 
 
 def run(args) -> int:

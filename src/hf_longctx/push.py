@@ -13,6 +13,8 @@ from pathlib import Path
 
 from huggingface_hub import HfApi, get_token
 
+from .folders import MANIFEST
+
 REQUIRED_FILES = ("config.json", "README.md")
 
 
@@ -41,6 +43,7 @@ def push_folder(folder, repo_id: str, *, private: bool | None = None, token: str
         info = api.upload_folder(
             repo_id=repo_id, folder_path=str(folder), token=token,
             commit_message=commit_message or "Upload hf_longctx model",
+            ignore_patterns=[MANIFEST],  # local bookkeeping of what export wrote, not part of the model
         )
     except Exception as err:  # network, auth and server errors all end the same way for the user
         raise PushError(f"could not push to {repo_id}: {type(err).__name__}: {err}; no commit was made") from err

@@ -22,6 +22,7 @@ import numpy as np
 
 from .data.files import DataError
 from .export import SUMMARY_FILE
+from .folders import FolderError, check_run_folder
 from .tasks import PRESETS, TASKS, VARIANTS, compute_metrics_for, resolve_task
 
 
@@ -75,6 +76,7 @@ def check_tokenizer_fits(tokenizer, config) -> None:
 
 
 RUN_FILE = "hf_longctx_run.json"  # the arguments of a run; also marks a folder as one that --overwrite may delete
+RUN_ENTRIES = ("checkpoints", "model")  # what a run writes beside RUN_FILE (and its staging folders .model.*)
 
 
 def _prepare_run_dir(output_dir: Path, run_record: dict, *, overwrite: bool, resume: bool) -> str | None:
@@ -111,9 +113,10 @@ def _prepare_run_dir(output_dir: Path, run_record: dict, *, overwrite: bool, res
         if not overwrite:
             raise TrainError(f"{output_dir} already exists and is not empty; pass --overwrite to replace an earlier "
                              "run, or --resume to continue it")
-        if not record_file.is_file():
-            raise TrainError(f"{output_dir} is not a train run folder (no {RUN_FILE}); refusing to delete it even "
-                             "with --overwrite")
+        try:  # only an earlier run's folder, holding nothing the run did not write (hf_longctx.folders)
+            check_run_folder(output_dir, RUN_FILE, RUN_ENTRIES)
+        except FolderError as err:
+            raise TrainError(str(err)) from None
         shutil.rmtree(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     record_file.write_text(json.dumps(run_record, indent=2) + "\n")
