@@ -29,7 +29,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_longformer.py
+	$(PY) -m hf_longctx bench longformer --out benchmarks/results/longformer_cpu
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

@@ -90,5 +90,17 @@ def test_data_list_and_show(capsys):
     assert main(["data", "show", "nope"]) == 1
 
 
-def test_bench_command_finds_the_benchmark_of_the_checkout():
-    assert main(["bench", "--", "--help"]) == 0
+def test_bench_command_runs_as_the_readme_writes_it(tmp_path, monkeypatch, capsys):
+    """`hf-longctx bench --quick` failed ("unrecognized arguments"), wrote over the committed results and linked
+    longformer_cpu.png whatever --out said (issue 10, defect 8)."""
+    from hf_longctx.benchmarks.harness import DEFAULT_OUT_DIR
+
+    assert not DEFAULT_OUT_DIR.is_absolute() and "results" not in DEFAULT_OUT_DIR.parts
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "--quick", "--lengths", "256", "--no-memory", "--out", "mine/x"]) == 0
+    report = (tmp_path / "mine" / "x.md").read_text()
+    assert "](x.png)" in report and "from the issue" not in report
+    assert "| 256 |" in report and json.loads((tmp_path / "mine" / "x.json").read_text())["quick"] is True
+    with pytest.raises(SystemExit):
+        main(["bench", "nope"])
+    assert "invalid choice" in capsys.readouterr().err

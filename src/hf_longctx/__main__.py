@@ -14,12 +14,12 @@ SUBCOMMANDS = {
     "train": ("hf_longctx.train", "fine-tune a variant on a shipped long-document task with the standard Trainer"),
     "evaluate": ("hf_longctx.commands.evaluate", "metrics of a saved model on a task split"),
     "generate": ("hf_longctx.commands.generate", "stream a causal model's continuation of a prompt"),
-    "convert": ("hf_longctx.convert", "turn a transformers Longformer (or a short RoBERTa/BERT) into an hf_longctx model"),
+    "convert": ("hf_longctx.convert", "turn a transformers Longformer, Reformer or TransfoXL (or a short RoBERTa/BERT) into an hf_longctx model"),
     "demo": ("hf_longctx.demo", "fine-tune a small Longformer on committed real text and report test accuracy"),
     "export": ("hf_longctx.export", "write a Hub-ready folder (weights, code, tokenizer, filled model card)"),
     "push": ("hf_longctx.push", "upload an exported folder to the Hugging Face Hub in one commit"),
     "data": ("hf_longctx.commands.data", "list the shipped data sets, or show one's splits and provenance"),
-    "bench": ("hf_longctx.commands.bench", "run the speed/memory benchmark against transformers (source checkout)"),
+    "bench": ("hf_longctx.commands.bench", "speed and memory of a variant against transformers' implementation, interleaved"),
 }
 
 

@@ -1,23 +1,40 @@
-"""``hf-longctx bench [ARGS]``: run the Longformer benchmark (``benchmarks/bench_longformer.py``) of a source checkout.
+"""``hf-longctx bench [VARIANT] [--quick] ...``: a variant's speed and memory benchmark against its anchor.
 
-The benchmarks are not part of the installed package (they need transformers' own models as anchors and write
-results next to themselves); this finds them next to the package's source tree.
+The benchmarks ship with the package (``hf_longctx.benchmarks``); their anchors are transformers' own models, a
+dependency already. Results go to ``bench_results/`` in the current folder unless ``--out`` says otherwise.
 """
 
-import subprocess
-import sys
-from pathlib import Path
+from __future__ import annotations
 
-SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "bench_longformer.py"
+import importlib
+import sys
+
+# Kept here rather than imported from hf_longctx.benchmarks, so that `--help` does not import torch.
+VARIANTS = ("longformer", "reformer", "transfo-xl")
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("args", nargs="*", help="passed to the benchmark, e.g. --quick (see its --help)")
+    parser.add_argument("variant", nargs="?", default="longformer", choices=VARIANTS, help="the model to measure (default: longformer)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: two short lengths, one round")
+    parser.add_argument("--lengths", type=int, nargs="+", help="sequence lengths (default: the variant's)")
+    parser.add_argument("--repeats", type=int, help="interleaved rounds per length (default: the variant's)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
+    parser.add_argument("--out", help="output path without suffix (default: bench_results/<variant>_cpu)")
 
 
 def run(args) -> int:
-    if not SCRIPT.is_file():
-        print(f"hf-longctx bench: {SCRIPT} not found; the benchmarks live in a source checkout of hf_longctx",
+    from hf_longctx.benchmarks import VARIANT_MODULES
+
+    if args.variant not in VARIANT_MODULES:
+        print(f"hf-longctx bench: no benchmark for {args.variant} yet (have: {', '.join(VARIANT_MODULES)})",
               file=sys.stderr)
         return 1
-    return subprocess.call([sys.executable, str(SCRIPT), *args.args])
+    argv = [*(["--quick"] if args.quick else []), *(["--no-memory"] if args.no_memory else [])]
+    if args.lengths:
+        argv += ["--lengths", *map(str, args.lengths)]
+    if args.repeats:
+        argv += ["--repeats", str(args.repeats)]
+    if args.out:
+        argv += ["--out", args.out]
+    importlib.import_module(f"hf_longctx.benchmarks.{VARIANT_MODULES[args.variant]}").main(argv)
+    return 0

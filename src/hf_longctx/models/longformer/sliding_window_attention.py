@@ -23,7 +23,7 @@ through PyTorch's fused attention kernel (:class:`_BandedFlashAttention`), which
 recomputes the probabilities in the backward, so memory is ``O(T * D)``; elsewhere
 an unfused path of matmuls and a softmax keeps the probabilities for the
 backward, ``O(T * (block_size + left + right + G))``. Both run the dense twins'
-tests; benchmarks/bench_longformer.py measures them.
+tests; hf_longctx/benchmarks/longformer.py measures them.
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ def _fused_block_sizes(left: int, right: int) -> tuple[int, int]:
     # backward accumulates the key/value gradients with GEMMs whose inner size is the query tile, 32 rows
     # below 192 queries, so it is overhead-bound at small b and its best is b = 128 (window 256: 38% more
     # scores than useful, but 5% faster than b = 64 and 40% faster than b = 32). Measured with
-    # benchmarks/bench_longformer.py --sweep-blocks (hidden 256, 4 heads, window 256, one thread).
+    # python -m hf_longctx.benchmarks.longformer --sweep-blocks (hidden 256, 4 heads, window 256, one thread).
     w = left + right
     return max(8, min(32, w // 4)), max(8, min(128, w // 2))
 

@@ -6,29 +6,28 @@ length run interleaved in one process (ours, theirs, ours, theirs, ...) and repo
 shared with other jobs slows every side alike. Peak memory is measured in a fresh process per (side, length).
 See benchmarks/README.md for the FLOP formula and the method.
 
-    python benchmarks/bench_longformer.py                 # full run, ~10 min: results/longformer_cpu.{md,png,json}
-    python benchmarks/bench_longformer.py --quick         # smoke run, 1024 and 2048, one repeat, < 2 min
-    python benchmarks/bench_longformer.py --sweep-blocks  # block sizes of the fused attention op
+    hf-longctx bench longformer                 # full run, ~10 min: bench_results/longformer_cpu.{md,png,json}
+    hf-longctx bench longformer --quick         # smoke run, 1024 and 2048, one repeat, < 2 min
+    hf-longctx bench longformer --out benchmarks/results/longformer_cpu   # refresh the results of record
+    python -m hf_longctx.benchmarks.longformer --sweep-blocks  # block sizes of the fused attention op
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
-import json
 import math
-import os
-import platform
 import statistics
-import subprocess
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+from .harness import (
+    DEFAULT_OUT_DIR, Case, fmt_s, load_average, machine_info, measure_memory, paired_median, peak_growth, pyplot,
+    time_length, write_outputs,
+)
 
 # --------------------------------------------------------------------------------------------------------------------
 # The shared config
@@ -41,7 +40,6 @@ VOCAB = 50265  # RoBERTa's
 GLOBAL_EVERY = 50  # every 50th token is global: about 2%
 LENGTHS = (1024, 2048, 4096, 8192, 16384)
 MM_SHAPE = (HIDDEN, FFN)  # the anchor GEMM: (T, 256) @ (256, 1024), the FFN's first projection
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def n_global(T: int) -> int:
@@ -234,19 +232,6 @@ def mm_step(T: int) -> Callable[[], None]:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Case:
-    name: str
-    group: str  # cases of one group at one length are compared with each other
-    impl: str
-    step: Callable[[dict, int], Callable[[], None]]  # (models, T) -> one fwd+bwd step
-    correctness: str  # what proves this case computes what it claims
-    flops: Callable[[int], float] | None = None  # useful FLOPs of one step, for GFLOP/s
-    anchor: str | None = None  # the case this one is compared against: ratio = anchor time / this time
-    scaling: float = 1.0  # time ~ T ** scaling, to skip lengths predicted to exceed --max-step-s
-    memory: bool = False  # peak RSS in a fresh process per length
-
-
 PARITY = "tests/test_longformer_parity.py::test_gradients_match_transformers"
 CASES = [
     Case("model: ours", "model", "ours", lambda m, T: model_step(m["ours"], "ours", T), PARITY,
@@ -278,117 +263,22 @@ CASES = [
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Timing: interleaved, medians
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def time_length(T: int, cases: list[Case], models: dict, repeats: int, max_step_s: float, previous: dict) -> dict:
-    """Per-round seconds of every case at length T, interleaved: round r runs each case once, in registry order.
-
-    ``samples_s[r]`` of two cases were measured seconds apart, so their ratio is paired: a burst of load from
-    another job slows both. Cases predicted to exceed ``max_step_s`` are skipped; steps over a few seconds get
-    fewer rounds (None in the rounds they sit out), so that a full run stays near ten minutes.
-    """
-    steps, rounds, samples, skipped = {}, {}, {}, {}
-    for case in cases:
-        prev = previous.get(case.name)
-        if prev is not None and prev[1] * (T / prev[0]) ** case.scaling > max_step_s:
-            skipped[case.name] = f"skipped: predicted {prev[1] * (T / prev[0]) ** case.scaling:.0f} s/step"
-            continue
-        steps[case.name] = case.step(models, T)
-        t0 = time.perf_counter()
-        steps[case.name]()  # warm-up, and a first estimate of the cost
-        first = time.perf_counter() - t0
-        rounds[case.name] = 1 if repeats == 1 else max(2, min(repeats, int(40 / first)))
-        samples[case.name] = []
-    for r in range(max(rounds.values(), default=0)):
-        for name, step in steps.items():
-            if r >= rounds[name]:
-                samples[name].append(None)
-                continue
-            gc.collect()
-            t0 = time.perf_counter()
-            step()
-            samples[name].append(time.perf_counter() - t0)
-    del steps
-    gc.collect()
-    out = {name: {"median_s": statistics.median(x for x in s if x is not None), "samples_s": s}
-           for name, s in samples.items()}
-    out.update({name: {"skipped": why} for name, why in skipped.items()})
-    return out
-
-
-def paired_median(num: list, den: list) -> float | None:
-    """Median over rounds of num[r] / den[r], rounds where both ran."""
-    ratios = [a / b for a, b in zip(num, den) if a is not None and b is not None]
-    return statistics.median(ratios) if ratios else None
-
-
-# --------------------------------------------------------------------------------------------------------------------
 # Peak memory: a fresh process per (side, length)
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def memory_child(impl: str, T: int) -> None:
     """Runs in a fresh process: peak RSS growth of one fwd+bwd step over the process after model build."""
     torch.set_num_threads(1)
     model = build_model(impl, T)
-    model_step(model, impl, min(T, 512))()  # libraries' one-time buffers and lazy imports, not this step's cost
+    warm = model_step(model, impl, min(T, 512))
     step = model_step(model, impl, T)  # inputs and cotangent allocated before the baseline
-    gc.collect()
-    baseline = _status_kb("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # reset the RSS high-water mark (Linux >= 4.0)
-    step()
-    peak = _status_kb("VmHWM")
-    print(json.dumps({"peak_growth_mb": (peak - baseline) / 1024, "baseline_mb": baseline / 1024}))
-
-
-def measure_memory(impl: str, T: int, timeout_s: float) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               # A fixed mmap threshold: every tensor above 128 KiB is its own mapping, returned to the OS when
-               # freed, so RSS follows the live tensors (glibc's adaptive threshold would keep freed blocks up
-               # to 32 MiB in the heap and blur the peak). The same setting for every side.
-               MALLOC_MMAP_THRESHOLD_="131072")
-    cmd = [sys.executable, __file__, "--memory-child", impl, str(T)]
-    try:
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        return {"skipped": f"memory run over {timeout_s:.0f} s"}
-    if done.returncode != 0:
-        tail = (done.stderr.strip().splitlines() or ["?"])[-1]
-        return {"skipped": f"failed: {tail[:120]}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    peak_growth(warm, step)
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def machine_info() -> dict:
-    import transformers
-
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return {
-        "cpu": cpu, "logical_cpus": os.cpu_count(), "torch": torch.__version__,
-        "transformers": transformers.__version__, "python": platform.python_version(),
-        "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M"),
-    }
-
-
-def _fmt_s(x: float) -> str:
-    return f"{x * 1e3:.0f} ms" if x < 10 else f"{x:.1f} s"
 
 
 MM_CASE = "torch.mm (T,256)@(256,1024)"
@@ -457,7 +347,7 @@ def crossover(der: dict) -> str:
         if f and all(x for _, x in faster[i:]):
             below = [t for t, _ in faster if t < T]
             return (f"from {T} tokens on" + (f" (slower at {', '.join(map(str, below))})" if below else
-                                             f" (the shortest length measured)"))
+                                             " (the shortest length measured)"))
     return "at none of the measured lengths" if faster else "(not measured)"
 
 
@@ -467,7 +357,7 @@ def write_markdown(results: dict, path: Path) -> None:
     lines = [
         "# Longformer on CPU: ours vs transformers vs dense SDPA",
         "",
-        f"`python benchmarks/bench_longformer.py{' --quick' if results['quick'] else ''}` on {info['date']}. "
+        f"`hf-longctx bench longformer{' --quick' if results['quick'] else ''}` on {info['date']}. "
         f"CPU: {info['cpu']} ({info['logical_cpus']} logical CPUs, shared with other jobs; "
         f"load average {results['load_before']} before, {results['load_after']} after), "
         f"**{info['threads']} thread**, torch {info['torch']}, transformers {info['transformers']}, "
@@ -495,7 +385,7 @@ def write_markdown(results: dict, path: Path) -> None:
 
         def tm(name):
             r = t.get(name, {})
-            return _fmt_s(r["median_s"]) if "median_s" in r else r.get("skipped", "not run")
+            return fmt_s(r["median_s"]) if "median_s" in r else r.get("skipped", "not run")
 
         def mb(impl):
             r = mem.get(impl, {})
@@ -533,7 +423,7 @@ def write_markdown(results: dict, path: Path) -> None:
 
         def tm(name):
             r = t.get(name, {})
-            return _fmt_s(r["median_s"]) if "median_s" in r else r.get("skipped", "not run")
+            return fmt_s(r["median_s"]) if "median_s" in r else r.get("skipped", "not run")
 
         op, band = d.get("attention op: ours", {}), d.get("attention op: ours, band only", {})
         dense_ratio = op.get("speedup_vs_anchor")
@@ -545,20 +435,19 @@ def write_markdown(results: dict, path: Path) -> None:
             f"{band.get('gflops', 0):.1f} | {band.get('fraction_of_mm', 0):.0%} | {tm('attention op: dense SDPA')} | "
             f"{f'{dense_ratio:.2f}x' if dense_ratio else '-'} |"
         )
-    lines += ["", "## Targets (from the issue)", "", "| target | measured | met |", "|---|---:|:---:|"]
+    lines += ["", "## Targets", "", "| target | measured | met |", "|---|---:|:---:|"]
     for what, measured, ok in targets(results, der):
         lines.append(f"| {what} | {measured} | {'yes' if ok else ('no' if ok is False else '-')} |")
     lines += ["", "## Cases and the tests that prove them", "", "| case | correctness |", "|---|---|"]
     lines += [f"| {c.name} | `{c.correctness}` |" for c in CASES]
-    lines += ["", "![time and peak memory against sequence length](longformer_cpu.png)", ""]
+    lines += ["", f"![time and peak memory against sequence length]({path.with_suffix('.png').name})", ""]
     path.write_text("\n".join(lines))
 
 
 def write_plot(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
+    if plt is None:
+        return
 
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 4.8))
     lengths = sorted(int(T) for T in results["lengths"])
@@ -668,8 +557,9 @@ def profile_breakdown(T: int, rounds: int = 3) -> None:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="hf-longctx bench longformer", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="lengths 1024 and 2048, one repeat, no plot of note")
     p.add_argument("--lengths", type=int, nargs="+", help=f"default {' '.join(map(str, LENGTHS))}")
     p.add_argument("--repeats", type=int, default=7, help="rounds per length (fewer for slow steps)")
@@ -677,11 +567,12 @@ def main() -> None:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     p.add_argument("--skip", nargs="+", default=[], metavar="CASE",
                    help="leave out cases whose name contains any of these strings (e.g. RoBERTa 'op:')")
-    p.add_argument("--out", type=Path, default=RESULTS / "longformer_cpu", help="output path without suffix")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR / "longformer_cpu",
+                   help="output path without suffix (default: %(default)s)")
     p.add_argument("--sweep-blocks", action="store_true", help="time the fused op's block sizes instead")
     p.add_argument("--profile", action="store_true", help="where a step of ours spends its time, instead")
     p.add_argument("--memory-child", nargs=2, metavar=("IMPL", "T"), help=argparse.SUPPRESS)
-    args = p.parse_args()
+    args = p.parse_args(argv)
 
     torch.set_num_threads(1)
     if args.memory_child:
@@ -699,7 +590,7 @@ def main() -> None:
     lengths = args.lengths or ([1024, 2048] if args.quick else list(LENGTHS))
     repeats = 1 if args.quick else args.repeats
     results = {"machine": machine_info(), "quick": args.quick, "repeats": repeats,
-               "load_before": " ".join(f"{x:.1f}" for x in os.getloadavg()), "lengths": {}}
+               "load_before": load_average(), "lengths": {}}
     models = {impl: build_model(impl, max(lengths)) for impl in ("ours", "transformers", "roberta_sdpa")}
     previous = {}
     t_start = time.perf_counter()
@@ -713,19 +604,17 @@ def main() -> None:
                 if "median_s" not in row["time"].get(case.name, {}):
                     row["memory"][case.impl] = {"skipped": "not timed at this length"}
                     continue
-                row["memory"][case.impl] = measure_memory(case.impl, T, timeout_s=max(120.0, 20 * row["time"][case.name]["median_s"]))
+                row["memory"][case.impl] = measure_memory(
+                    __name__ if __name__ != "__main__" else "hf_longctx.benchmarks.longformer", case.impl, T,
+                    timeout_s=max(120.0, 20 * row["time"][case.name]["median_s"]))
         results["lengths"][str(T)] = row
-        done = ", ".join(f"{n.split(': ', 1)[1]} {_fmt_s(r['median_s'])}" for n, r in row["time"].items()
+        done = ", ".join(f"{n.split(': ', 1)[1]} {fmt_s(r['median_s'])}" for n, r in row["time"].items()
                          if n.startswith("model") and "median_s" in r)
         print(f"[{time.perf_counter() - t_start:5.0f} s] T={T}: {done}", flush=True)
-    results["load_after"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    results["load_after"] = load_average()
     results["wall_s"] = time.perf_counter() - t_start
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1))
-    write_markdown(results, args.out.with_suffix(".md"))
-    write_plot(results, args.out.with_suffix(".png"))
-    print(args.out.with_suffix(".md").read_text())
+    write_outputs(results, args.out, write_markdown, write_plot)
 
 
 if __name__ == "__main__":
