@@ -1,0 +1,624 @@
+"""hf_longctx Transformer-XL (Dai et al. 2019): segment-level recurrence with relative positional attention.
+
+Read top to bottom: the modules (built from explicit arguments), the generation cache, then the Hugging Face glue
+(the only code that reads the config) with one class per head.
+
+Memories: for every layer, the **input** hidden states of the last ``mem_len`` positions seen, detached (section
+3.2). They travel batch-first, ``mems[l]`` is ``(B, M, d_model)`` with ``M <= mem_len`` (transformers 4.x kept
+them length-first ``(M, B, d_model)``; the converter's parity test transposes). A model starts with **empty**
+memories (``M = 0``); transformers 4.x started with ``mem_len`` zero vectors that were attended like real tokens
+(4.49 M 832-842) -- pass such zeros as ``mems`` to reproduce it.
+
+Inside ``forward`` a long input is cut into segments of ``config.segment_length`` that run in order, each
+attending to the memories of the previous ones, so ``Trainer`` trains on long documents as on any causal LM and
+one loss covers every token. Padding (``attention_mask``) is never attended, so a right-padded row gives the same
+outputs as the row alone.
+
+Differences from transformers 4.x: ``attention_mask``, batch-first memories starting empty, segments inside
+``forward``, a key/value generation cache (4.x re-projected the whole memory every step), sequence
+classification, no ``sample_softmax``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.utils import ModelOutput
+
+from .configuration_transfo_xl import LongctxTransfoXLConfig
+from .longctx_common import check_mask, check_token_inputs
+from .relative_attention import relative_attention, sinusoid_positions
+
+# --------------------------------------------------------------------------------------------------------------------
+# Modules, built from explicit arguments
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class AdaptiveProjection(nn.Linear):
+    """Projection between a cluster's embedding width and ``d_model``: ``weight`` is ``(d_model, width)``, the
+    shape of 4.49's ``emb_projs.i`` / ``out_projs.i``. Its own class so that it gets ``proj_init_std``."""
+
+    def __init__(self, width: int, d_model: int):
+        super().__init__(width, d_model, bias=False)
+
+
+class AdaptiveEmbedding(nn.Module):
+    """Token embedding with one table per vocabulary cluster (adaptive input, Baevski & Auli 2019).
+
+    Cluster ``i`` (ids in ``[cutoff_ends[i], cutoff_ends[i+1])``) has width ``widths[i]`` and a projection to
+    ``d_model`` (``emb_projs.i``); a single cluster of width ``d_model`` needs no projection. The result is scaled by
+    ``sqrt(d_model)`` (4.49 M 406, 450).
+    """
+
+    def __init__(self, vocab_size: int, d_model: int, cutoffs: list[int], widths: list[int]):
+        super().__init__()
+        self.d_model = d_model
+        self.cutoff_ends = [0] + list(cutoffs) + [vocab_size]
+        self.scale = d_model**0.5
+        single = len(widths) == 1
+        # div_val=1 keeps one table for the whole vocabulary (even with cutoffs): the softmax slices it per cluster.
+        self.shared_table = single or len(set(widths)) == 1
+        if self.shared_table:
+            self.emb_layers = nn.ModuleList([nn.Embedding(vocab_size, widths[0])])
+            n_proj = 1 if widths[0] != d_model else 0
+        else:
+            self.emb_layers = nn.ModuleList(
+                nn.Embedding(r - l, w) for l, r, w in zip(self.cutoff_ends[:-1], self.cutoff_ends[1:], widths)
+            )
+            n_proj = len(widths)
+        # Linear(w, d_model).weight is (d_model, w): the shape and orientation of 4.49's `emb_projs.i`.
+        self.emb_projs = nn.ModuleList(AdaptiveProjection(widths[i], d_model) for i in range(n_proj))
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if self.shared_table:
+            x = self.emb_layers[0](input_ids)
+            if len(self.emb_projs):
+                x = self.emb_projs[0](x)
+            return x * self.scale
+        out = input_ids.new_zeros(*input_ids.shape, self.d_model, dtype=self.emb_projs[0].weight.dtype)
+        for i, (l, r) in enumerate(zip(self.cutoff_ends[:-1], self.cutoff_ends[1:])):
+            in_cluster = (input_ids >= l) & (input_ids < r)
+            if in_cluster.any():
+                out[in_cluster] = self.emb_projs[i](self.emb_layers[i](input_ids[in_cluster] - l))
+        return out * self.scale
+
+
+class AdaptiveLogSoftmax(nn.Module):
+    """Log-probabilities over the vocabulary from hidden states (adaptive softmax, Grave et al. 2017).
+
+    The head scores the first cluster's tokens plus one entry per tail cluster; a tail token's log-prob is its
+    cluster's head log-prob plus its log-prob within the cluster (4.49 U 119-181). With no cutoffs this is a plain
+    ``log_softmax(linear(h))``. Returns **log-probs**, not logits, as transformers 4.x did; they serve as logits for
+    ``generate()`` since softmax(log p / t) = softmax(logit / t).
+    """
+
+    def __init__(self, vocab_size: int, d_model: int, cutoffs: list[int], widths: list[int]):
+        super().__init__()
+        self.cutoffs = list(cutoffs)
+        self.cutoff_ends = [0] + list(cutoffs) + [vocab_size]
+        n_clusters = len(cutoffs)
+        self.shared_table = len(set(widths)) == 1
+        if n_clusters:
+            self.cluster_weight = nn.Parameter(torch.zeros(n_clusters, widths[0]))
+            self.cluster_bias = nn.Parameter(torch.zeros(n_clusters))
+        if self.shared_table:
+            self.out_layers = nn.ModuleList([nn.Linear(widths[0], vocab_size)])
+            n_proj = len(widths) if widths[0] != d_model else 0
+        else:
+            self.out_layers = nn.ModuleList(
+                nn.Linear(w, r - l) for l, r, w in zip(self.cutoff_ends[:-1], self.cutoff_ends[1:], widths)
+            )
+            n_proj = len(widths)
+        # weight (d_model, w_i) as 4.49's `out_projs.i`; applied as h @ P_i (U 75-76).
+        self.out_projs = nn.ModuleList(AdaptiveProjection(widths[i], d_model) for i in range(n_proj))
+
+    def _cluster_logits(self, h: torch.Tensor, i: int) -> torch.Tensor:
+        if self.shared_table:
+            l, r = self.cutoff_ends[i], self.cutoff_ends[i + 1]
+            weight, bias = self.out_layers[0].weight[l:r], self.out_layers[0].bias[l:r]
+        else:
+            weight, bias = self.out_layers[i].weight, self.out_layers[i].bias
+        if i == 0 and self.cutoffs:
+            weight = torch.cat([weight, self.cluster_weight])
+            bias = torch.cat([bias, self.cluster_bias])
+        if len(self.out_projs):
+            h = F.linear(h, self.out_projs[i].weight.t())
+        return F.linear(h, weight, bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``(..., d_model)`` -> ``(..., vocab_size)`` log-probabilities."""
+        head = torch.log_softmax(self._cluster_logits(hidden, 0), dim=-1)
+        if not self.cutoffs:
+            return head
+        c0 = self.cutoffs[0]
+        parts = [head[..., :c0]]
+        for i in range(1, len(self.cutoffs) + 1):
+            tail = torch.log_softmax(self._cluster_logits(hidden, i), dim=-1)
+            parts.append(head[..., c0 + i - 1, None] + tail)
+        return torch.cat(parts, dim=-1)
+
+
+class RelativeSelfAttention(nn.Module):
+    """Projections + :func:`relative_attention`, residual and LayerNorm (the paper's ``RelPartialLearnable``).
+
+    Keys and values cover the layer's memory followed by the segment. The memory arrives either as hidden states
+    ``(B, M, d_model)`` (projected here, so the projections get gradients through it, as in training) or as
+    already projected keys/values ``(B, H, M, D)`` (the generation cache).
+    """
+
+    def __init__(self, d_model, n_head, d_head, dropout, dropatt, pre_lnorm, eps, own_biases: bool):
+        super().__init__()
+        self.n_head, self.d_head, self.pre_lnorm, self.dropatt = n_head, d_head, pre_lnorm, dropatt
+        self.qkv = nn.Linear(d_model, 3 * n_head * d_head, bias=False)  # rows: q, k, v (4.49 `qkv_net`)
+        self.r_net = nn.Linear(d_model, n_head * d_head, bias=False)
+        self.out = nn.Linear(n_head * d_head, d_model, bias=False)
+        self.norm = nn.LayerNorm(d_model, eps=eps)
+        self.drop = nn.Dropout(dropout)
+        if own_biases:  # untie_r: u and v per layer
+            self.r_w_bias = nn.Parameter(torch.zeros(n_head, d_head))
+            self.r_r_bias = nn.Parameter(torch.zeros(n_head, d_head))
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, H*D) -> (B, H, T, D)
+        B, T, _ = x.shape
+        return x.view(B, T, self.n_head, self.d_head).transpose(1, 2)
+
+    def project_r(self, pos_emb: torch.Tensor) -> torch.Tensor:
+        """``(K, d_model)`` sinusoids -> ``(H, K, D)``."""
+        return self.r_net(pos_emb).view(-1, self.n_head, self.d_head).transpose(0, 1)
+
+    def forward(self, x, r, key_mask, window, r_w_bias, r_r_bias, mem=None, mem_kv=None):
+        """``x`` ``(B, T, d_model)``; ``r`` ``(H, K, D)``; returns the output and the keys/values ``(B, H, K, D)``."""
+        B, T, _ = x.shape
+        hd = self.n_head * self.d_head
+        inp = self.norm(x) if self.pre_lnorm else x  # pre-LN normalises memory and segment alike (4.49 M 296)
+        q, k, v = (self._heads(t) for t in self.qkv(inp).split(hd, dim=-1))  # (B, H, T, D) each
+        if mem is not None and mem.shape[1]:
+            mem_in = self.norm(mem) if self.pre_lnorm else mem
+            # Only keys and values of the memory: its queries would be thrown away (4.49 projects all three).
+            k_mem, v_mem = (self._heads(t) for t in F.linear(mem_in, self.qkv.weight[hd:]).split(hd, dim=-1))
+            k, v = torch.cat([k_mem, k], dim=2), torch.cat([v_mem, v], dim=2)  # (B, H, K, D)
+        elif mem_kv is not None:
+            k, v = torch.cat([mem_kv[0], k], dim=2), torch.cat([mem_kv[1], v], dim=2)
+        attn = relative_attention(
+            q, k, v, r, r_w_bias, r_r_bias, key_mask=key_mask, window=window,
+            dropout_p=self.dropatt if self.training else 0.0,
+        )
+        attn = self.drop(self.out(attn.transpose(1, 2).reshape(B, T, hd)))
+        out = x + attn if self.pre_lnorm else self.norm(x + attn)
+        return out, k, v
+
+
+class PositionwiseFF(nn.Module):
+    """Linear -> ReLU -> Linear with dropout, residual and LayerNorm (pre or post). 4.49's ``pos_ff``."""
+
+    def __init__(self, d_model, d_inner, dropout, pre_lnorm, eps):
+        super().__init__()
+        self.fc1 = nn.Linear(d_model, d_inner)
+        self.fc2 = nn.Linear(d_inner, d_model)
+        self.norm = nn.LayerNorm(d_model, eps=eps)
+        self.drop = nn.Dropout(dropout)
+        self.pre_lnorm = pre_lnorm
+
+    def forward(self, x):
+        h = self.norm(x) if self.pre_lnorm else x
+        h = self.drop(self.fc2(self.drop(F.relu(self.fc1(h)))))
+        return x + h if self.pre_lnorm else self.norm(x + h)
+
+
+class TransfoXLLayer(GradientCheckpointingLayer):
+    def __init__(self, d_model, n_head, d_head, d_inner, dropout, dropatt, pre_lnorm, eps, own_biases):
+        super().__init__()
+        self.attn = RelativeSelfAttention(d_model, n_head, d_head, dropout, dropatt, pre_lnorm, eps, own_biases)
+        self.ff = PositionwiseFF(d_model, d_inner, dropout, pre_lnorm, eps)
+
+    def forward(self, x, r, key_mask, window, r_w_bias, r_r_bias, mem=None, mem_kv=None):
+        out, k, v = self.attn(x, r, key_mask, window, r_w_bias, r_r_bias, mem, mem_kv)
+        return self.ff(out), k, v
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Generation cache: each layer's keys and values of the last mem_len positions
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class TransfoXLMemoryCache:
+    """Projected keys/values ``(B, H, M, D)`` of the last ``mem_len`` positions per layer, plus which are real.
+
+    Equivalent to hidden-state memories (keys are a linear function of them) but each position is projected once,
+    when it is processed, instead of at every later step; the size stays ``mem_len``, so a decoding step costs the
+    same at token 100 and token 10,000. The projected position embeddings ``r`` of the last step are kept too:
+    once the cache is full every step needs the same distances. ``generate()`` passes the object back through
+    ``cache``; beam search calls :meth:`reorder_cache`.
+    """
+
+    is_compileable = False
+
+    def __init__(self, n_layer: int):
+        self.kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layer
+        self.mask: torch.Tensor | None = None  # (B, M) bool, None while every position is real
+        self.seen = 0  # positions processed, padding included
+        self.r: dict[int, tuple[int, torch.Tensor]] = {}  # layer -> (K, projected r)
+
+    @property
+    def is_linear(self) -> list[bool]:
+        return [False] * len(self.kv)
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.seen
+
+    def memory_length(self) -> int:
+        return 0 if self.kv[0] is None else self.kv[0][0].shape[2]
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self.kv = [None if kv is None else tuple(t.index_select(0, beam_idx.to(t.device)) for t in kv) for kv in self.kv]
+        if self.mask is not None:
+            self.mask = self.mask.index_select(0, beam_idx.to(self.mask.device))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Hugging Face glue: the config is read here and only here
+# --------------------------------------------------------------------------------------------------------------------
+
+# Every head, so a saved folder loads with any Auto class through remote code (see save_pretrained below).
+AUTO_MAP = {
+    "AutoConfig": "configuration_transfo_xl.LongctxTransfoXLConfig",
+    "AutoModel": "modeling_transfo_xl.LongctxTransfoXLModel",
+    "AutoModelForCausalLM": "modeling_transfo_xl.LongctxTransfoXLForCausalLM",
+    "AutoModelForSequenceClassification": "modeling_transfo_xl.LongctxTransfoXLForSequenceClassification",
+}
+
+
+@dataclass
+class TransfoXLModelOutput(ModelOutput):
+    """``last_hidden_state`` ``(B, T, d_model)``; ``mems``: per layer ``(B, M, d_model)`` for the next call;
+    ``mems_mask`` ``(B, M)`` bool (True = real) or ``None`` when every memory position is real."""
+
+    last_hidden_state: torch.FloatTensor | None = None
+    mems: tuple[torch.FloatTensor, ...] | None = None
+    mems_mask: torch.BoolTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    cache: TransfoXLMemoryCache | None = None
+
+
+@dataclass
+class TransfoXLCausalLMOutput(ModelOutput):
+    """As :class:`TransfoXLModelOutput`, with ``logits`` = log-probabilities ``(B, T, vocab)`` and the loss."""
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    mems: tuple[torch.FloatTensor, ...] | None = None
+    mems_mask: torch.BoolTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    cache: TransfoXLMemoryCache | None = None
+
+
+class LongctxTransfoXLPreTrainedModel(PreTrainedModel):
+    config_class = LongctxTransfoXLConfig
+    config: LongctxTransfoXLConfig
+    base_model_prefix = "transformer"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["TransfoXLLayer"]
+
+    def _init_weights(self, module):
+        std, proj_std = self.config.init_std, self.config.proj_init_std
+        if isinstance(module, AdaptiveProjection):
+            init.normal_(module.weight, 0.0, proj_std)
+        elif isinstance(module, AdaptiveLogSoftmax):
+            if module.cutoffs:
+                init.normal_(module.cluster_weight, 0.0, std)
+                init.zeros_(module.cluster_bias)
+        elif isinstance(module, RelativeSelfAttention) and hasattr(module, "r_w_bias"):
+            init.normal_(module.r_w_bias, 0.0, std)
+            init.normal_(module.r_r_bias, 0.0, std)
+        elif isinstance(module, LongctxTransfoXLModel) and hasattr(module, "r_w_bias"):
+            init.normal_(module.r_w_bias, 0.0, std)
+            init.normal_(module.r_r_bias, 0.0, std)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, 0.0, std)
+        elif isinstance(module, nn.Linear):
+            init.normal_(module.weight, 0.0, std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # transformers writes only the saved class into `auto_map`; list every head so that any Auto class
+        # loads the folder with trust_remote_code where hf_longctx is not installed.
+        self.config.auto_map = dict(AUTO_MAP)
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+class LongctxTransfoXLModel(LongctxTransfoXLPreTrainedModel):
+    """Adaptive embedding, ``n_layer`` relative-attention layers, and the segment recurrence."""
+
+    def __init__(self, config: LongctxTransfoXLConfig):
+        super().__init__(config)
+        config.check_fields()
+        c = config
+        self.word_emb = AdaptiveEmbedding(c.vocab_size, c.d_model, c.cutoffs, c.cluster_widths)
+        self.drop = nn.Dropout(c.dropout)
+        self.layers = nn.ModuleList(
+            TransfoXLLayer(c.d_model, c.n_head, c.d_head, c.d_inner, c.dropout, c.dropatt, c.pre_lnorm,
+                           c.layer_norm_epsilon, own_biases=c.untie_r)
+            for _ in range(c.n_layer)
+        )
+        if not c.untie_r:  # one u, v pair shared by every layer (4.49 M 781-797)
+            self.r_w_bias = nn.Parameter(torch.zeros(c.n_head, c.d_head))
+            self.r_r_bias = nn.Parameter(torch.zeros(c.n_head, c.d_head))
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.word_emb.emb_layers[0] if len(self.word_emb.emb_layers) == 1 else self.word_emb
+
+    def set_input_embeddings(self, value):
+        self.word_emb.emb_layers[0] = value
+
+    def _biases(self, layer: TransfoXLLayer):
+        owner = layer.attn if self.config.untie_r else self
+        return owner.r_w_bias, owner.r_r_bias
+
+    def _check_mems(self, mems, mems_mask, B: int):
+        c = self.config
+        if mems is None:
+            return None, None
+        if not isinstance(mems, (list, tuple)) or len(mems) != c.n_layer:
+            got = len(mems) if isinstance(mems, (list, tuple)) else type(mems).__name__
+            raise ValueError(f"mems must hold one tensor per layer ({c.n_layer} layers), got {got}")
+        M = mems[0].shape[1] if mems[0].dim() == 3 else -1
+        for i, m in enumerate(mems):
+            if m.dim() != 3 or m.shape[0] != B or m.shape[1] != M or m.shape[2] != c.d_model:
+                raise ValueError(
+                    f"mems[{i}] must have shape (batch={B}, memory length, d_model={c.d_model}) like mems[0] "
+                    f"(batch-first; transformers 4.x memories are (length, batch, d_model): transpose them), "
+                    f"got {tuple(m.shape)}"
+                )
+        mems_mask = check_mask("mems_mask", mems_mask, (B, M))
+        return [m.detach() for m in mems], mems_mask
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        mems: tuple[torch.Tensor, ...] | None = None,
+        mems_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        cache: TransfoXLMemoryCache | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> TransfoXLModelOutput | tuple:
+        r"""
+        input_ids (`(B, T)`): any length; processed in segments of ``config.segment_length``.
+        attention_mask (`(B, T)`, 0/1): 0 marks padding, which no position attends to.
+        mems (tuple of `(B, M, d_model)` per layer): memories returned by a previous call (``mems`` output).
+        mems_mask (`(B, M)`, 0/1): which memory positions are real (the ``mems_mask`` output); default all.
+        inputs_embeds (`(B, T, d_model)`): replaces ``word_emb(input_ids)`` (scaling included).
+        cache (`TransfoXLMemoryCache`): generation state of a previous call; ``use_cache=True`` creates one.
+        """
+        c = self.config
+        if output_attentions:
+            raise ValueError("output_attentions=True is not supported: the attention probabilities are never kept")
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else c.output_hidden_states
+        return_dict = return_dict if return_dict is not None else c.return_dict
+        B, T = check_token_inputs(input_ids, inputs_embeds, c.vocab_size)
+        device = input_ids.device if input_ids is not None else inputs_embeds.device
+        if cache is not None and attention_mask is not None and attention_mask.shape[-1] == cache.seen + T:
+            attention_mask = attention_mask[:, -T:]  # generate() passes the mask of past + new tokens
+        real = check_mask("attention_mask", attention_mask, (B, T))
+        if real is not None and bool(real.all()):
+            real = None  # fast path: no padding
+        if use_cache and cache is None:
+            cache = TransfoXLMemoryCache(c.n_layer)
+        if cache is not None and cache.seen and mems is not None:
+            raise ValueError("pass either mems or a cache that already holds positions, not both")
+        mems, mems_mask = self._check_mems(mems, mems_mask, B)
+        if cache is not None and cache.kv[0] is not None:
+            if cache.kv[0][0].shape[0] != B:
+                raise ValueError(f"the cache holds {cache.kv[0][0].shape[0]} rows but the input has {B}")
+            mems_mask = cache.mask
+
+        hidden = self.word_emb(input_ids) if inputs_embeds is None else inputs_embeds
+        hidden = self.drop(hidden)
+        mem_mask = mems_mask if mems_mask is not None and not bool(mems_mask.all()) else None
+        window = c.mem_len if c.same_length else None
+        all_hidden = [[] for _ in range(c.n_layer + 1)] if output_hidden_states else None
+        outputs = []
+        for start in range(0, T, c.segment_length):
+            x = hidden[:, start:start + c.segment_length]
+            L = x.shape[1]
+            seg_real = None if real is None else real[:, start:start + L]
+            M = mems[0].shape[1] if mems is not None else (cache.memory_length() if cache is not None else 0)
+            K = M + L
+            key_mask = None
+            if mem_mask is not None or seg_real is not None:
+                key_mask = torch.cat([
+                    mem_mask if mem_mask is not None else torch.ones(B, M, dtype=torch.bool, device=device),
+                    seg_real if seg_real is not None else torch.ones(B, L, dtype=torch.bool, device=device),
+                ], dim=1)  # (B, K)
+            # Distances K-1 ... 0, clamped (4.49 M 941-946); one sinusoid table per segment, shared by the layers.
+            distances = torch.arange(K - 1, -1, -1, device=device)
+            if c.clamp_len is not None:
+                distances = distances.clamp(max=c.clamp_len)
+            pos_emb = self.drop(sinusoid_positions(distances, c.d_model, dtype=x.dtype))  # (K, d_model)
+            keep = max(0, K - c.mem_len)  # memory = the last mem_len of memory + segment (4.49 M 844-859)
+            new_mems = []
+            for i, layer in enumerate(self.layers):
+                if all_hidden is not None:
+                    all_hidden[i].append(x)
+                r = self._projected_r(i, layer, pos_emb, K, cache)
+                u, v = self._biases(layer)
+                if cache is not None and cache.kv[i] is not None:
+                    y, k, vv = layer(x, r, key_mask, window, u, v, None, cache.kv[i])
+                else:
+                    y, k, vv = layer(x, r, key_mask, window, u, v, mems[i] if mems is not None else None, None)
+                if cache is not None:  # keys/values of the kept positions, projected once
+                    cache.kv[i] = (k[:, :, keep:].detach(), vv[:, :, keep:].detach())
+                else:  # this layer's input hidden states, detached (section 3.2)
+                    full = x if mems is None else torch.cat([mems[i], x], dim=1)
+                    new_mems.append(full[:, keep:].detach())
+                x = y
+            if key_mask is not None:
+                mem_mask = key_mask[:, keep:]
+                mem_mask = None if bool(mem_mask.all()) else mem_mask
+            if cache is not None:
+                cache.mask, cache.seen = mem_mask, cache.seen + L
+                mems = None  # from now on the memory lives in the cache
+            else:
+                mems = new_mems
+            x = self.drop(x)
+            outputs.append(x)
+            if all_hidden is not None:
+                all_hidden[-1].append(x)
+        last = torch.cat(outputs, dim=1) if outputs else hidden.new_zeros(B, 0, c.d_model)
+        out = TransfoXLModelOutput(
+            last_hidden_state=last,
+            mems=tuple(mems) if mems is not None else None,
+            mems_mask=mem_mask,
+            hidden_states=tuple(torch.cat(h, dim=1) for h in all_hidden) if all_hidden is not None else None,
+            cache=cache,
+        )
+        return out if return_dict else out.to_tuple()
+
+    def _projected_r(self, i, layer, pos_emb, K, cache):
+        """``r_net`` of the sinusoids; during cached decoding the last result is reused when ``K`` is unchanged
+        (it is, once the cache holds ``mem_len`` positions), so a step does not re-project ``mem_len`` rows."""
+        if cache is None or self.training:
+            return layer.attn.project_r(pos_emb)
+        hit = cache.r.get(i)
+        if hit is not None and hit[0] == K and hit[1].dtype == pos_emb.dtype:
+            return hit[1]
+        r = layer.attn.project_r(pos_emb)
+        cache.r[i] = (K, r)
+        return r
+
+
+def _tied_keys(config: LongctxTransfoXLConfig, lm_head: AdaptiveLogSoftmax, emb: AdaptiveEmbedding) -> dict:
+    """Weights the LM head shares with the embedding (4.49 M 1031-1050): every output table, and the projections
+    that ``tie_projs`` names (with div_val=1 they all share the single embedding projection)."""
+    keys = {}
+    for i in range(len(lm_head.out_layers)):
+        keys[f"lm_head.out_layers.{i}.weight"] = f"transformer.word_emb.emb_layers.{i}.weight"
+    if len(lm_head.out_projs):
+        for i, tie in enumerate(config.tie_projs):
+            if tie:
+                source = 0 if emb.shared_table else i
+                keys[f"lm_head.out_projs.{i}.weight"] = f"transformer.word_emb.emb_projs.{source}.weight"
+    return keys
+
+
+class LongctxTransfoXLForCausalLM(LongctxTransfoXLPreTrainedModel, GenerationMixin):
+    """Language model over the adaptive softmax; ``logits`` are log-probabilities (see :class:`AdaptiveLogSoftmax`).
+
+    ``generate()`` keeps a :class:`TransfoXLMemoryCache`; the prompt is processed in segments like any input.
+    """
+
+    _is_stateful = True  # own cache object: no assisted decoding or cache cropping
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.transformer = LongctxTransfoXLModel(config)
+        self.lm_head = AdaptiveLogSoftmax(config.vocab_size, config.d_model, config.cutoffs, config.cluster_widths)
+        self._tied_weights_keys = _tied_keys(config, self.lm_head, self.transformer.word_emb)
+        self.post_init()
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        return False  # generate() must not build a DynamicCache: the model creates its own on the first call
+
+    def get_output_embeddings(self):
+        return self.lm_head.out_layers[0] if len(self.lm_head.out_layers) == 1 else None
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head.out_layers[0] = new_embeddings
+
+    def prepare_inputs_for_generation(self, input_ids, cache=None, **kwargs):
+        inputs = super().prepare_inputs_for_generation(input_ids, cache=cache, **kwargs)
+        if cache is not None and cache.seen:
+            inputs.pop("mems", None)  # the initial memories are already inside the cache
+            inputs.pop("mems_mask", None)
+        return inputs
+
+    def forward(self, input_ids=None, attention_mask=None, mems=None, mems_mask=None, inputs_embeds=None,
+                labels=None, cache=None, use_cache=None, logits_to_keep: int = 0, output_attentions=None,
+                output_hidden_states=None, return_dict=None, **kwargs):
+        r"""
+        labels (`(B, T)`): next-token targets as ``input_ids`` (shifted inside); -100 is ignored. One loss over all
+            segments: the last token of a segment predicts the first of the next.
+        """
+        out = self.transformer(
+            input_ids, attention_mask, mems, mems_mask, inputs_embeds, cache=cache, use_cache=use_cache,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
+        )
+        hidden = out.last_hidden_state
+        if labels is not None and tuple(labels.shape) != tuple(hidden.shape[:2]):
+            raise ValueError(f"labels must have shape {tuple(hidden.shape[:2])} like the input, got {tuple(labels.shape)}")
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]
+        logits = self.lm_head(hidden)
+        loss = None
+        if labels is not None:
+            # Cross-entropy of log-probs equals their NLL (log_softmax is idempotent on them); num_items_in_batch
+            # arrives through kwargs, so gradient accumulation averages over all tokens.
+            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+        result = TransfoXLCausalLMOutput(
+            loss=loss, logits=logits, mems=out.mems, mems_mask=out.mems_mask, hidden_states=out.hidden_states,
+            cache=out.cache if use_cache or cache is not None else None,
+        )
+        return result if return_dict is not False else result.to_tuple()
+
+
+class LongctxTransfoXLForSequenceClassification(LongctxTransfoXLPreTrainedModel):
+    """Document classification with segment recurrence: the whole document is read segment by segment and the
+    hidden state of its last real token (which has seen the memory of everything before) is classified."""
+
+    accepts_loss_kwargs = False  # the loss is a per-example mean; Trainer then scales it for accumulation
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.transformer = LongctxTransfoXLModel(config)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(config.d_model, config.num_labels)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, labels=None,
+                output_attentions=None, output_hidden_states=None, return_dict=None, **kwargs):
+        out = self.transformer(
+            input_ids, attention_mask, inputs_embeds=inputs_embeds, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, return_dict=True,
+        )
+        hidden = out.last_hidden_state  # (B, T, d_model)
+        B, T = hidden.shape[:2]
+        if attention_mask is None:
+            last = torch.full((B,), T - 1, dtype=torch.long, device=hidden.device)
+        else:  # index of the last real token of every row
+            last = T - 1 - attention_mask.bool().flip(1).int().argmax(dim=1)
+        pooled = hidden[torch.arange(B, device=hidden.device), last]  # (B, d_model)
+        logits = self.classifier(self.dropout(pooled))
+        if labels is not None and labels.shape[0] != B:
+            raise ValueError(f"labels must have one entry per row ({B}), got shape {tuple(labels.shape)}")
+        loss = self.loss_function(labels, logits, self.config) if labels is not None else None
+        result = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
+        return result if return_dict is not False else result.to_tuple()
+
+
+__all__ = [
+    "LongctxTransfoXLPreTrainedModel",
+    "LongctxTransfoXLModel",
+    "LongctxTransfoXLForCausalLM",
+    "LongctxTransfoXLForSequenceClassification",
+    "TransfoXLMemoryCache",
+    "AdaptiveEmbedding",
+    "AdaptiveLogSoftmax",
+]
