@@ -1,0 +1,501 @@
+"""LSH attention and local chunked attention: the Reformer attention ops (Kitaev et al. 2020, section 2).
+
+Pure torch functions, no config and no transformers import. Every tensor with heads uses one layout,
+``(B, H, T, D)``: batch, heads, time, head dim. Buckets are ``(B, H, R, T)`` (R = hashing rounds). Masks are
+boolean ``(B, T)`` with ``True`` meaning "a real token".
+
+Public ops and their dense twins (the twins build ``T x T`` matrices and exist for tests only):
+
+* :func:`random_rotations`, :func:`lsh_buckets` - angular LSH (Andoni et al. 2015, used in Reformer section 2):
+  ``bucket = argmax([xR, -xR])``, factorized bucket counts combined mixed-radix.
+* :func:`lsh_attention` / :func:`naive_lsh_attention` - shared-QK attention inside sorted buckets.
+* :func:`local_chunked_attention` / :func:`naive_local_attention` - attention inside fixed position chunks.
+* :func:`auto_num_buckets` - transformers' rule for ``num_buckets=None``.
+
+The chunk neighbourhood rule, shared by both ops. Tokens (per round, for LSH: sorted by (bucket, position), with
+padding in a bucket of its own that sorts last) are cut into chunks of ``chunk_length``; the chunks that hold at
+least one real token form a cycle (round 0's chunks, then round 1's, ...). A query attends to the keys of its own
+chunk and of the ``num_chunks_before`` / ``num_chunks_after`` chunks around it on that cycle, each distinct chunk
+once. Without padding this is exactly transformers' circular ``_look_adjacent`` over the rounds x chunks axis
+(``models/reformer/modeling_reformer.py:363-384``); with padding, transformers' first chunk of a round looks back
+into padding while ours looks back to the last chunk that holds real tokens, which is what makes a row's output
+independent of the padding added to it. transformers also attends twice to a chunk that the circular walk reaches
+twice (a cycle shorter than the neighbourhood, e.g. 1 hash, 2 chunks, one chunk before and one after); we do not.
+A sequence no longer than one chunk gets plain attention over all its tokens (transformers' rule, which also
+skips hashing then).
+
+Memory is ``O(T * R * chunk_length * (1 + before + after))``, never ``T x T``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+# Scores of forbidden keys (causal, padding, not in the neighbourhood) and of a token's own key, as transformers
+# (modeling_reformer.py:444-447). A shared-QK query is always most similar to itself, so Reformer forbids the self
+# key (section 2, "Causal masking for shared-QK attention") except when nothing else is visible: -1e5 loses to
+# every real score (|q . k_hat| <= |q| stays far below 1e5) and, through the round weights, makes a round in which
+# a query saw only itself count for nothing when another round saw real keys, yet it is far above -1e9, so a query
+# with no other key (the first token of a causal sequence) attends to itself instead of to forbidden keys.
+_FORBIDDEN = -1e9
+_SELF = -1e5
+_KEY_NORM_EPS = 1e-6  # transformers' _len_norm epsilon (modeling_reformer.py:1061)
+
+
+def _score_dtype(x: torch.Tensor) -> torch.dtype:
+    # Scores and softmax in at least float32: bf16 log-sum-exps of -1e9 / -1e5 would lose the round weights.
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _dropout(x: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Dropout drawing from ``generator`` (the model's private one), so the global RNG is never advanced."""
+    if p == 0.0:
+        return x
+    keep = torch.rand(x.shape, generator=generator, device=x.device) >= p
+    return x * keep.to(x.dtype) / (1.0 - p)
+
+
+def unit_keys(qk: torch.Tensor) -> torch.Tensor:
+    """Shared-QK keys: each vector scaled to unit RMS, then by ``1/sqrt(D)`` (so ``|k| = 1``). ``(B, H, T, D)``.
+
+    transformers' ``_len_and_dim_norm`` (modeling_reformer.py:1053-1067); queries stay unscaled.
+    """
+    variance = qk.pow(2).mean(dim=-1, keepdim=True)
+    return qk * torch.rsqrt(variance + _KEY_NORM_EPS) / math.sqrt(qk.shape[-1])
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Hashing
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _bucket_factors(num_buckets: int | list[int] | tuple[int, ...]) -> list[int]:
+    factors = [num_buckets] if isinstance(num_buckets, int) else list(num_buckets)
+    for f in factors:
+        if isinstance(f, bool) or not isinstance(f, int) or f < 2 or f % 2:
+            raise ValueError(f"every bucket count must be an even integer >= 2, got num_buckets={num_buckets!r}")
+    return factors
+
+
+def random_rotations(
+    num_heads: int,
+    head_dim: int,
+    num_hashes: int,
+    num_buckets: int | list[int],
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Random rotations ``(H, D, R, sum(factors) / 2)`` drawn from ``generator``.
+
+    Drawn on the generator's device (CPU by default) and moved to ``device``. With a CPU generator seeded with
+    ``hash_seed`` these are the numbers transformers draws with ``torch.manual_seed(hash_seed); torch.randn(...)``
+    (modeling_reformer.py:725-730), in the same dtype.
+    """
+    width = sum(_bucket_factors(num_buckets)) // 2
+    gen_device = generator.device if generator is not None else "cpu"
+    rot = torch.randn((num_heads, head_dim, num_hashes, width), generator=generator, dtype=dtype, device=gen_device)
+    return rot.to(device) if device is not None else rot
+
+
+def lsh_buckets(vectors: torch.Tensor, rotations: torch.Tensor, num_buckets: int | list[int]) -> torch.Tensor:
+    """Angular LSH of ``vectors`` ``(B, H, T, D)`` with ``rotations`` ``(H, D, R, sum(factors)/2)``.
+
+    Returns buckets ``(B, H, R, T)`` in ``[0, prod(factors))``. Each factor ``f`` uses its own ``f/2`` rotation
+    columns: ``argmax([xR, -xR])``; factors combine mixed-radix, the first the least significant (transformers,
+    modeling_reformer.py:733-748). No gradient flows through hashing.
+    """
+    factors = _bucket_factors(num_buckets)
+    if rotations.shape[-1] != sum(factors) // 2:
+        raise ValueError(f"rotations have {rotations.shape[-1]} columns, num_buckets={num_buckets} needs {sum(factors) // 2}")
+    rotated = torch.einsum("bhtd,hdrk->bhrtk", vectors.detach(), rotations.to(vectors.dtype))  # (B, H, R, T, K)
+    buckets, start, radix = None, 0, 1
+    for f in factors:
+        part = rotated[..., start : start + f // 2]
+        b = torch.cat([part, -part], dim=-1).argmax(dim=-1)
+        buckets = b if buckets is None else buckets + radix * b
+        start, radix = start + f // 2, radix * f
+    return buckets
+
+
+def auto_num_buckets(seq_len: int, chunk_length: int, max_positions: int) -> int | list[int]:
+    """transformers' ``num_buckets=None`` rule (modeling_reformer.py:792-810): about ``2 * seq_len / chunk``, a power
+    of two, factorized into two when it exceeds ``2 * max(sqrt(max_positions / chunk), chunk)``. Never below 2."""
+    power = max(1, (2 * (seq_len // chunk_length)).bit_length() - 1)
+    limit = 2 * max(int((max_positions // chunk_length) ** 0.5), chunk_length)
+    if 2**power > limit:
+        return [2 ** (power // 2), 2 ** (power - power // 2)]
+    return 2**power
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Chunk neighbourhoods
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _chunk_neighbours(real_chunks: torch.Tensor, rounds: int, per_round: int, before: int, after: int):
+    """Neighbour chunk ids ``(B, C, S)`` and which are kept ``(B, C, S)``, ``C = rounds * per_round``.
+
+    ``real_chunks`` ``(B,)``: chunks per round holding a real token (>= 1); those of all rounds form the cycle.
+    Slots that repeat a chunk already in the neighbourhood are dropped; chunks of pure padding see only themselves.
+    """
+    C = rounds * per_round
+    m = real_chunks[:, None]  # (B, 1)
+    ids = torch.arange(C, device=real_chunks.device)[None, :]  # (1, C)
+    r, j = ids // per_round, ids % per_round
+    in_cycle = j < m
+    cycle_len = rounds * m
+    position = r * m + j  # (B, C) place on the cycle
+    chunks, keep, seen = [], [], []
+    for o in range(-before, after + 1):
+        p = torch.remainder(position + o, cycle_len)
+        repeated = torch.zeros_like(in_cycle)
+        for earlier in seen:
+            repeated |= earlier == p
+        seen.append(p)
+        chunk = (p // m) * per_round + p % m
+        chunks.append(torch.where(in_cycle, chunk, ids.expand_as(chunk)))
+        keep.append(torch.where(in_cycle, ~repeated, torch.full_like(in_cycle, o == 0)))
+    return torch.stack(chunks, dim=-1), torch.stack(keep, dim=-1)
+
+
+def _gather_chunks(x: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+    """``x`` ``(B, H, C, c, *rest)`` -> ``(B, H, C, S*c, *rest)``: each chunk's neighbour chunks side by side."""
+    B, H, C, c = x.shape[:4]
+    S = neighbours.shape[-1]
+    rest = x.shape[4:]
+    index = neighbours.reshape(B, 1, C * S, *([1] * (1 + len(rest))))
+    out = torch.gather(x, 2, index.expand(B, H, C * S, c, *rest))  # (B, H, C*S, c, ...)
+    return out.reshape(B, H, C, S * c, *rest)
+
+
+def _pad_time(x: torch.Tensor, pad: int, dim: int, value=0) -> torch.Tensor:
+    if pad == 0:
+        return x
+    shape = list(x.shape)
+    shape[dim] = pad
+    return torch.cat([x, torch.full(shape, value, dtype=x.dtype, device=x.device)], dim=dim)
+
+
+def _real_mask(attention_mask: torch.Tensor | None, B: int, T: int, device) -> torch.Tensor:
+    if attention_mask is None:
+        return torch.ones(B, T, dtype=torch.bool, device=device)
+    if tuple(attention_mask.shape) != (B, T):
+        raise ValueError(f"attention_mask must have shape {(B, T)}, got {tuple(attention_mask.shape)}")
+    return attention_mask.bool()
+
+
+def _check_chunking(chunk_length: int, before: int, after: int) -> None:
+    if isinstance(chunk_length, bool) or not isinstance(chunk_length, int) or chunk_length < 1:
+        raise ValueError(f"chunk_length must be a positive integer, got {chunk_length!r}")
+    if before < 0 or after < 0:
+        raise ValueError(f"num_chunks_before/after must be >= 0, got {before}, {after}")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# LSH attention
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def lsh_attention(
+    qk: torch.Tensor,
+    v: torch.Tensor,
+    buckets: torch.Tensor,
+    chunk_length: int,
+    num_chunks_before: int = 1,
+    num_chunks_after: int = 0,
+    causal: bool = False,
+    attention_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    generator: torch.Generator | None = None,
+    return_logsumexp: bool = False,
+):
+    """Shared-QK LSH attention (Reformer section 2) over fixed ``buckets``.
+
+    Args:
+        qk: ``(B, H, T, D)`` shared query/key vectors; keys are :func:`unit_keys` of them, queries unscaled.
+        v: ``(B, H, T, D)``.
+        buckets: ``(B, H, R, T)`` integer buckets of every round (:func:`lsh_buckets`), any non-negative values.
+        chunk_length, num_chunks_before, num_chunks_after: the neighbourhood rule of the module docstring.
+        causal: key position <= query position.
+        attention_mask: ``(B, T)``, ``True``/1 for real tokens. Padding goes to a bucket after every real one.
+        dropout_p, generator: dropout on the attention probabilities, drawn from ``generator``.
+        return_logsumexp: also return the per-round log-sum-exp ``(B, H, R, T)`` (tests, generation).
+
+    Per round, a query attends to the real keys of its neighbourhood except itself; its own key scores ``-1e5``
+    (used only when nothing else is visible). Rounds are combined with weights ``softmax_r(logsumexp_r)`` (a key
+    seen in several rounds counts in each, as in transformers). T not a multiple of ``chunk_length`` is padded
+    internally. Returns ``(B, H, T, D)`` in ``v``'s dtype; rows of padding queries are finite but meaningless.
+    """
+    _check_chunking(chunk_length, num_chunks_before, num_chunks_after)
+    B, H, T, D = qk.shape
+    if buckets.dim() != 4 or buckets.shape[:2] != (B, H) or buckets.shape[3] != T:
+        raise ValueError(f"buckets must have shape (B, H, R, T) = ({B}, {H}, R, {T}), got {tuple(buckets.shape)}")
+    R = buckets.shape[2]
+    real = _real_mask(attention_mask, B, T, qk.device)
+    sdt = _score_dtype(qk)
+    keys = unit_keys(qk)
+    if T <= chunk_length:
+        out, lse = _dense_shared_qk(qk, keys, v, real, causal, dropout_p, generator)
+        return (out, lse[:, :, None].expand(B, H, R, T)) if return_logsumexp else out
+
+    c = chunk_length
+    pad = (-T) % c
+    Tp, N = T + pad, (T + pad) // c
+    qk, keys, v = (_pad_time(x, pad, 2) for x in (qk, keys, v))
+    real = _pad_time(real, pad, 1, False)
+    buckets = _pad_time(buckets, pad, 3)
+
+    # Sort each round by (bucket, position), padding last: one argsort of a unique integer key per token.
+    bucket_bound = int(buckets.max()) + 2 if buckets.numel() else 2
+    pad_bucket = bucket_bound - 1
+    b = torch.where(real[:, None, None, :], buckets, torch.full_like(buckets, pad_bucket))
+    rounds = torch.arange(R, device=qk.device)[None, None, :, None]
+    positions = torch.arange(Tp, device=qk.device)
+    order_key = ((rounds * bucket_bound + b) * Tp + positions).flatten(2)  # (B, H, R*Tp)
+    order = order_key.argsort(dim=-1)  # sorted slot -> round * Tp + position
+    pos_sorted = order % Tp  # (B, H, R*Tp)
+    C = R * N
+
+    def sort(x):  # (B, H, Tp, D) -> (B, H, C, c, D) in sorted order
+        return x.gather(2, pos_sorted[..., None].expand(B, H, R * Tp, D)).view(B, H, C, c, D)
+
+    q_s, k_s, v_s = sort(qk), sort(keys), sort(v)
+    pos_c = pos_sorted.view(B, H, C, c)
+    real_c = real.gather(1, pos_sorted.view(B, H * R * Tp)).view(B, H, C, c)
+
+    real_chunks = torch.clamp((real.sum(dim=1) + c - 1) // c, min=1)  # (B,) chunks per round with a real token
+    neighbours, keep = _chunk_neighbours(real_chunks, R, N, num_chunks_before, num_chunks_after)
+    S = neighbours.shape[-1]
+    k_n, v_n = _gather_chunks(k_s, neighbours), _gather_chunks(v_s, neighbours)  # (B, H, C, S*c, D)
+    kpos_n = _gather_chunks(pos_c, neighbours)  # (B, H, C, S*c)
+    kreal_n = _gather_chunks(real_c, neighbours)
+    keep_n = keep[:, None, :, :, None].expand(B, 1, C, S, c).reshape(B, 1, C, 1, S * c)
+
+    scores = (q_s @ k_n.transpose(-1, -2)).to(sdt)  # (B, H, C, c, S*c)
+    is_self = pos_c[..., :, None] == kpos_n[..., None, :]
+    allowed = kreal_n[..., None, :] & keep_n  # the self key is scored -1e5 below
+    if causal:
+        allowed = allowed & (kpos_n[..., None, :] <= pos_c[..., :, None])
+    scores = torch.where(allowed, scores, torch.tensor(_FORBIDDEN, dtype=sdt, device=scores.device))
+    scores = torch.where(is_self & keep_n, torch.tensor(_SELF, dtype=sdt, device=scores.device), scores)
+    lse = torch.logsumexp(scores, dim=-1, keepdim=True)  # (B, H, C, c, 1)
+    probs = _dropout(torch.exp(scores - lse), dropout_p, generator)
+    out = probs.to(v.dtype) @ v_n  # (B, H, C, c, D)
+
+    # Back to (round, position) order: the inverse permutation of `order`.
+    undo = order.argsort(dim=-1)
+    out = out.view(B, H, R * Tp, D).gather(2, undo[..., None].expand(B, H, R * Tp, D)).view(B, H, R, Tp, D)
+    lse = lse.view(B, H, R * Tp).gather(2, undo).view(B, H, R, Tp)
+    if R == 1:
+        combined = out[:, :, 0]
+    else:  # Reformer section 2, multi-round LSH: weight each round by its share of the total probability mass
+        weights = torch.softmax(lse, dim=2).to(out.dtype)  # (B, H, R, Tp)
+        combined = (out * weights[..., None]).sum(dim=2)
+    combined = combined[:, :, :T]
+    return (combined, lse[..., :T]) if return_logsumexp else combined
+
+
+def _dense_shared_qk(qk, keys, v, real, causal, dropout_p, generator):
+    """Plain shared-QK attention over all T tokens (sequences no longer than one chunk). ``(B, H, T, D)``."""
+    T = qk.shape[2]
+    sdt = _score_dtype(qk)
+    scores = (qk @ keys.transpose(-1, -2)).to(sdt)  # (B, H, T, T)
+    idx = torch.arange(T, device=qk.device)
+    is_self = idx[:, None] == idx[None, :]
+    allowed = real[:, None, None, :] & ~is_self
+    if causal:
+        allowed = allowed & (idx[None, :] <= idx[:, None])
+    scores = torch.where(allowed, scores, torch.tensor(_FORBIDDEN, dtype=sdt, device=qk.device))
+    scores = torch.where(is_self, torch.tensor(_SELF, dtype=sdt, device=qk.device), scores)
+    lse = torch.logsumexp(scores, dim=-1, keepdim=True)
+    probs = _dropout(torch.exp(scores - lse), dropout_p, generator)
+    return probs.to(v.dtype) @ v, lse[..., 0]
+
+
+def naive_lsh_attention(
+    qk: torch.Tensor,
+    v: torch.Tensor,
+    buckets: torch.Tensor,
+    chunk_length: int,
+    num_chunks_before: int = 1,
+    num_chunks_after: int = 0,
+    causal: bool = False,
+    attention_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Dense twin of :func:`lsh_attention`, written plainly with ``T x T`` count matrices (tests only).
+
+    For round ``r`` and query ``i``, ``count_r[i, j]`` is how many copies of key ``j`` (one per round) sit in
+    chunks of ``i``'s neighbourhood on the cycle of real chunks. The round's attention is
+    ``p_r[i, j] ∝ count_r[i, j] * exp(score_ij)`` with ``score = q_i . k_hat_j`` for visible keys (real, causal if
+    asked, not ``i``) and ``-1e5`` for ``j = i``; rounds are weighted by ``softmax_r(log sum_j count * exp(score))``.
+    Rows of padding queries are zero.
+    """
+    B, H, T, D = qk.shape
+    R = buckets.shape[2]
+    real = _real_mask(attention_mask, B, T, qk.device)
+    keys = unit_keys(qk)
+    dots = qk @ keys.transpose(-1, -2)  # (B, H, T, T)
+    i = torch.arange(T)
+    visible = real[:, None, None, :] & (i[:, None] != i[None, :])
+    if causal:
+        visible = visible & (i[None, :] <= i[:, None])
+    scores = torch.where(visible, dots, torch.full_like(dots, float("-inf")))
+    scores = torch.where((i[:, None] == i[None, :]), torch.full_like(dots, _SELF), scores)
+
+    c = chunk_length
+    counts = torch.zeros(B, H, R, T, T, dtype=qk.dtype)
+    if T <= c:
+        counts[:] = 1.0  # one chunk: plain attention, the same in every round
+    else:
+        Tp = -(-T // c) * c
+        for bi in range(B):
+            L = int(real[bi].sum())
+            m = max(1, -(-L // c))  # chunks per round with a real token
+            cycle = R * m
+            for h in range(H):
+                place = torch.empty(R, T, dtype=torch.long)  # place of token t of round r on the cycle
+                for r in range(R):
+                    sort_key = [
+                        (int(buckets[bi, h, r, t]) if t < T and bool(real[bi, t]) else float("inf"), t)
+                        for t in range(Tp)
+                    ]
+                    ranked = sorted(range(Tp), key=lambda t: sort_key[t])
+                    for rank, t in enumerate(ranked):
+                        if t < T:
+                            place[r, t] = r * m + rank // c if rank // c < m else -1
+                for r in range(R):
+                    for q in range(T):
+                        if place[r, q] < 0:  # a padding query outside the cycle: itself only (zeroed below)
+                            counts[bi, h, r, q, q] = 1.0
+                            continue
+                        near = {(int(place[r, q]) + o) % cycle for o in range(-num_chunks_before, num_chunks_after + 1)}
+                        for r2 in range(R):
+                            for k in range(T):
+                                if int(place[r2, k]) in near:
+                                    counts[bi, h, r, q, k] += 1
+    log_weights = torch.log(counts) + scores[:, :, None]  # (B, H, R, T, T): log(count * exp(score))
+    lse = torch.logsumexp(log_weights, dim=-1)  # (B, H, R, T)
+    probs = torch.exp(log_weights - lse[..., None])
+    per_round = probs @ v[:, :, None]  # (B, H, R, T, D)
+    out = (per_round * torch.softmax(lse, dim=2)[..., None]).sum(dim=2)
+    return out * real[:, None, :, None]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Local chunked attention
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def local_chunked_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    chunk_length: int,
+    num_chunks_before: int = 1,
+    num_chunks_after: int = 0,
+    causal: bool = False,
+    attention_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Attention inside position chunks: a query sees the keys of its chunk and its neighbour chunks.
+
+    Args:
+        q, k, v: ``(B, H, T, D)``; keys are scaled by ``1/sqrt(D)`` here (transformers scales keys, not queries).
+        chunk_length, num_chunks_before, num_chunks_after: the neighbourhood rule of the module docstring, on the
+            cycle of chunks that hold a real token (without padding: transformers' circular neighbours, so a
+            bidirectional layer's first chunk also sees the last one).
+        causal: key position <= query position.
+        attention_mask: ``(B, T)``, ``True``/1 for real tokens.
+        dropout_p, generator: dropout on the probabilities, drawn from ``generator``.
+
+    Returns ``(B, H, T, D)``; rows of padding queries are finite but meaningless.
+    """
+    _check_chunking(chunk_length, num_chunks_before, num_chunks_after)
+    B, H, T, D = q.shape
+    real = _real_mask(attention_mask, B, T, q.device)
+    sdt = _score_dtype(q)
+    k = k / math.sqrt(D)
+    c = chunk_length
+    if T <= c:
+        scores = (q @ k.transpose(-1, -2)).to(sdt)
+        allowed = real[:, None, None, :]
+        if causal:
+            idx = torch.arange(T, device=q.device)
+            allowed = allowed & (idx[None, :] <= idx[:, None])
+        scores = torch.where(allowed, scores, torch.tensor(_FORBIDDEN, dtype=sdt, device=q.device))
+        probs = _dropout(torch.softmax(scores, dim=-1), dropout_p, generator)
+        return probs.to(v.dtype) @ v
+
+    pad = (-T) % c
+    Tp, N = T + pad, (T + pad) // c
+    q, k, v = (_pad_time(x, pad, 2).view(B, H, N, c, D) for x in (q, k, v))  # (B, H, N, c, D)
+    real = _pad_time(real, pad, 1, False)
+    real_chunks = torch.clamp((real.sum(dim=1) + c - 1) // c, min=1)
+    neighbours, keep = _chunk_neighbours(real_chunks, 1, N, num_chunks_before, num_chunks_after)
+    S = neighbours.shape[-1]
+    k_n, v_n = _gather_chunks(k, neighbours), _gather_chunks(v, neighbours)  # (B, H, N, S*c, D)
+    pos = torch.arange(Tp, device=q.device).view(1, 1, N, c).expand(B, 1, N, c)
+    kpos_n = _gather_chunks(pos, neighbours)  # (B, 1, N, S*c)
+    kreal_n = _gather_chunks(real.view(B, 1, N, c), neighbours)
+    keep_n = keep[:, None, :, :, None].expand(B, 1, N, S, c).reshape(B, 1, N, 1, S * c)
+    allowed = kreal_n[..., None, :] & keep_n
+    if causal:
+        allowed = allowed & (kpos_n[..., None, :] <= pos[..., :, None])
+    scores = (q @ k_n.transpose(-1, -2)).to(sdt)  # (B, H, N, c, S*c)
+    scores = torch.where(allowed, scores, torch.tensor(_FORBIDDEN, dtype=sdt, device=q.device))
+    probs = _dropout(torch.softmax(scores, dim=-1), dropout_p, generator)
+    out = (probs.to(v.dtype) @ v_n).view(B, H, Tp, D)
+    return out[:, :, :T]
+
+
+def naive_local_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    chunk_length: int,
+    num_chunks_before: int = 1,
+    num_chunks_after: int = 0,
+    causal: bool = False,
+    attention_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Dense twin of :func:`local_chunked_attention` (tests only): a ``T x T`` mask, written plainly.
+
+    Key ``j`` is visible to query ``i`` when it is real, (causal) not after ``i``, and chunk ``j // c`` is one of
+    the chunks ``i // c + o`` (``-before <= o <= after``) counted around the cycle of the row's real chunks.
+    Rows of padding queries are zero.
+    """
+    B, H, T, D = q.shape
+    real = _real_mask(attention_mask, B, T, q.device)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(D)  # (B, H, T, T)
+    c = chunk_length
+    i = torch.arange(T)
+    visible = torch.zeros(B, T, T, dtype=torch.bool)
+    for bi in range(B):
+        m = max(1, -(-int(real[bi].sum()) // c))  # real chunks of the row
+        for qi in range(T):
+            near = {(qi // c + o) % m for o in range(-num_chunks_before, num_chunks_after + 1)}
+            for kj in range(T):
+                visible[bi, qi, kj] = T <= c or (kj // c < m and kj // c in near)
+    visible = visible & real[:, None, :]
+    if causal:
+        visible = visible & (i[None, :] <= i[:, None])
+    scores = scores.masked_fill(~visible[:, None], float("-inf"))
+    out = torch.softmax(scores, dim=-1).nan_to_num(0.0) @ v
+    return out * real[:, None, :, None]
+
+
+__all__ = [
+    "auto_num_buckets",
+    "local_chunked_attention",
+    "lsh_attention",
+    "lsh_buckets",
+    "naive_local_attention",
+    "naive_lsh_attention",
+    "random_rotations",
+    "unit_keys",
+]
