@@ -25,6 +25,13 @@ from .models.longformer.modeling_longformer import (
     LongctxLongformerModel,
     LongformerSinkWindowCache,
 )
+from .models.transfo_xl.configuration_transfo_xl import LongctxTransfoXLConfig
+from .models.transfo_xl.modeling_transfo_xl import (
+    LongctxTransfoXLForCausalLM,
+    LongctxTransfoXLForSequenceClassification,
+    LongctxTransfoXLModel,
+    TransfoXLMemoryCache,
+)
 
 __version__ = "0.1.0"
 
@@ -40,6 +47,14 @@ REGISTRY = {
             AutoModelForTokenClassification: LongctxLongformerForTokenClassification,
             AutoModelForQuestionAnswering: LongctxLongformerForQuestionAnswering,
             AutoModelForMultipleChoice: LongctxLongformerForMultipleChoice,
+        },
+    ),
+    "longctx_transfo_xl": (
+        LongctxTransfoXLConfig,
+        {
+            AutoModel: LongctxTransfoXLModel,
+            AutoModelForCausalLM: LongctxTransfoXLForCausalLM,
+            AutoModelForSequenceClassification: LongctxTransfoXLForSequenceClassification,
         },
     ),
 }
@@ -68,5 +83,10 @@ __all__ = [
     "LongctxLongformerForQuestionAnswering",
     "LongctxLongformerForMultipleChoice",
     "LongformerSinkWindowCache",
+    "LongctxTransfoXLConfig",
+    "LongctxTransfoXLModel",
+    "LongctxTransfoXLForCausalLM",
+    "LongctxTransfoXLForSequenceClassification",
+    "TransfoXLMemoryCache",
     "REGISTRY",
 ]
