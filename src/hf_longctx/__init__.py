@@ -25,6 +25,15 @@ from .models.longformer.modeling_longformer import (
     LongctxLongformerModel,
     LongformerSinkWindowCache,
 )
+from .models.reformer.configuration_reformer import LongctxReformerConfig
+from .models.reformer.modeling_reformer import (
+    LongctxReformerForCausalLM,
+    LongctxReformerForMaskedLM,
+    LongctxReformerForQuestionAnswering,
+    LongctxReformerForSequenceClassification,
+    LongctxReformerModel,
+    ReformerGenerationCache,
+)
 from .models.transfo_xl.configuration_transfo_xl import LongctxTransfoXLConfig
 from .models.transfo_xl.modeling_transfo_xl import (
     LongctxTransfoXLForCausalLM,
@@ -47,6 +56,16 @@ REGISTRY = {
             AutoModelForTokenClassification: LongctxLongformerForTokenClassification,
             AutoModelForQuestionAnswering: LongctxLongformerForQuestionAnswering,
             AutoModelForMultipleChoice: LongctxLongformerForMultipleChoice,
+        },
+    ),
+    "longctx_reformer": (
+        LongctxReformerConfig,
+        {
+            AutoModel: LongctxReformerModel,
+            AutoModelForCausalLM: LongctxReformerForCausalLM,
+            AutoModelForMaskedLM: LongctxReformerForMaskedLM,
+            AutoModelForSequenceClassification: LongctxReformerForSequenceClassification,
+            AutoModelForQuestionAnswering: LongctxReformerForQuestionAnswering,
         },
     ),
     "longctx_transfo_xl": (
@@ -83,6 +102,13 @@ __all__ = [
     "LongctxLongformerForQuestionAnswering",
     "LongctxLongformerForMultipleChoice",
     "LongformerSinkWindowCache",
+    "LongctxReformerConfig",
+    "LongctxReformerModel",
+    "LongctxReformerForCausalLM",
+    "LongctxReformerForMaskedLM",
+    "LongctxReformerForSequenceClassification",
+    "LongctxReformerForQuestionAnswering",
+    "ReformerGenerationCache",
     "LongctxTransfoXLConfig",
     "LongctxTransfoXLModel",
     "LongctxTransfoXLForCausalLM",

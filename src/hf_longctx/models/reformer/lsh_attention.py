@@ -50,7 +50,7 @@ def _score_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def _dropout(x: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
+def seeded_dropout(x: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
     """Dropout drawing from ``generator`` (the model's private one), so the global RNG is never advanced."""
     if p == 0.0:
         return x
@@ -283,7 +283,7 @@ def lsh_attention(
     scores = torch.where(allowed, scores, torch.tensor(_FORBIDDEN, dtype=sdt, device=scores.device))
     scores = torch.where(is_self & keep_n, torch.tensor(_SELF, dtype=sdt, device=scores.device), scores)
     lse = torch.logsumexp(scores, dim=-1, keepdim=True)  # (B, H, C, c, 1)
-    probs = _dropout(torch.exp(scores - lse), dropout_p, generator)
+    probs = seeded_dropout(torch.exp(scores - lse), dropout_p, generator)
     out = probs.to(v.dtype) @ v_n  # (B, H, C, c, D)
 
     # Back to (round, position) order: the inverse permutation of `order`.
@@ -312,7 +312,7 @@ def _dense_shared_qk(qk, keys, v, real, causal, dropout_p, generator):
     scores = torch.where(allowed, scores, torch.tensor(_FORBIDDEN, dtype=sdt, device=qk.device))
     scores = torch.where(is_self, torch.tensor(_SELF, dtype=sdt, device=qk.device), scores)
     lse = torch.logsumexp(scores, dim=-1, keepdim=True)
-    probs = _dropout(torch.exp(scores - lse), dropout_p, generator)
+    probs = seeded_dropout(torch.exp(scores - lse), dropout_p, generator)
     return probs.to(v.dtype) @ v, lse[..., 0]
 
 
@@ -385,6 +385,70 @@ def naive_lsh_attention(
     return out * real[:, None, :, None]
 
 
+def lsh_decode_attention(
+    q: torch.Tensor,
+    q_pos: torch.Tensor,
+    q_buckets: torch.Tensor,
+    keys: torch.Tensor,
+    v: torch.Tensor,
+    k_pos: torch.Tensor,
+    k_buckets: torch.Tensor,
+    k_real: torch.Tensor,
+    chunk_length: int,
+) -> torch.Tensor:
+    """Causal LSH attention of new tokens over a generation cache (the cached-decoding rule).
+
+    Args:
+        q: ``(B, H, Tq, D)`` shared-QK vectors of the new tokens (unscaled); ``q_pos`` ``(Tq,)`` their positions;
+            ``q_buckets`` ``(B, H, R, Tq)`` their buckets.
+        keys, v: ``(B, H, S, D)`` :func:`unit_keys` and values of every cached token and the new ones;
+            ``k_pos`` ``(S,)``, ``k_buckets`` ``(B, H, R, S)``, ``k_real`` ``(B, S)``.
+
+    The rule: a new token at position ``t`` attends to the real earlier keys that share its bucket in at least one
+    round, plus every real earlier key of its own position chunk and the chunk before it
+    (``position >= (t // chunk_length - 1) * chunk_length``); its own key scores ``-1e5`` as in
+    :func:`lsh_attention`; one softmax over that set (each key once). Re-sorting the whole prefix at every step
+    would change earlier neighbourhoods (transformers' cached and uncached tokens differ for the same reason), so
+    this rule is not the uncached chunked attention; it keeps what LSH is for (similar keys, wherever they are) and
+    costs ``O(S)`` per new token. Returns ``(B, H, Tq, D)``.
+    """
+    sdt = _score_dtype(q)
+    match = (q_buckets[..., :, None] == k_buckets[..., None, :]).any(dim=2)  # (B, H, Tq, S)
+    near = k_pos[None, :] >= (q_pos[:, None] // chunk_length - 1) * chunk_length  # (Tq, S)
+    earlier = k_pos[None, :] < q_pos[:, None]
+    visible = (match | near) & earlier & k_real[:, None, None, :]
+    scores = (q @ keys.transpose(-1, -2)).to(sdt)  # (B, H, Tq, S)
+    scores = torch.where(visible, scores, torch.tensor(_FORBIDDEN, dtype=sdt, device=q.device))
+    is_self = k_pos[None, :] == q_pos[:, None]
+    scores = torch.where(is_self, torch.tensor(_SELF, dtype=sdt, device=q.device), scores)
+    return torch.softmax(scores, dim=-1).to(v.dtype) @ v
+
+
+def naive_lsh_decode_attention(q, q_pos, q_buckets, keys, v, k_pos, k_buckets, k_real, chunk_length):
+    """Dense twin of :func:`lsh_decode_attention`, one query and one key at a time (tests only)."""
+    B, H, Tq, D = q.shape
+    out = torch.zeros_like(q)
+    for b in range(B):
+        for h in range(H):
+            for i in range(Tq):
+                t = int(q_pos[i])
+                chosen, scores = [], []
+                for j in range(keys.shape[2]):
+                    s = int(k_pos[j])
+                    if s == t:
+                        chosen.append(j)
+                        scores.append(q.new_tensor(_SELF))
+                        continue
+                    shares = any(int(q_buckets[b, h, r, i]) == int(k_buckets[b, h, r, j]) for r in range(q_buckets.shape[2]))
+                    in_chunks = s >= (t // chunk_length - 1) * chunk_length
+                    if s < t and bool(k_real[b, j]) and (shares or in_chunks):
+                        chosen.append(j)
+                        scores.append(q[b, h, i] @ keys[b, h, j])
+                p = torch.softmax(torch.stack(scores), dim=0)
+                out[b, h, i] = p @ v[b, h, chosen]
+    return out
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Local chunked attention
 # --------------------------------------------------------------------------------------------------------------------
@@ -428,7 +492,7 @@ def local_chunked_attention(
             idx = torch.arange(T, device=q.device)
             allowed = allowed & (idx[None, :] <= idx[:, None])
         scores = torch.where(allowed, scores, torch.tensor(_FORBIDDEN, dtype=sdt, device=q.device))
-        probs = _dropout(torch.softmax(scores, dim=-1), dropout_p, generator)
+        probs = seeded_dropout(torch.softmax(scores, dim=-1), dropout_p, generator)
         return probs.to(v.dtype) @ v
 
     pad = (-T) % c
@@ -448,7 +512,7 @@ def local_chunked_attention(
         allowed = allowed & (kpos_n[..., None, :] <= pos[..., :, None])
     scores = (q @ k_n.transpose(-1, -2)).to(sdt)  # (B, H, N, c, S*c)
     scores = torch.where(allowed, scores, torch.tensor(_FORBIDDEN, dtype=sdt, device=q.device))
-    probs = _dropout(torch.softmax(scores, dim=-1), dropout_p, generator)
+    probs = seeded_dropout(torch.softmax(scores, dim=-1), dropout_p, generator)
     out = (probs.to(v.dtype) @ v_n).view(B, H, Tp, D)
     return out[:, :, :T]
 
@@ -494,8 +558,11 @@ __all__ = [
     "local_chunked_attention",
     "lsh_attention",
     "lsh_buckets",
+    "lsh_decode_attention",
+    "naive_lsh_decode_attention",
     "naive_local_attention",
     "naive_lsh_attention",
     "random_rotations",
+    "seeded_dropout",
     "unit_keys",
 ]
