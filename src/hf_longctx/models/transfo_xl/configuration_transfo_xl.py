@@ -36,7 +36,7 @@ class LongctxTransfoXLConfig(PretrainedConfig):
     """
 
     model_type = "longctx_transfo_xl"
-    keys_to_ignore_at_inference = ["mems", "cache"]
+    keys_to_ignore_at_inference = ["mems", "mems_mask", "cache"]
 
     vocab_size: int = 32000
     d_model: int = 512

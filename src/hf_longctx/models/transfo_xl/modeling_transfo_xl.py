@@ -575,7 +575,8 @@ class LongctxTransfoXLForCausalLM(LongctxTransfoXLPreTrainedModel, GenerationMix
             loss=loss, logits=logits, mems=out.mems, mems_mask=out.mems_mask, hidden_states=out.hidden_states,
             cache=out.cache if use_cache or cache is not None else None,
         )
-        return result if return_dict is not False else result.to_tuple()
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        return result if return_dict else result.to_tuple()
 
 
 class LongctxTransfoXLForSequenceClassification(LongctxTransfoXLPreTrainedModel):
@@ -610,7 +611,8 @@ class LongctxTransfoXLForSequenceClassification(LongctxTransfoXLPreTrainedModel)
             raise ValueError(f"labels must have one entry per row ({B}), got shape {tuple(labels.shape)}")
         loss = self.loss_function(labels, logits, self.config) if labels is not None else None
         result = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
-        return result if return_dict is not False else result.to_tuple()
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        return result if return_dict else result.to_tuple()
 
 
 __all__ = [
