@@ -550,6 +550,42 @@ class LongctxLongformerForCausalLM(LongctxLongformerPreTrainedModel, GenerationM
     def _supports_default_dynamic_cache(cls) -> bool:
         return False  # generate() must not build a DynamicCache: the model creates its own on the first call
 
+    def generate(self, *args, stopping_criteria=None, **kwargs):
+        """``GenerationMixin.generate``, stopped at the model's length instead of failing past the position table
+        (hf_longctx issue 10, defect 6): a prompt longer than the model is refused before anything is decoded, and
+        generation ends, with a warning, once the next token would need a position the model does not have."""
+        import warnings
+
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        limit = self.config.max_input_tokens
+        ids, mask = kwargs.get("input_ids", args[0] if args else None), kwargs.get("attention_mask")
+        # Padding takes no position: count the longest row's real tokens (columns - pad_columns).
+        pad_columns = 0
+        if isinstance(ids, torch.Tensor) and ids.dim() == 2:
+            longest = int(mask.sum(-1).max()) if mask is not None and mask.numel() else ids.shape[-1]
+            if longest == 0:  # the attention op divided by zero on it
+                raise ValueError("the prompt is empty: give at least one token to continue")
+            if longest > limit:
+                raise ValueError(f"the prompt has {longest} tokens but this model reads at most {limit} "
+                                 "(max_position_embeddings - pad_token_id - 1)")
+            pad_columns = ids.shape[-1] - longest
+        asked = kwargs.get("max_new_tokens")
+        cut = asked is None or not isinstance(ids, torch.Tensor) or ids.shape[-1] - pad_columns + asked > limit + 1
+
+        class PositionLimit(StoppingCriteria):
+            # The last token generated is never read back, so a sequence may end one token past `limit`.
+            def __call__(self, input_ids, scores, **_):
+                done = input_ids.shape[-1] - pad_columns > limit
+                if done and cut:
+                    warnings.warn(f"generation stopped at the model's length: it reads at most {limit} tokens",
+                                  stacklevel=2)
+                return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+        criteria = StoppingCriteriaList(stopping_criteria or [])
+        criteria.append(PositionLimit())
+        return super().generate(*args, stopping_criteria=criteria, **kwargs)
+
     def get_output_embeddings(self):
         return self.lm_head.decoder
 
