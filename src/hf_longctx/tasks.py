@@ -176,7 +176,26 @@ def longformer_config(preset: dict, tokenizer, max_length: int, task: Task, labe
     )
 
 
-VARIANTS = {"longformer": longformer_config}
+def transfo_xl_config(preset: dict, tokenizer, max_length: int, task: Task, labels, dropout: float):
+    """Transformer-XL of the preset's size: segments and memories of ``window`` tokens (at most ``max_length``); a
+    longer input (a whole kernel-docs document) is read segment by segment inside ``forward``."""
+    from . import LongctxTransfoXLConfig
+
+    extra = {}
+    if labels is not None:
+        extra = dict(num_labels=len(labels), id2label=dict(enumerate(labels)),
+                     label2id={n: i for i, n in enumerate(labels)})
+    segment = min(preset["window"], max_length)
+    return LongctxTransfoXLConfig(
+        vocab_size=len(tokenizer), d_model=preset["hidden_size"], n_head=preset["num_attention_heads"],
+        d_head=preset["hidden_size"] // preset["num_attention_heads"], d_inner=preset["intermediate_size"],
+        n_layer=preset["num_hidden_layers"], segment_length=segment, mem_len=segment, dropout=dropout,
+        dropatt=dropout, max_input_tokens=max_length, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **extra,
+    )
+
+
+VARIANTS = {"longformer": longformer_config, "transfo-xl": transfo_xl_config}
 
 
 def compute_metrics_for(task: Task):

@@ -114,6 +114,11 @@ class LongctxTransfoXLConfig(PretrainedConfig):
             )
 
     @property
+    def initializer_range(self) -> float:
+        """``init_std`` under the name tools outside the model use (re-initialising a classifier head)."""
+        return self.init_std
+
+    @property
     def cluster_widths(self) -> list[int]:
         """Embedding width per cluster of the adaptive input/softmax."""
         return [self.d_embed // self.div_val**i for i in range(len(self.cutoffs) + 1)]
