@@ -50,6 +50,11 @@ def _score_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
+def _softmax(scores: torch.Tensor) -> torch.Tensor:
+    # exp(s - logsumexp(s)), as transformers writes its softmax (modeling_reformer.py:903-905): the same rounding.
+    return torch.exp(scores - torch.logsumexp(scores, dim=-1, keepdim=True))
+
+
 def seeded_dropout(x: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
     """Dropout drawing from ``generator`` (the model's private one), so the global RNG is never advanced."""
     if p == 0.0:
@@ -293,7 +298,8 @@ def lsh_attention(
     if R == 1:
         combined = out[:, :, 0]
     else:  # Reformer section 2, multi-round LSH: weight each round by its share of the total probability mass
-        weights = torch.softmax(lse, dim=2).to(out.dtype)  # (B, H, R, Tp)
+        # exp(lse - logsumexp) rather than softmax: the same rounding as transformers (modeling_reformer.py:640)
+        weights = torch.exp(lse - torch.logsumexp(lse, dim=2, keepdim=True)).to(out.dtype)  # (B, H, R, Tp)
         combined = (out * weights[..., None]).sum(dim=2)
     combined = combined[:, :, :T]
     return (combined, lse[..., :T]) if return_logsumexp else combined
@@ -492,7 +498,7 @@ def local_chunked_attention(
             idx = torch.arange(T, device=q.device)
             allowed = allowed & (idx[None, :] <= idx[:, None])
         scores = torch.where(allowed, scores, torch.tensor(_FORBIDDEN, dtype=sdt, device=q.device))
-        probs = seeded_dropout(torch.softmax(scores, dim=-1), dropout_p, generator)
+        probs = seeded_dropout(_softmax(scores), dropout_p, generator)
         return probs.to(v.dtype) @ v
 
     pad = (-T) % c
@@ -512,7 +518,7 @@ def local_chunked_attention(
         allowed = allowed & (kpos_n[..., None, :] <= pos[..., :, None])
     scores = (q @ k_n.transpose(-1, -2)).to(sdt)  # (B, H, N, c, S*c)
     scores = torch.where(allowed, scores, torch.tensor(_FORBIDDEN, dtype=sdt, device=q.device))
-    probs = seeded_dropout(torch.softmax(scores, dim=-1), dropout_p, generator)
+    probs = seeded_dropout(_softmax(scores), dropout_p, generator)
     out = (probs.to(v.dtype) @ v_n).view(B, H, Tp, D)
     return out[:, :, :T]
 
