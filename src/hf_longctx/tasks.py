@@ -190,7 +190,7 @@ def transfo_xl_config(preset: dict, tokenizer, max_length: int, task: Task, labe
         vocab_size=len(tokenizer), d_model=preset["hidden_size"], n_head=preset["num_attention_heads"],
         d_head=preset["hidden_size"] // preset["num_attention_heads"], d_inner=preset["intermediate_size"],
         n_layer=preset["num_hidden_layers"], segment_length=segment, mem_len=segment, dropout=dropout,
-        dropatt=dropout, max_input_tokens=max_length, pad_token_id=tokenizer.pad_token_id,
+        dropatt=dropout, max_input_length=max_length, pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **extra,
     )
 

@@ -65,7 +65,7 @@ def convert_config(raw: dict, state: dict[str, torch.Tensor]) -> LongctxTransfoX
         layer_norm_epsilon=float(raw.get("layer_norm_epsilon", 1e-5)), init_std=float(raw.get("init_std", 0.02)),
         proj_init_std=float(raw.get("proj_init_std", 0.01)), eos_token_id=raw.get("eos_token_id"),
         tie_word_embeddings=bool(raw.get("tie_word_embeddings", True)),
-        max_input_tokens=max(segment, mem_len, 1) * 4,
+        max_input_length=max(segment, mem_len, 1) * 4,
     )
 
 

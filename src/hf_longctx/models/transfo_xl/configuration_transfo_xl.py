@@ -31,8 +31,8 @@ class LongctxTransfoXLConfig(PretrainedConfig):
         ``d_embed // div_val**i``. ``[]`` is a plain softmax.
     tie_projs (`list[bool]`, optional): per cluster, whether the softmax projection is the embedding projection;
         default ``[False] + [True] * n_clusters`` (transformers 4.x and the paper's wt103 setting).
-    max_input_tokens (`int`): the longest input that tools outside the model (tokenization, model cards) use. The
-        model itself has no position table and takes inputs of any length, in segments.
+    max_input_length (`int`): the longest input that tools outside the model (tokenization, model cards) use, read
+        as ``max_input_tokens``. The model itself has no position table and takes inputs of any length, in segments.
     """
 
     model_type = "longctx_transfo_xl"
@@ -59,7 +59,7 @@ class LongctxTransfoXLConfig(PretrainedConfig):
     layer_norm_epsilon: float = 1e-5
     init_std: float = 0.02
     proj_init_std: float = 0.01
-    max_input_tokens: int = 4096
+    max_input_length: int = 4096
     pad_token_id: int | None = None
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
@@ -80,7 +80,7 @@ class LongctxTransfoXLConfig(PretrainedConfig):
         Runs when the config is created and again when a model is built from it (fields may be set in between).
         """
         for name in ("vocab_size", "d_model", "d_embed", "n_head", "d_head", "d_inner", "n_layer", "segment_length",
-                     "div_val", "max_input_tokens"):
+                     "div_val", "max_input_length"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -112,6 +112,11 @@ class LongctxTransfoXLConfig(PretrainedConfig):
             raise ValueError(
                 f"tie_projs has {len(self.tie_projs)} entries but there are {len(cutoffs) + 1} clusters (cutoffs + 1)"
             )
+
+    @property
+    def max_input_tokens(self) -> int:
+        """The longest input tools outside ``models/`` tokenize to (every variant's config has this property)."""
+        return self.max_input_length
 
     @property
     def initializer_range(self) -> float:
