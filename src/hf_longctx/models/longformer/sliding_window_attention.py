@@ -46,11 +46,11 @@ def _softmax_dtype(scores: torch.Tensor) -> torch.Tensor:
 
 
 def _default_block_size(left: int, right: int) -> int:
-    # Block size of the unfused path (other devices, dropout). A block of b
-    # queries computes b + left + right scores per row for left + right + 1
-    # useful ones. Half the window keeps the waste near 20% while the per-block
-    # matmuls stay large. The fused CPU path has its own: _fused_block_sizes.
-    return max(16, (left + right) // 4 * 2 or 16)
+    # Block size of the blocked path (dropout, other devices). A block of b queries computes b + left + right
+    # scores per row for left + right + 1 useful ones, and every score costs the same elementwise passes (exp,
+    # the dropout mask), so small blocks win until the matmuls get too small: an eighth of the window (32 for
+    # window 256: 12% more scores than useful). The fused CPU path has its own: _fused_block_sizes.
+    return max(8, min(32, (left + right) // 8))
 
 
 def sliding_window_attention(
@@ -67,6 +67,8 @@ def sliding_window_attention(
     dilation: int = 1,
     block_size: int | None = None,
     dropout_p: float = 0.0,
+    dropout_seed: int | None = None,
+    extra_positions: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Banded attention: query ``i`` sees keys ``i + dilation * m`` for ``-left <= m <= right``.
 
@@ -85,7 +87,10 @@ def sliding_window_attention(
         block_size: query rows per block, forward and backward. By default the
             fused CPU path uses 32 forward and 128 backward (window 256; see
             ``_fused_block_sizes``), the unfused path half the window.
-        dropout_p: dropout on the attention probabilities.
+        dropout_p: dropout on the attention probabilities (inverted: kept ones are scaled by ``1 / (1 - p)``).
+        dropout_seed: seed of the counter-based mask (:func:`dropout_keep`); drawn from torch's RNG when None.
+        extra_positions: ``(B, G)`` long, the positions that key the dropout mask of the extra keys (default
+            ``T, T + 1, ...``); :func:`longformer_attention` passes the global tokens' own positions.
 
     Returns:
         ``(B, H, T, D)``. Softmax runs in float32 whatever the input dtype.
@@ -102,9 +107,22 @@ def sliding_window_attention(
         key_mask = torch.ones(B, T, dtype=torch.bool, device=q.device)
     if extra_k is not None and extra_mask is None:
         extra_mask = torch.ones(B, extra_k.shape[2], dtype=torch.bool, device=q.device)
+    rk = ck = eck = None
+    if dropout_p > 0.0:
+        if not dropout_p < 1.0:
+            raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
+        seed = _draw_seed() if dropout_seed is None else dropout_seed
+        G = 0 if extra_k is None else extra_k.shape[2]
+        if extra_positions is None:
+            extra_positions = torch.arange(T, T + G, device=q.device).expand(B, G)
+        length = max(T, int(extra_positions.max()) + 1 if G else 0)
+        rk, ck = dropout_keys(seed, B, H, length, q.device)
+        rk = rk[:, :, :T]
+        eck = ck.gather(1, extra_positions) if G else None
+        ck = ck[:, :T]
     if dilation == 1:
         return _banded_attention(
-            q, k, v, left, right, key_mask, extra_k, extra_v, extra_mask, block_size, dropout_p
+            q, k, v, left, right, key_mask, extra_k, extra_v, extra_mask, block_size, dropout_p, rk, ck, eck
         )
 
     # Dilation d splits the sequence into d interleaved sub-sequences (positions
@@ -114,10 +132,16 @@ def sliding_window_attention(
     Td = (T + pad) // d
 
     def split(x: torch.Tensor) -> torch.Tensor:  # (B, H, T, D) -> (B*d, H, T/d, D)
-        x = F.pad(x, (0, 0, 0, pad)).view(B, H, Td, d, D)
-        return x.permute(0, 3, 1, 2, 4).reshape(B * d, H, Td, D)
+        x = F.pad(x, (0, 0, 0, pad)).view(B, H, Td, d, x.shape[-1])
+        return x.permute(0, 3, 1, 2, 4).reshape(B * d, H, Td, x.shape[-1])
 
-    km = F.pad(key_mask, (0, pad), value=False).view(B, Td, d).transpose(1, 2).reshape(B * d, Td)
+    def split_rows(x: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B*d, T/d)
+        return F.pad(x, (0, pad)).view(B, Td, d).transpose(1, 2).reshape(B * d, Td)
+
+    km = split_rows(key_mask)
+    if rk is not None:  # the mask's keys follow their positions into the sub-sequences
+        rk, ck = split(rk[..., None])[..., 0], split_rows(ck)
+        eck = None if eck is None else eck.repeat_interleave(d, dim=0)
     ek = ev = em = None
     if extra_k is not None:
         ek = extra_k.repeat_interleave(d, dim=0)
@@ -128,20 +152,25 @@ def sliding_window_attention(
             G = extra_mask.shape[-1]
             em = F.pad(extra_mask, (0, 0, 0, pad), value=False).view(B, Td, d, G)
             em = em.transpose(1, 2).reshape(B * d, Td, G)
-    out = _banded_attention(split(q), split(k), split(v), left, right, km, ek, ev, em, block_size, dropout_p)
+    out = _banded_attention(
+        split(q), split(k), split(v), left, right, km, ek, ev, em, block_size, dropout_p, rk, ck, eck
+    )
     out = out.view(B, d, H, Td, D).permute(0, 2, 3, 1, 4).reshape(B, H, Td * d, D)  # (B, H, T+pad, D)
     return out[:, :, :T]
 
 
-def _banded_attention(q, k, v, left, right, key_mask, extra_k, extra_v, extra_mask, block_size, dropout_p):
+def _banded_attention(q, k, v, left, right, key_mask, extra_k, extra_v, extra_mask, block_size, dropout_p,
+                      row_keys, col_keys, extra_col_keys):
     T = q.shape[2]
+    extra_bias = None if extra_k is None else _extra_bias(extra_mask, T, q.dtype)
     if _flash_cpu_usable(q, dropout_p):
         b_fwd = min(block_size or _fused_block_sizes(left, right)[0], T)
         b_bwd = min(block_size or _fused_block_sizes(left, right)[1], T)
-        extra_bias = None if extra_k is None else _extra_bias(extra_mask, T, q.dtype)
         return _BandedFlashAttention.apply(q, k, v, extra_k, extra_v, key_mask, extra_bias, left, right, b_fwd, b_bwd)
     b = min(block_size or _default_block_size(left, right), T)
-    return _banded_attention_unfused(q, k, v, left, right, key_mask, extra_k, extra_v, extra_mask, b, dropout_p)
+    return _BlockedAttention.apply(
+        q, k, v, extra_k, extra_v, key_mask, extra_bias, row_keys, col_keys, extra_col_keys, left, right, b, dropout_p
+    )
 
 
 # PyTorch's fused CPU attention kernel (aten/src/ATen/native/cpu/FlashAttentionKernel.cpp). Its entry points
@@ -337,50 +366,293 @@ def _blocks(q, k_pad, v_pad, b, span):
     return qb, kw, vw
 
 
-def _banded_attention_unfused(q, k, v, left, right, key_mask, extra_k, extra_v, extra_mask, b, dropout_p):
+# --------------------------------------------------------------------------------------------------------------------
+# Attention dropout: a counter-based mask, regenerated in the backward
+# --------------------------------------------------------------------------------------------------------------------
+#
+# Whether probability (b, h, i, j) is kept is a pure function of (seed, b, h, i, j): every row (b, h, i) and every
+# key position j get a 32-bit key (murmur3's fmix32 of the seed and the counter, computed on O(B H T) entries), and
+# an element is kept when a mix of (row key XOR column key) falls above the threshold. Nothing of size T x window is
+# stored: the backward regenerates the mask of each block from the same keys. The dense twins build the very same
+# mask over the full matrix, so forward and gradients compare exactly, and dilation, padding and global keys only
+# re-index the keys. The mix per element (multiply, xorshift, multiply: fmix32's second half) is nine int32 passes
+# over a block that sits in cache; it decorrelates rows that share a column and columns that share a row (tested:
+# kept fraction, pairs of neighbours, mean of the output). The seed is drawn from torch's RNG once per call, so
+# torch.manual_seed makes a training run reproducible, and torch.utils.checkpoint (which restores the RNG state
+# before it recomputes) draws the same mask again.
+
+_M32 = 0xFFFFFFFF
+_FMIX1, _FMIX2 = 0x85EBCA6B, 0xC2B2AE35  # murmur3 fmix32
+_FMIX1_I32, _FMIX2_I32 = _FMIX1 - 2**32, _FMIX2 - 2**32  # the same bits as int32 scalars
+_ONE_F32_BITS = 0x3F800000  # 1.0f
+
+
+def _fmix32(x: torch.Tensor) -> torch.Tensor:
+    """murmur3's finaliser on int64 tensors holding values in [0, 2**32)."""
+    x = x ^ (x >> 16)
+    x = (x * _FMIX1) & _M32
+    x = x ^ (x >> 13)
+    x = (x * _FMIX2) & _M32
+    return x ^ (x >> 16)
+
+
+def _as_int32(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x >= 2**31, x - 2**32, x).to(torch.int32)
+
+
+def dropout_keys(seed: int, batch: int, heads: int, length: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row keys ``(batch, heads, length)`` and column keys ``(batch, length)`` (int32) of the dropout mask.
+
+    Position ``p`` of row ``(b, h)`` is keyed by ``row[b, h, p]`` as a query and by ``col[b, p]`` as a key.
+    """
+    s = int(seed) & _M32
+    bh = torch.arange(batch * heads, device=device, dtype=torch.int64)
+    pos = torch.arange(length, device=device, dtype=torch.int64)
+    row_base = _fmix32((s + bh * 0x9E3779B1) & _M32)  # (B*H,)
+    rows = _fmix32((row_base[:, None] + pos[None, :] * 0x85EBCA77) & _M32)
+    col_base = int(_fmix32(torch.tensor([s ^ 0x27D4EB2F])).item())
+    cols = _fmix32((col_base + pos * 0xC2B2AE3D) & _M32)
+    return _as_int32(rows).view(batch, heads, length), _as_int32(cols)[None].expand(batch, length)
+
+
+def dropout_keep(row_keys: torch.Tensor, col_keys: torch.Tensor, p: float) -> torch.Tensor:
+    """The mask for row keys ``(..., n, 1)`` and column keys ``(..., 1, m)``: float32 ``(..., n, m)``, 1 kept, 0 dropped.
+
+    Pure int32 arithmetic, no comparison (bool tensors are slow on CPU): the kept bit is the sign of
+    ``threshold - 1 - (mix >> 1)``, turned into the bits of 1.0f and viewed as float32.
+    """
+    x = torch.bitwise_xor(row_keys, col_keys)
+    x.mul_(_FMIX1_I32)
+    x.bitwise_xor_(x >> 15)
+    x.mul_(_FMIX2_I32)
+    x.bitwise_right_shift_(1)  # uniform on [-2**30, 2**30): the threshold arithmetic below cannot overflow
+    threshold = -(2**30) + round(p * 2**31)  # kept iff x >= threshold, so P(kept) = 1 - p (to 2**-31)
+    x = torch.rsub(x, threshold - 1)  # < 0 exactly where kept
+    x.bitwise_right_shift_(31).bitwise_and_(_ONE_F32_BITS)
+    return x.view(torch.float32)
+
+
+def _draw_seed() -> int:
+    # From torch's (CPU) RNG, once per call: torch.manual_seed reproduces it, checkpointing replays it.
+    return int(torch.randint(0, 2**31 - 1, (1,)).item())
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The blocked path: any device, any dropout; probabilities recomputed in the backward
+# --------------------------------------------------------------------------------------------------------------------
+
+# Elements of one block group's score matrix: large enough that the per-call overhead vanishes, small enough that the
+# scores, the probabilities and the mask of one head stay in the L2 cache.
+_GROUP_SCORES = 1 << 17
+
+
+class _BlockedAttention(torch.autograd.Function):
+    """Banded attention (+ extra keys), with dropout, in blocks of ``b`` queries; the backward recomputes.
+
+    Block ``j`` holds queries ``j*b .. j*b + b`` and attends the band keys ``j*b - left .. j*b + b + right`` (a
+    strided, overlapping view of the padded keys: no copy; no band when ``k`` is None) plus the extra keys. A
+    group of blocks of one head is a few batched matmuls; its scores, probabilities and dropout mask live only
+    while the group is computed. Saved for the backward: the inputs, the output and the row log-sum-exp, so
+    memory is ``O(T * D)`` per head whatever the window or the dropout. The backward recomputes each group's
+    probabilities from the log-sum-exp and regenerates its dropout mask from the keys; with ``P`` the
+    probabilities, ``M`` the mask over ``1 - p``, ``g`` the output gradient and ``delta_i = g_i . out_i``:
+    ``dV = (P M)^T g``, ``dS = P (M (g V^T) - delta)``, ``dQ = dS K``, ``dK = dS^T Q``.
+
+    float64 stays float64; other dtypes compute in float32 and return their own dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, extra_k, extra_v, key_mask, extra_bias, row_keys, col_keys, extra_col_keys,
+                left, right, b, p):
+        with torch.autocast(q.device.type, enabled=False):
+            out, lse = _blocked_forward(q, k, v, extra_k, extra_v, key_mask, extra_bias, row_keys, col_keys,
+                                        extra_col_keys, left, right, b, p)
+        ctx.save_for_backward(q, k, v, extra_k, extra_v, key_mask, extra_bias, row_keys, col_keys, extra_col_keys,
+                              out, lse)
+        ctx.sizes = (left, right, b, p)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, ek, ev, key_mask, extra_bias, rk, ck, eck, out, lse = ctx.saved_tensors
+        left, right, b, p = ctx.sizes
+        with torch.autocast(grad_out.device.type, enabled=False):
+            grads = _blocked_backward(grad_out, q, k, v, ek, ev, key_mask, extra_bias, rk, ck, eck, out, lse,
+                                      left, right, b, p)
+        return (*grads, None, None, None, None, None, None, None, None, None)
+
+
+class _Blocks:
+    """The padded, compute-dtype tensors of :class:`_BlockedAttention` and the views of one block group."""
+
+    def __init__(self, q, k, v, ek, ev, key_mask, extra_bias, rk, ck, eck, left, right, b, p):
+        B, H, T, D = q.shape
+        self.cd = torch.float64 if q.dtype == torch.float64 else torch.float32
+        self.B, self.H, self.T, self.D, self.b, self.p = B, H, T, D, b, p
+        self.nb = math.ceil(T / b)
+        self.Tq = self.nb * b
+        self.band = k is not None
+        self.span = b + left + right
+        self.q = F.pad(q.to(self.cd), (0, 0, 0, self.Tq - T))  # (B, H, Tq, D)
+        self.rk = None if p == 0 else F.pad(rk, (0, self.Tq - T))
+        G = 0 if ek is None else ek.shape[2]
+        self.G = G
+        if self.band:
+            tail = self.Tq - T + right
+            self.k = F.pad(k.to(self.cd), (0, 0, left, tail))  # (B, H, left + Tq + right, D)
+            self.v = F.pad(v.to(self.cd), (0, 0, left, tail))
+            masked = _masked_score(self.cd)
+            self.key_bias = torch.where(F.pad(key_mask, (left, tail), value=False), 0.0, masked).to(self.cd)
+            t = torch.arange(b, device=q.device)[:, None]
+            c = torch.arange(self.span, device=q.device)[None, :]
+            self.band_bias = torch.where((c >= t) & (c <= t + left + right), 0.0, masked).to(self.cd)  # (b, span)
+            self.ck = None if p == 0 else F.pad(ck, (left, tail))
+        if G:
+            self.ek, self.ev = ek.to(self.cd), ev.to(self.cd)
+            self.extra_bias = None if extra_bias is None else F.pad(extra_bias.to(self.cd), (0, 0, 0, self.Tq - T))
+            self.eck = eck
+        width = (self.span if self.band else 0) + G
+        self.group = max(1, _GROUP_SCORES // (b * max(width, 1)))  # blocks per group
+
+    def groups(self):
+        for i in range(self.B):
+            for j0 in range(0, self.nb, self.group):
+                j1 = min(self.nb, j0 + self.group)
+                bias = None
+                if self.band:  # (n, b, span): the band's shape plus the keys' padding, shared by the heads
+                    bias = self.band_bias + self.key_bias[i].unfold(0, self.span, self.b)[j0:j1, None, :]
+                for h in range(self.H):
+                    yield i, h, j0, j1, bias
+
+    def scores(self, i, h, j0, j1, bias):
+        """Scores of one group: band ``(n, b, span)`` (or None) and extra ``(n*b, G)`` (or None)."""
+        r0, r1 = j0 * self.b, j1 * self.b
+        qg = self.q[i, h, r0:r1]  # (n*b, D)
+        s = se = None
+        if self.band:
+            kT = self.k[i, h].unfold(0, self.span, self.b)[j0:j1]  # (n, D, span), a view
+            s = torch.baddbmm(bias, qg.view(j1 - j0, self.b, self.D), kT)
+        if self.G:
+            ekT = self.ek[i, h].transpose(0, 1)
+            eb = None if self.extra_bias is None else self.extra_bias[i, 0, r0:r1]
+            se = torch.mm(qg, ekT) if eb is None else torch.addmm(eb, qg, ekT)
+        return s, se
+
+    def keep(self, i, h, j0, j1):
+        """Dropout masks of one group (1 kept, 0 dropped), shaped as :meth:`scores`."""
+        r0, r1 = j0 * self.b, j1 * self.b
+        rows = self.rk[i, h, r0:r1]
+        m = me = None
+        if self.band:
+            cols = self.ck[i].unfold(0, self.span, self.b)[j0:j1]  # (n, span)
+            m = dropout_keep(rows.view(j1 - j0, self.b, 1), cols[:, None, :], self.p)
+        if self.G:
+            me = dropout_keep(rows[:, None], self.eck[i][None, :], self.p)
+        return m, me
+
+
+def _blocked_forward(q, k, v, ek, ev, key_mask, extra_bias, rk, ck, eck, left, right, b, p):
+    x = _Blocks(q, k, v, ek, ev, key_mask, extra_bias, rk, ck, eck, left, right, b, p)
     B, H, T, D = q.shape
-    nb = math.ceil(T / b)
-    Tq = nb * b
-    span = b + left + right  # keys seen by one query block
+    out = x.q.new_empty(B, x.Tq, H, D).transpose(1, 2)  # (B, H, Tq, D) laid out as (B, Tq, H, D)
+    lse = x.q.new_empty(B, H, x.Tq)
+    scale = 1.0 / (1.0 - p)
+    for i, h, j0, j1, bias in x.groups():
+        n, r0, r1 = j1 - j0, j0 * b, j1 * b
+        s, se = x.scores(i, h, j0, j1, bias)
+        m = s.amax(-1).view(-1) if s is not None else se.amax(-1)
+        if s is not None and se is not None:
+            m = torch.maximum(m, se.amax(-1))
+        total = torch.zeros_like(m)
+        keep, keep_e = x.keep(i, h, j0, j1) if p else (None, None)
+        o = None
+        if s is not None:
+            s.sub_(m.view(n, b, 1)).exp_()
+            total += s.sum(-1).view(-1)
+            if keep is not None:
+                s.mul_(keep)
+            o = torch.bmm(s, x.v[i, h].unfold(0, x.span, b)[j0:j1].transpose(1, 2)).view(n * b, D)
+        if se is not None:
+            se.sub_(m[:, None]).exp_()
+            total += se.sum(-1)
+            if keep_e is not None:
+                se.mul_(keep_e)
+            o = torch.mm(se, x.ev[i, h]) if o is None else o.addmm_(se, x.ev[i, h])
+        torch.mul(o, (scale / total)[:, None], out=out[i, h, r0:r1])
+        torch.add(m, total.log(), out=lse[i, h, r0:r1])
+    return out[:, :, :T].to(q.dtype), lse
 
-    # Block j holds queries [j*b, (j+1)*b) and keys [j*b - left, (j+1)*b + right).
-    qb = F.pad(q, (0, 0, 0, Tq - T)).view(B, H, nb, b, D)
-    k_pad = F.pad(k, (0, 0, left, Tq - T + right))  # (B, H, Tq + left + right, D)
-    v_pad = F.pad(v, (0, 0, left, Tq - T + right))
-    kw = k_pad.unfold(2, span, b)  # (B, H, nb, D, span)
-    vw = v_pad.unfold(2, span, b).transpose(-1, -2)  # (B, H, nb, span, D)
 
-    # Query t of a block sits at key column t + left; it may see columns t .. t + left + right.
-    t = torch.arange(b, device=q.device)[:, None]
-    c = torch.arange(span, device=q.device)[None, :]
-    band = (c >= t) & (c <= t + left + right)  # (b, span)
-    km = F.pad(key_mask, (left, Tq - T + right), value=False).unfold(1, span, b)  # (B, nb, span)
-    allowed = band & km[:, :, None, :]  # (B, nb, b, span)
+def _blocked_backward(grad_out, q, k, v, ek, ev, key_mask, extra_bias, rk, ck, eck, out, lse, left, right, b, p):
+    x = _Blocks(q, k, v, ek, ev, key_mask, extra_bias, rk, ck, eck, left, right, b, p)
+    B, H, T, D = q.shape
+    pad = lambda t: F.pad(t.to(x.cd), (0, 0, 0, x.Tq - T))  # noqa: E731  padding rows: zero gradient, no effect
+    g_all = pad(grad_out) * (1.0 / (1.0 - p))  # the 1/(1-p) of the kept probabilities, folded into g
+    o_all = pad(out)
+    delta = (g_all * o_all).sum(-1) * (1.0 - p)  # (B, H, Tq): g . out with the unscaled g
+    dq = x.q.new_zeros(B, x.Tq, H, D).transpose(1, 2)
+    dk = dv = dek = dev = None
+    if x.band:  # b spare rows: _fold_add's last piece may view past the windows' end
+        dk, dv = F.pad(torch.zeros_like(x.k), (0, 0, 0, b)), F.pad(torch.zeros_like(x.v), (0, 0, 0, b))
+    if x.G:
+        dek, dev = torch.zeros_like(x.ek), torch.zeros_like(x.ev)
+    for i, h, j0, j1, bias in x.groups():
+        n, r0, r1 = j1 - j0, j0 * b, j1 * b
+        s, se = x.scores(i, h, j0, j1, bias)
+        keep, keep_e = x.keep(i, h, j0, j1) if p else (None, None)
+        g, qg, lse_g, delta_g = g_all[i, h, r0:r1], x.q[i, h, r0:r1], lse[i, h, r0:r1], delta[i, h, r0:r1]
+        if s is not None:
+            kw = x.k[i, h].unfold(0, x.span, b)[j0:j1]  # (n, D, span)
+            vw = x.v[i, h].unfold(0, x.span, b)[j0:j1]
+            gb = g.view(n, b, D)
+            P = s.sub_(lse_g.view(n, b, 1)).exp_()  # (n, b, span)
+            Pk = P * keep if keep is not None else P
+            _fold_add(torch.bmm(Pk.transpose(1, 2), gb), dv[i, h], j0, b)  # dV of the windows
+            dS = torch.bmm(gb, vw)  # g V^T
+            if keep is not None:
+                dS.mul_(keep)
+            dS.sub_(delta_g.view(n, b, 1)).mul_(P)
+            dq[i, h, r0:r1] = torch.bmm(dS, kw.transpose(1, 2)).view(n * b, D)
+            _fold_add(torch.bmm(dS.transpose(1, 2), qg.view(n, b, D)), dk[i, h], j0, b)
+        if se is not None:
+            Pe = se.sub_(lse_g[:, None]).exp_()  # (n*b, G)
+            Pek = Pe * keep_e if keep_e is not None else Pe
+            dev[i, h].addmm_(Pek.transpose(0, 1), g)
+            dSe = torch.mm(g, x.ev[i, h].transpose(0, 1))
+            if keep_e is not None:
+                dSe.mul_(keep_e)
+            dSe.sub_(delta_g[:, None]).mul_(Pe)
+            dq[i, h, r0:r1].addmm_(dSe, x.ek[i, h])
+            dek[i, h].addmm_(dSe.transpose(0, 1), qg)
+    dq = dq[:, :, :T].to(q.dtype)
+    if x.band:
+        dk = dk[:, :, left : left + T].to(k.dtype)
+        dv = dv[:, :, left : left + T].to(v.dtype)
+    if x.G:
+        dek, dev = dek.to(ek.dtype), dev.to(ev.dtype)
+    return dq, dk, dv, dek, dev
 
-    if extra_k is not None:
-        G = extra_k.shape[2]
-        kw = torch.cat([kw, extra_k.transpose(-1, -2)[:, :, None].expand(B, H, nb, D, G)], dim=-1)
-        vw = torch.cat([vw, extra_v[:, :, None].expand(B, H, nb, G, D)], dim=-2)
-        if extra_mask.dim() == 2:
-            em = extra_mask[:, None, None, :].expand(B, nb, b, G)
-        else:
-            em = F.pad(extra_mask, (0, 0, 0, Tq - T), value=False).view(B, nb, b, G)
-        allowed = torch.cat([allowed, em], dim=-1)  # (B, nb, b, span + G)
 
-    scores = torch.matmul(qb, kw)  # (B, H, nb, b, span + G)
-    scores = _softmax_dtype(scores)
-    scores = scores.masked_fill(~allowed[:, None], _MASKED_SCORE)
-    probs = torch.softmax(scores, dim=-1).to(v.dtype)
-    if dropout_p > 0.0:
-        probs = F.dropout(probs, p=dropout_p)
-    out = torch.matmul(probs, vw)  # (B, H, nb, b, D)
-    return out.reshape(B, H, Tq, D)[:, :, :T]
+def _fold_add(windows: torch.Tensor, out: torch.Tensor, j0: int, b: int) -> None:
+    """``out[(j0 + j) * b + c] += windows[j, c]``: the overlapping windows of blocks ``j0 ..`` summed into rows.
+
+    ``windows`` ``(n, span, D)``; one add per ``b`` columns of the window, each over all ``n`` windows at once.
+    """
+    n, span, D = windows.shape
+    for c0 in range(0, span, b):
+        width = min(b, span - c0)
+        r0 = j0 * b + c0
+        out[r0 : r0 + n * b].view(n, b, D)[:, :width] += windows[:, c0 : c0 + width]
 
 
 def naive_sliding_window_attention(
-    q, k, v, left, right, *, key_mask=None, extra_k=None, extra_v=None, extra_mask=None, dilation=1
+    q, k, v, left, right, *, key_mask=None, extra_k=None, extra_v=None, extra_mask=None, dilation=1,
+    dropout_p=0.0, dropout_seed=None, extra_positions=None,
 ):
-    """Dense reference for :func:`sliding_window_attention` (builds ``T x T``; tests only)."""
+    """Dense reference for :func:`sliding_window_attention` (builds ``T x T``; tests only).
+
+    With ``dropout_p`` it needs ``dropout_seed`` and builds the op's very mask over the whole matrix.
+    """
     B, H, T, D = q.shape
     if key_mask is None:
         key_mask = torch.ones(B, T, dtype=torch.bool, device=q.device)
@@ -399,7 +671,23 @@ def naive_sliding_window_attention(
         keys = torch.cat([k, extra_k], dim=2)
         values = torch.cat([v, extra_v], dim=2)
     scores = _softmax_dtype(q @ keys.transpose(-1, -2)).masked_fill(~allowed[:, None], _MASKED_SCORE)
-    return torch.softmax(scores, dim=-1).to(v.dtype) @ values
+    probs = torch.softmax(scores, dim=-1)
+    if dropout_p > 0.0:
+        G = keys.shape[2] - T
+        positions = torch.arange(T, device=q.device).expand(B, T)
+        positions = torch.cat([positions, extra_positions if extra_positions is not None else T + positions[:, :G]], 1)
+        probs = probs * _dense_keep(dropout_seed, q.shape[1], positions, T, dropout_p) / (1.0 - dropout_p)
+    return probs.to(v.dtype) @ values
+
+
+def _dense_keep(seed, H, key_positions, T, p):
+    """The dropout mask ``(B, H, T, K)`` of queries ``0 .. T`` and the keys at ``key_positions`` ``(B, K)``."""
+    if seed is None:
+        raise ValueError("the dense twin needs the dropout_seed the op was given")
+    B = key_positions.shape[0]
+    rows, cols = dropout_keys(seed, B, H, max(T, int(key_positions.max()) + 1), key_positions.device)
+    keep = dropout_keep(rows[:, :, :T, None], cols.gather(1, key_positions)[:, None, None, :], p)
+    return keep
 
 
 def global_token_index(global_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -442,6 +730,7 @@ def longformer_attention(
     dilation: int = 1,
     block_size: int | None = None,
     dropout_p: float = 0.0,
+    dropout_seed: int | None = None,
 ) -> torch.Tensor:
     """Longformer self-attention, with the semantics of transformers' ``LongformerSelfAttention``.
 
@@ -460,20 +749,27 @@ def longformer_attention(
         q_global: ``(B, H, G, D)`` global queries, already gathered at
             :func:`global_token_index` positions and pre-scaled.
         k_global, v_global: ``(B, H, T, D)`` global keys and values.
+        dropout_p, dropout_seed: attention dropout; the mask of probability ``(b, h, i, j)`` is a function of
+            the seed (drawn from torch's RNG when None) and those four counters, global rows and columns included
+            (see :func:`dropout_keep`).
 
     Returns:
         ``(B, H, T, D)``.
     """
     B, H, T, D = q.shape
     attention_mask = attention_mask.bool()
+    if dropout_p > 0.0 and dropout_seed is None:
+        dropout_seed = _draw_seed()  # one seed for the band, the global columns and the global rows
+    # Global marks on padding count for nothing; with only those there are no global keys at all (and PyTorch's
+    # fused kernel dies of SIGFPE on zero keys: found by tests/test_fuzz_ops.py).
+    global_mask = None if global_mask is None else global_mask.bool() & attention_mask
     if global_mask is None or not bool(global_mask.any()):
         out = sliding_window_attention(
             q, k, v, left, right, key_mask=attention_mask,
-            dilation=dilation, block_size=block_size, dropout_p=dropout_p,
+            dilation=dilation, block_size=block_size, dropout_p=dropout_p, dropout_seed=dropout_seed,
         )
         return _zero_padding_rows(out, attention_mask)
 
-    global_mask = global_mask.bool() & attention_mask
     index, valid = global_token_index(global_mask)
     extra_mask = valid
     if causal:
@@ -486,13 +782,15 @@ def longformer_attention(
         key_mask=attention_mask & ~global_mask,
         extra_k=gather_positions(k, index),
         extra_v=gather_positions(v, index),
-        extra_mask=extra_mask,
-        dilation=dilation, block_size=block_size, dropout_p=dropout_p,
+        extra_mask=extra_mask, extra_positions=index,
+        dilation=dilation, block_size=block_size, dropout_p=dropout_p, dropout_seed=dropout_seed,
     )
     if not causal:
         if q_global is None or k_global is None or v_global is None:
             raise ValueError("bidirectional global attention needs q_global, k_global and v_global")
-        g_out = global_query_attention(q_global, k_global, v_global, attention_mask, dropout_p)  # (B, H, G, D)
+        g_out = global_query_attention(  # (B, H, G, D)
+            q_global, k_global, v_global, attention_mask, dropout_p, dropout_seed, index, block_size
+        )
         # Write each global row back to its position (padding slots of `index` are skipped). Indexing the
         # (B, T, H, D) view keeps the layout the fast op writes, so the model's (B, T, C) reshape is free.
         rows, slots = valid.nonzero(as_tuple=True)
@@ -507,8 +805,12 @@ def _zero_padding_rows(out: torch.Tensor, attention_mask: torch.Tensor) -> torch
     return out * attention_mask[:, None, :, None].to(out.dtype)
 
 
-def global_query_attention(q_global, k_global, v_global, key_mask, dropout_p=0.0):
-    """Dense attention of the few global queries ``(B, H, G, D)`` over all ``T`` keys, fp32 softmax."""
+def global_query_attention(q_global, k_global, v_global, key_mask, dropout_p=0.0, dropout_seed=None, positions=None,
+                           block_size=None):
+    """Attention of the few global queries ``(B, H, G, D)`` over all ``T`` keys, fp32 softmax.
+
+    ``positions`` ``(B, G)``: where the global queries sit, which keys their rows of the dropout mask.
+    """
     if _flash_cpu_usable(q_global, dropout_p):
         # The fused kernel never materialises the (B, H, G, T) scores; a key mask only where there is padding.
         bias = None
@@ -516,19 +818,31 @@ def global_query_attention(q_global, k_global, v_global, key_mask, dropout_p=0.0
             zero = torch.zeros((), dtype=q_global.dtype, device=q_global.device)
             bias = torch.where(key_mask, zero, _masked_score(q_global.dtype))[:, None, None, :]
         return F.scaled_dot_product_attention(q_global, k_global, v_global, attn_mask=bias, scale=1.0)
-    scores = _softmax_dtype(q_global @ k_global.transpose(-1, -2))  # (B, H, G, T)
-    scores = scores.masked_fill(~key_mask[:, None, None, :], _MASKED_SCORE)
-    probs = torch.softmax(scores, dim=-1).to(v_global.dtype)
+    # Otherwise the blocked path with the keys as "extra keys" and no band: (B, H, G, T) is never stored either.
+    B, H, G, _ = q_global.shape
+    T = k_global.shape[2]
+    rk = ck = None
     if dropout_p > 0.0:
-        probs = F.dropout(probs, p=dropout_p)
-    return probs @ v_global
+        seed = _draw_seed() if dropout_seed is None else dropout_seed
+        if positions is None:
+            positions = torch.arange(G, device=q_global.device).expand(B, G)
+        rows, ck = dropout_keys(seed, B, H, max(T, int(positions.max()) + 1 if G else 0), q_global.device)
+        rk, ck = rows.gather(2, positions[:, None, :].expand(B, H, G)), ck[:, :T]
+    bias = _extra_bias(key_mask, G, q_global.dtype)  # (B, 1, G, T) or None
+    b = min(block_size or 16, G)
+    return _BlockedAttention.apply(
+        q_global, None, None, k_global, v_global, None, bias, rk, None, ck, 0, 0, b, dropout_p
+    )
 
 
 def naive_longformer_attention(
     q, k, v, *, left, right, attention_mask, global_mask=None,
-    q_global=None, k_global=None, v_global=None, causal=False, dilation=1,
+    q_global=None, k_global=None, v_global=None, causal=False, dilation=1, dropout_p=0.0, dropout_seed=None,
 ):
-    """Dense reference for :func:`longformer_attention`: one ``T x T`` mask, one softmax per row kind."""
+    """Dense reference for :func:`longformer_attention`: one ``T x T`` mask, one softmax per row kind.
+
+    With ``dropout_p`` it needs ``dropout_seed`` and applies the op's very dropout mask to both row kinds.
+    """
     B, H, T, D = q.shape
     real = attention_mask.bool()
     glob = torch.zeros_like(real) if global_mask is None else global_mask.bool() & real
@@ -540,7 +854,11 @@ def naive_longformer_attention(
     global_key = glob[:, None, :] & ((j <= i)[None] if causal else True)
     allowed = (band[None] & (real & ~glob)[:, None, :]) | global_key  # (B, T, T)
     scores = _softmax_dtype(q @ k.transpose(-1, -2)).masked_fill(~allowed[:, None], _MASKED_SCORE)
-    out = torch.softmax(scores, dim=-1).to(v.dtype) @ v
+    drop = lambda probs: probs  # noqa: E731
+    if dropout_p > 0.0:
+        keep = _dense_keep(dropout_seed, H, torch.arange(T, device=q.device).expand(B, T), T, dropout_p)
+        drop = lambda probs: probs * keep / (1.0 - dropout_p)  # noqa: E731
+    out = drop(torch.softmax(scores, dim=-1)).to(v.dtype) @ v
     if glob.any() and not causal:
         index, valid = global_token_index(glob)
         # Scatter the gathered global queries back to full length for a dense computation.
@@ -548,6 +866,6 @@ def naive_longformer_attention(
         for bi in range(B):
             qg_full[bi, :, index[bi, valid[bi]]] = q_global[bi, :, : int(valid[bi].sum())]
         g_scores = _softmax_dtype(qg_full @ k_global.transpose(-1, -2)).masked_fill(~real[:, None, None, :], _MASKED_SCORE)
-        g_out = torch.softmax(g_scores, dim=-1).to(v.dtype) @ v_global
+        g_out = drop(torch.softmax(g_scores, dim=-1)).to(v.dtype) @ v_global
         out = torch.where(glob[:, None, :, None], g_out, out)
     return out * real[:, None, :, None].to(out.dtype)
