@@ -550,27 +550,32 @@ class LongctxTransfoXLForCausalLM(LongctxTransfoXLPreTrainedModel, GenerationMix
         return inputs
 
     def forward(self, input_ids=None, attention_mask=None, mems=None, mems_mask=None, inputs_embeds=None,
-                labels=None, cache=None, use_cache=None, logits_to_keep: int = 0, output_attentions=None,
-                output_hidden_states=None, return_dict=None, **kwargs):
+                labels=None, shift_labels=None, cache=None, use_cache=None, logits_to_keep: int = 0,
+                output_attentions=None, output_hidden_states=None, return_dict=None, **kwargs):
         r"""
         labels (`(B, T)`): next-token targets as ``input_ids`` (shifted inside); -100 is ignored. One loss over all
             segments: the last token of a segment predicts the first of the next.
+        shift_labels (`(B, T)`): the target of every position, already shifted (replaces the shift of ``labels``):
+            stream training (:mod:`hf_longctx.streams`) predicts the first token of the next call this way. Named in
+            the signature so that ``Trainer`` keeps the column.
         """
         out = self.transformer(
             input_ids, attention_mask, mems, mems_mask, inputs_embeds, cache=cache, use_cache=use_cache,
             output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
         )
         hidden = out.last_hidden_state
-        if labels is not None and tuple(labels.shape) != tuple(hidden.shape[:2]):
-            raise ValueError(f"labels must have shape {tuple(hidden.shape[:2])} like the input, got {tuple(labels.shape)}")
+        for name, value in (("labels", labels), ("shift_labels", shift_labels)):
+            if value is not None and tuple(value.shape) != tuple(hidden.shape[:2]):
+                raise ValueError(f"{name} must have shape {tuple(hidden.shape[:2])} like the input, got {tuple(value.shape)}")
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
         logits = self.lm_head(hidden)
         loss = None
-        if labels is not None:
+        if labels is not None or shift_labels is not None:
             # Cross-entropy of log-probs equals their NLL (log_softmax is idempotent on them); num_items_in_batch
             # arrives through kwargs, so gradient accumulation averages over all tokens.
-            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, shift_labels=shift_labels,
+                                      **kwargs)
         result = TransfoXLCausalLMOutput(
             loss=loss, logits=logits, mems=out.mems, mems_mask=out.mems_mask, hidden_states=out.hidden_states,
             cache=out.cache if use_cache or cache is not None else None,
