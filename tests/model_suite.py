@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -37,6 +38,9 @@ class VariantSpec:
     heads: dict[str, Head]
     padded_inputs: Callable[[object, torch.Generator], tuple[dict, dict]]  # -> (alone, batched) base-model kwargs
     bad_inputs: list[tuple[str, Callable[[object], dict], str]] = field(default_factory=list)  # (id, kwargs, match)
+    # Config fields for the Trainer accumulation test only, for a variant whose training forward is random by
+    # design (the Reformer redraws LSH rotations every forward, so batch 4 and 2 x 2 would hash differently).
+    train_overrides: dict = field(default_factory=dict)
 
 
 def _forward(model, inputs, output="logits"):
@@ -186,7 +190,7 @@ def test_trainer_gradient_accumulation_matches_one_big_batch(variant, tmp_path):
     for name, head in variant.heads.items():
         if name == "base":
             continue
-        config = variant.make_config(**head.config_overrides)
+        config = variant.make_config(**{**head.config_overrides, **variant.train_overrides})
         rows = _rows(head, config, 4, seed=10)
         big = _one_trainer_step(head, config, rows, tmp_path / name, batch=4, accumulation=1)
         accumulated = _one_trainer_step(head, config, rows, tmp_path / name, batch=2, accumulation=2, checkpointing=True)
@@ -205,3 +209,59 @@ def test_bad_inputs_raise_clear_errors(variant):
     for case_id, make_kwargs, match in variant.bad_inputs:
         with pytest.raises(ValueError, match=match):
             model(**make_kwargs(config))
+
+
+# ---------------------------------------------------------------- safety ----------------------------------------------
+
+_AUDIT_SCRIPT = textwrap.dedent(
+    """
+    import sys, json, os
+    modules_cache, folder, auto_name = sys.argv[1:]
+    events = []
+    allowed = (os.path.realpath(modules_cache), "/dev/", "/proc/")
+
+    def hook(event, args):
+        if event.startswith("socket.") or event in ("urllib.Request", "http.client.connect"):
+            events.append(f"network: {event} {args[:2]!r}")
+        elif event == "open" and args[1] is not None and any(c in str(args[1]) for c in "wax+"):
+            path = os.path.realpath(str(args[0])) if isinstance(args[0], (str, bytes, os.PathLike)) else str(args[0])
+            if not path.startswith(allowed):
+                events.append(f"write: {path}")
+        elif event in ("os.remove", "os.rename", "shutil.rmtree", "os.rmdir"):
+            events.append(f"{event}: {args[0]!r}")
+
+    import torch, transformers  # noqa: E401  (their own start-up is not the remote code's doing)
+    sys.modules["hf_longctx"] = None
+    sys.addaudithook(hook)
+    model = getattr(transformers, auto_name).from_pretrained(folder, trust_remote_code=True).eval()
+    print(json.dumps({"module": type(model).__module__, "events": events}))
+    """
+)
+
+
+def test_saved_folder_holds_safetensors_and_only_the_variant_code(variant, tmp_path):
+    """Weights are written as safetensors only; the remote code a folder carries is this variant's own files, and
+    loading it neither reaches the network nor writes outside transformers' module cache (issue 11, safety)."""
+    import hf_longctx
+
+    base = variant.heads["base"]
+    config = variant.make_config(**base.config_overrides)
+    model = _build(base, config)
+    model.save_pretrained(tmp_path / "saved")
+    saved = {p.name for p in (tmp_path / "saved").iterdir()}
+    assert not {n for n in saved if n.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt"))}, saved
+    assert any(n.endswith(".safetensors") for n in saved), saved
+    source = Path(hf_longctx.__file__).parent / "models" / type(model).__module__.split(".")[-2]
+    ours = {p.name for p in source.glob("*.py") if p.name != "__init__.py"}
+    assert {n for n in saved if n.endswith(".py")} <= ours, f"code from outside {source.name}: {saved - ours}"
+
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
+    env.pop("PYTHONPATH", None)
+    result = subprocess.run(
+        [sys.executable, "-c", _AUDIT_SCRIPT, str(tmp_path / "modules"), str(tmp_path / "saved"),
+         base.auto_class.__name__], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "transformers_modules" in report["module"], report
+    assert report["events"] == [], f"loading the remote code did: {report['events']}"
