@@ -13,14 +13,3 @@ def one_thread():
     yield
     torch.set_num_threads(threads)
 
-
-def pytest_configure(config):
-    """``HYPOTHESIS_PROFILE=long`` runs the property-based tests deeper than the ``ci`` default."""
-    import os
-
-    profile = os.environ.get("HYPOTHESIS_PROFILE")
-    if profile:
-        import test_fuzz_ops  # noqa: F401  (registers the profiles)
-        from hypothesis import settings
-
-        settings.load_profile(profile)
