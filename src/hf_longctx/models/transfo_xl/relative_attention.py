@@ -27,10 +27,10 @@ import torch.nn.functional as F
 
 
 def _masked_value(dtype: torch.dtype) -> float:
-    # The most negative finite value, as transformers 4.49 (M 325-335): exp() underflows to exactly 0 next to any
-    # real key, and a query whose keys are all masked (a padding query) gets a uniform, finite row instead of NaN,
-    # so no NaN can reach the gradients through rows the loss ignores.
-    return torch.finfo(dtype).min
+    # Half the most negative finite value: exp() underflows to exactly 0 next to any real key (as 4.49's finfo.min,
+    # M 325-335), the content term can still be added without overflowing to -inf, and a query whose keys are all
+    # masked (a padding position) gets a finite row instead of NaN, so no NaN reaches the gradients.
+    return torch.finfo(dtype).min / 2
 
 
 def rel_shift(x: torch.Tensor) -> torch.Tensor:
@@ -102,13 +102,18 @@ def relative_attention(
     B, H, T, D = q.shape
     K = k.shape[2]
     scale = 1.0 / math.sqrt(D) if scale is None else scale
-    # (a)+(c): content term with the global content bias u, one (T x D)(D x K) matmul per head.
-    content = (q + r_w_bias[None, :, None, :]) @ k.transpose(-1, -2)  # (B, H, T, K)
-    # (b)+(d): position term against every distance, then realigned per query row by rel_shift.
-    position = rel_shift((q + r_r_bias[None, :, None, :]) @ r.transpose(-1, -2)[None])  # (B, H, T, K)
-    scores = (content + position) * scale
+    # The scale is folded into the (B, H, T, D) queries and biases, not applied to the (B, H, T, K) scores.
+    q = q * scale
+    # (b)+(d): position term against every distance, realigned per query row by rel_shift.
+    position = rel_shift((q + (r_r_bias * scale)[None, :, None, :]) @ r.transpose(-1, -2)[None])  # (B, H, T, K)
     allowed = relative_attention_mask(T, K, key_mask, window, device=q.device)
-    scores = scores.masked_fill(~allowed, _masked_value(scores.dtype))
+    position = position.masked_fill(~allowed, _masked_value(position.dtype))
+    # (a)+(c): content term with the global content bias u, added by the GEMM itself (baddbmm: one pass less).
+    scores = torch.baddbmm(
+        position.reshape(B * H, T, K),
+        (q + (r_w_bias * scale)[None, :, None, :]).reshape(B * H, T, D),
+        k.reshape(B * H, K, D).transpose(1, 2),
+    ).view(B, H, T, K)
     probs = torch.softmax(scores, dim=-1)
     if dropout_p > 0.0:
         probs = F.dropout(probs, p=dropout_p, training=True)
