@@ -115,3 +115,16 @@ def test_convert_refuses_other_model_types(tmp_path):
     (tmp_path / "src" / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(ValueError, match="not a transformers Reformer"):
         convert(tmp_path / "src", tmp_path / "dst")
+
+
+def test_bf16_error_within_2x_of_transformers_bf16(tmp_path):
+    """Our bf16 logits against our fp32 ones, next to transformers' bf16 against fp32 (hashing in bf16 too)."""
+    ours, theirs = _convert(tmp_path, ReformerModelWithLMHead, **CRIME)
+    ids = _ids(2, 64, CRIME["vocab_size"], seed=4)
+    with torch.no_grad():
+        exact = ours(input_ids=ids).logits
+        ours_bf16 = ours.to(torch.bfloat16)(input_ids=ids).logits.float()
+        theirs_bf16 = theirs.to(torch.bfloat16)(input_ids=ids, use_cache=False).logits.float()
+    assert torch.isfinite(ours_bf16).all()
+    err_ours, err_theirs = (ours_bf16 - exact).abs().max().item(), (theirs_bf16 - exact).abs().max().item()
+    assert err_ours <= 2 * err_theirs, f"bf16 error {err_ours:.3e} vs transformers' bf16 {err_theirs:.3e}"

@@ -1,0 +1,54 @@
+# Generated from src/hf_longctx/shared/common.py by tools/sync_common.py: edit that file, not this copy.
+"""Input checks shared by every variant: bad input gets an error that names the problem.
+
+This file is the source; `python tools/sync_common.py` copies it into each variant folder as
+``longctx_common.py`` (a variant folder must be self-contained for remote code), and
+``tests/test_common_copies.py`` fails when a copy drifts.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def check_token_inputs(input_ids, inputs_embeds, vocab_size: int) -> tuple[int, int]:
+    """Check that exactly one of ``input_ids`` / ``inputs_embeds`` is given and ids are in the vocabulary.
+
+    Returns ``(batch_size, seq_len)``.
+    """
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("pass exactly one of input_ids and inputs_embeds")
+    if input_ids is not None:
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}")
+        if input_ids.dtype.is_floating_point:
+            raise ValueError(f"input_ids must be integer token ids, got dtype {input_ids.dtype}")
+        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab_size):
+            raise ValueError(
+                f"input_ids hold ids in [{int(input_ids.min())}, {int(input_ids.max())}] but the vocabulary has "
+                f"{vocab_size} entries: is the tokenizer the one this model was trained with?"
+            )
+        return tuple(input_ids.shape)
+    if inputs_embeds.dim() != 3:
+        raise ValueError(f"inputs_embeds must have shape (batch, seq_len, hidden), got {tuple(inputs_embeds.shape)}")
+    return tuple(inputs_embeds.shape[:2])
+
+
+def check_mask(name: str, mask, shape: tuple[int, int]) -> torch.Tensor | None:
+    """Check a ``(batch, seq_len)`` 0/1 mask and return it as bool (``None`` stays ``None``)."""
+    if mask is None:
+        return None
+    if tuple(mask.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)} like the input, got {tuple(mask.shape)}")
+    if mask.dtype != torch.bool and mask.numel() and not bool(((mask == 0) | (mask == 1)).all()):
+        raise ValueError(f"{name} must contain only 0 and 1, got values {torch.unique(mask)[:8].tolist()}")
+    return mask.bool()
+
+
+def check_length(seq_len: int, max_len: int, what: str = "max_position_embeddings") -> None:
+    """Fail early, with the numbers, when a sequence is longer than the model's position table."""
+    if seq_len > max_len:
+        raise ValueError(
+            f"the input has {seq_len} positions but this model supports at most {max_len} ({what}); "
+            "split the document into segments or convert the model to a longer length"
+        )

@@ -1,0 +1,780 @@
+"""hf_longctx Reformer (Kitaev et al. 2020): LSH and local chunked attention, reversible residual layers, chunked
+feed-forward, axial position embeddings, and a generation cache.
+
+Read top to bottom: the modules (built from explicit arguments), the reversible layer stack, the generation cache,
+then the Hugging Face glue (the only code that reads the config) with one class per task head.
+
+Weight names equal transformers' ``ReformerModel`` ones (``reformer.encoder.layers.0.attention.self_attention
+.query_key``, ...), so converting a transformers checkpoint copies its weights (``hf_longctx.conversion.reformer``).
+Differences from transformers' implementation: any input length in training (axial positions cut to the length,
+padding to chunk multiples inside the attention ops), padding that never reaches a real token's neighbourhood,
+rotations and dropout from a private generator (the global RNG is never reseeded), gradients of the reversible
+stack returned through autograd (``torch.autograd.grad`` works), automatic bucket counts that are never written
+into the config, and a generation cache of keys and buckets.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutput,
+    CausalLMOutputWithPast,
+    MaskedLMOutput,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+)
+
+from .configuration_reformer import LongctxReformerConfig
+from .longctx_common import check_length, check_mask, check_token_inputs
+from .lsh_attention import (
+    auto_num_buckets,
+    local_chunked_attention,
+    lsh_attention,
+    lsh_buckets,
+    lsh_decode_attention,
+    random_rotations,
+    seeded_dropout,
+    unit_keys,
+)
+
+# --------------------------------------------------------------------------------------------------------------------
+# Modules, built from explicit arguments
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _generator(seed: int | None, device: torch.device) -> torch.Generator | None:
+    """A fresh generator for one dropout site, so a recomputation (reversible backward, checkpointing) replays it."""
+    return None if seed is None else torch.Generator(device=device).manual_seed(int(seed))
+
+
+class AxialPositionEmbeddings(nn.Module):
+    """Axial positions (Reformer section 5 / trax): position ``p`` is ``[w0[p // s1], w1[p % s1]]``.
+
+    Works for every length up to ``s0 * s1`` in training and eval. Training dropout drops whole columns, i.e. every
+    position with the same ``p % s1`` (transformers' ``dropout2d`` over the broadcast table,
+    modeling_reformer.py:246-258), drawn from the given generator.
+    """
+
+    def __init__(self, shape, dims, dropout):
+        super().__init__()
+        self.shape = tuple(shape)
+        self.dropout = dropout
+        self.weights = nn.ParameterList(
+            [nn.Parameter(torch.ones(shape[0], 1, dims[0])), nn.Parameter(torch.ones(1, shape[1], dims[1]))]
+        )
+
+    def forward(self, position_ids: torch.Tensor, generator=None) -> torch.Tensor:  # (B, T) -> (B, T, C)
+        rows, cols = position_ids // self.shape[1], position_ids % self.shape[1]
+        emb = torch.cat([self.weights[0][rows, 0], self.weights[1][0, cols]], dim=-1)
+        if self.training and self.dropout > 0:
+            B = position_ids.shape[0]
+            keep = torch.rand((B, self.shape[1]), generator=generator, device=emb.device) >= self.dropout
+            emb = emb * (keep.gather(1, cols).to(emb.dtype) / (1.0 - self.dropout))[..., None]
+        return emb
+
+
+class PositionEmbeddings(nn.Module):
+    """A learned table of ``max_positions`` rows (``axial_pos_embds=False``)."""
+
+    def __init__(self, max_positions, hidden_size, dropout):
+        super().__init__()
+        self.dropout = dropout
+        self.embedding = nn.Embedding(max_positions, hidden_size)
+
+    def forward(self, position_ids, generator=None):
+        return seeded_dropout(self.embedding(position_ids), self.dropout if self.training else 0.0, generator)
+
+
+class ReformerEmbeddings(nn.Module):
+    """Word embeddings (dropout) + position embeddings, as transformers' (no LayerNorm)."""
+
+    def __init__(self, vocab_size, hidden_size, dropout, axial_shape=None, axial_dims=None, max_positions=None):
+        super().__init__()
+        self.dropout = dropout
+        self.word_embeddings = nn.Embedding(vocab_size, hidden_size)
+        if axial_shape is not None:
+            self.position_embeddings = AxialPositionEmbeddings(axial_shape, axial_dims, dropout)
+        else:
+            self.position_embeddings = PositionEmbeddings(max_positions, hidden_size, dropout)
+
+    def forward(self, input_ids, position_ids, inputs_embeds=None, generator=None):
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)
+        x = seeded_dropout(inputs_embeds, self.dropout if self.training else 0.0, generator)
+        return x + self.position_embeddings(position_ids, generator).to(x.dtype)
+
+
+def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:  # (B, T, H*D) -> (B, H, T, D)
+    B, T, _ = x.shape
+    return x.view(B, T, num_heads, -1).transpose(1, 2)
+
+
+class LSHSelfAttention(nn.Module):
+    """Shared query/key and value projections (no bias) + :func:`lsh_attention`."""
+
+    def __init__(self, hidden_size, num_heads, head_dim, chunk_length, before, after, causal, dropout):
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, head_dim
+        self.chunk_length, self.before, self.after = chunk_length, before, after
+        self.causal, self.dropout = causal, dropout
+        self.query_key = nn.Linear(hidden_size, num_heads * head_dim, bias=False)
+        self.value = nn.Linear(hidden_size, num_heads * head_dim, bias=False)
+
+    def forward(self, x, real, rand, buckets=None, generator=None, layer_cache=None):
+        """``x`` ``(B, T, C)``; ``rand`` holds ``rotations`` and ``num_buckets``; returns ``((B, T, H*D), buckets)``."""
+        B, T, _ = x.shape
+        qk, v = _heads(self.query_key(x), self.num_heads), _heads(self.value(x), self.num_heads)  # (B, H, T, D)
+        if layer_cache is not None:
+            return layer_cache.attend_lsh(qk, v, real, self.chunk_length, self.before), None
+        if buckets is None:
+            if T > self.chunk_length:
+                buckets = lsh_buckets(qk, rand["rotations"], rand["num_buckets"])  # (B, H, R, T)
+            else:  # one chunk: plain attention, no hashing (transformers' rule)
+                buckets = torch.zeros(B, self.num_heads, 1, T, dtype=torch.long, device=x.device)
+        out = lsh_attention(
+            qk, v, buckets, self.chunk_length, self.before, self.after, causal=self.causal, attention_mask=real,
+            dropout_p=self.dropout if self.training else 0.0, generator=generator,
+        )
+        return out.transpose(1, 2).reshape(B, T, -1), buckets
+
+
+class LocalSelfAttention(nn.Module):
+    """Query, key, value projections (no bias) + :func:`local_chunked_attention`."""
+
+    def __init__(self, hidden_size, num_heads, head_dim, chunk_length, before, after, causal, dropout):
+        super().__init__()
+        self.num_heads = num_heads
+        self.chunk_length, self.before, self.after = chunk_length, before, after
+        self.causal, self.dropout = causal, dropout
+        self.query = nn.Linear(hidden_size, num_heads * head_dim, bias=False)
+        self.key = nn.Linear(hidden_size, num_heads * head_dim, bias=False)
+        self.value = nn.Linear(hidden_size, num_heads * head_dim, bias=False)
+
+    def forward(self, x, real, rand=None, buckets=None, generator=None, layer_cache=None):
+        B, T, _ = x.shape
+        q, k, v = (_heads(p(x), self.num_heads) for p in (self.query, self.key, self.value))  # (B, H, T, D)
+        if layer_cache is not None:
+            return layer_cache.attend_local(q, k, v, real, self.chunk_length, self.before), None
+        out = local_chunked_attention(
+            q, k, v, self.chunk_length, self.before, self.after, causal=self.causal, attention_mask=real,
+            dropout_p=self.dropout if self.training else 0.0, generator=generator,
+        )
+        return out.transpose(1, 2).reshape(B, T, -1), None
+
+
+class ReformerSelfOutput(nn.Module):
+    """dense -> dropout: the end of both sub-blocks (the attention one has no bias, the feed-forward one has)."""
+
+    def __init__(self, in_size, hidden_size, dropout, bias=False):
+        super().__init__()
+        self.dropout = dropout
+        self.dense = nn.Linear(in_size, hidden_size, bias=bias)
+
+    def forward(self, x, generator=None):
+        return seeded_dropout(self.dense(x), self.dropout if self.training else 0.0, generator)
+
+
+class ReformerAttention(nn.Module):
+    """Pre-LayerNorm attention sub-block ``f`` of a reversible layer: ``f(x) = Dropout(W_o Attn(LN x))``."""
+
+    def __init__(self, kind, hidden_size, num_heads, head_dim, chunk_length, before, after, causal, attn_dropout,
+                 hidden_dropout, eps):
+        super().__init__()
+        self.kind = kind
+        self.layer_norm = nn.LayerNorm(hidden_size, eps=eps)
+        attention = LSHSelfAttention if kind == "lsh" else LocalSelfAttention
+        self.self_attention = attention(hidden_size, num_heads, head_dim, chunk_length, before, after, causal,
+                                        attn_dropout)
+        self.output = ReformerSelfOutput(num_heads * head_dim, hidden_size, hidden_dropout)
+
+    def forward(self, x, real, rand, buckets=None, generator=None, layer_cache=None):
+        out, buckets = self.self_attention(self.layer_norm(x), real, rand, buckets, generator, layer_cache)
+        return self.output(out, generator), buckets
+
+
+class ReformerFeedForwardDense(nn.Module):
+    def __init__(self, hidden_size, ff_size, act, dropout):
+        super().__init__()
+        self.dropout = dropout
+        self.dense = nn.Linear(hidden_size, ff_size)
+        self.act_fn = ACT2FN[act]
+
+    def forward(self, x, generator=None):
+        # transformers applies the dropout before the activation (modeling_reformer.py:1446-1450)
+        return self.act_fn(seeded_dropout(self.dense(x), self.dropout if self.training else 0.0, generator))
+
+
+class ReformerFeedForward(nn.Module):
+    """Feed-forward sub-block ``g`` of a reversible layer, over ``chunk_size`` positions at a time (section 3)."""
+
+    def __init__(self, hidden_size, ff_size, act, dropout, eps, chunk_size):
+        super().__init__()
+        self.chunk_size = chunk_size
+        self.layer_norm = nn.LayerNorm(hidden_size, eps=eps)
+        self.dense = ReformerFeedForwardDense(hidden_size, ff_size, act, dropout)
+        self.output = ReformerSelfOutput(ff_size, hidden_size, dropout, bias=True)
+
+    def forward(self, x, generator=None):
+        def block(part):
+            return self.output(self.dense(self.layer_norm(part), generator), generator)
+
+        if not self.chunk_size or x.shape[1] <= self.chunk_size:
+            return block(x)
+        return torch.cat([block(part) for part in x.split(self.chunk_size, dim=1)], dim=1)
+
+
+class ReformerLayer(GradientCheckpointingLayer):
+    """Reversible residual layer (RevNet, Reformer section 3): ``y1 = x1 + f(x2)``, ``y2 = x2 + g(y1)``.
+
+    ``seeds`` are the two dropout seeds of this layer in this forward (``None`` in eval), so that a recomputation
+    draws the same dropout masks.
+    """
+
+    def __init__(self, kind, hidden_size, num_heads, head_dim, chunk_length, before, after, causal, attn_dropout,
+                 hidden_dropout, eps, ff_size, act, ff_chunk):
+        super().__init__()
+        self.attention = ReformerAttention(kind, hidden_size, num_heads, head_dim, chunk_length, before, after,
+                                           causal, attn_dropout, hidden_dropout, eps)
+        self.feed_forward = ReformerFeedForward(hidden_size, ff_size, act, hidden_dropout, eps, ff_chunk)
+
+    def attention_block(self, x2, real, rand, seeds, buckets=None, layer_cache=None):
+        generator = _generator(None if seeds is None else seeds[0], x2.device)
+        return self.attention(x2, real, rand, buckets, generator, layer_cache)
+
+    def feed_forward_block(self, y1, seeds):
+        return self.feed_forward(y1, _generator(None if seeds is None else seeds[1], y1.device))
+
+    def forward(self, x1, x2, real, rand, seeds=None, cache=None):
+        layer_cache = None if cache is None else cache.layer(self.layer_idx)
+        attn, _ = self.attention_block(x2, real, rand, seeds, layer_cache=layer_cache)
+        y1 = x1 + attn
+        return y1, x2 + self.feed_forward_block(y1, seeds)
+
+
+class _ReversibleStack(torch.autograd.Function):
+    """All layers with activation memory independent of depth: the forward keeps only the last layer's outputs; the
+    backward rebuilds each layer's inputs from its outputs (``x2 = y2 - g(y1)``, ``x1 = y1 - f(x2)``), replaying
+    dropout from the layer's seeds and LSH from the buckets the forward drew, and returns the gradients of the two
+    streams and of every layer parameter (so ``torch.autograd.grad`` sees them too)."""
+
+    @staticmethod
+    def forward(ctx, x1, x2, layers, layer_inputs, hidden_states, *params):
+        with torch.no_grad():
+            for layer, inputs in zip(layers, layer_inputs):
+                if hidden_states is not None:
+                    hidden_states.append(x2)
+                attn, inputs["buckets"] = layer.attention_block(x2, inputs["real"], inputs["rand"], inputs["seeds"])
+                x1 = x1 + attn
+                x2 = x2 + layer.feed_forward_block(x1, inputs["seeds"])
+        ctx.layers, ctx.layer_inputs, ctx.params = layers, layer_inputs, params
+        ctx.save_for_backward(x1, x2)
+        return x1, x2
+
+    @staticmethod
+    def backward(ctx, grad_y1, grad_y2):
+        y1, y2 = ctx.saved_tensors
+        index = {id(p): i for i, p in enumerate(ctx.params)}
+        param_grads = [None] * len(ctx.params)
+
+        def add(params, grads):
+            for p, g in zip(params, grads):
+                if g is not None:
+                    i = index[id(p)]
+                    param_grads[i] = g if param_grads[i] is None else param_grads[i] + g
+
+        for layer, inputs in zip(reversed(ctx.layers), reversed(ctx.layer_inputs)):
+            ff_params = [p for p in layer.feed_forward.parameters() if p.requires_grad]
+            with torch.enable_grad():
+                y1_ = y1.detach().requires_grad_()
+                g_out = layer.feed_forward_block(y1_, inputs["seeds"])
+                grads = torch.autograd.grad(g_out, [y1_, *ff_params], grad_y2, allow_unused=True)
+            x2 = y2 - g_out.detach()
+            grad_y1 = grad_y1 + grads[0]  # dL/dy1, all of it: the identity path and through g
+            add(ff_params, grads[1:])
+            attn_params = [p for p in layer.attention.parameters() if p.requires_grad]
+            with torch.enable_grad():
+                x2_ = x2.detach().requires_grad_()
+                f_out, _ = layer.attention_block(x2_, inputs["real"], inputs["rand"], inputs["seeds"],
+                                                 buckets=inputs["buckets"])
+                grads = torch.autograd.grad(f_out, [x2_, *attn_params], grad_y1, allow_unused=True)
+            x1 = y1 - f_out.detach()
+            grad_y2 = grad_y2 + grads[0]  # dL/dx2 = dL/dy2 + (df/dx2)^T dL/dy1
+            add(attn_params, grads[1:])
+            y1, y2 = x1, x2  # dL/dx1 = dL/dy1
+        return (grad_y1, grad_y2, None, None, None, *param_grads)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Generation cache
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class ReformerGenerationCache:
+    """What a causal Reformer keeps between ``generate()`` steps, per layer.
+
+    Local layers keep the keys and values of their own position chunk and the ``num_chunks_before`` chunks before
+    it: a new token attends to exactly what the uncached model lets it see, so a model of local layers only
+    generates the same tokens cached and uncached. LSH layers keep every token's unit key, value and buckets (one
+    per round, from fixed rotations and a bucket count fixed when the cache is made); a new token attends to the
+    earlier keys that share a bucket with it in any round plus those of its own and the previous position chunk
+    (:func:`lsh_decode_attention` states the rule). ``generate()`` passes the object back through the ``cache``
+    argument; beam search calls :meth:`reorder_cache`.
+    """
+
+    is_compileable = False
+
+    def __init__(self, num_layers: int, rotations: torch.Tensor | None, num_buckets):
+        self.layers: list[dict | None] = [None] * num_layers
+        self.rotations, self.num_buckets = rotations, num_buckets
+        self.seen = 0  # positions processed so far, padding included
+        self.step_positions: torch.Tensor | None = None
+
+    @property
+    def is_linear(self) -> list[bool]:
+        return [False] * len(self.layers)
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.seen
+
+    def layer(self, idx: int) -> "_LayerCacheView":
+        return _LayerCacheView(self, idx)
+
+    def begin_step(self, T: int, device) -> None:
+        self.step_positions = torch.arange(self.seen, self.seen + T, device=device)
+
+    def end_step(self) -> None:
+        self.seen += self.step_positions.numel()
+        self.step_positions = None
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        for state in self.layers:
+            if state is not None:
+                for name in ("k", "v", "real", "buckets"):
+                    if name in state:
+                        state[name] = state[name].index_select(0, beam_idx.to(state[name].device))
+
+
+class _LayerCacheView:
+    def __init__(self, cache: ReformerGenerationCache, idx: int):
+        self.cache, self.idx = cache, idx
+
+    def attend_local(self, q, k, v, real, chunk_length, before):
+        cache, pos = self.cache, self.cache.step_positions
+        state = cache.layers[self.idx]
+        B, H, T, D = q.shape
+        if state is None:  # prefill: the chunked op over the prompt
+            out = local_chunked_attention(q, k, v, chunk_length, before, 0, causal=True, attention_mask=real)
+            keys = {"k": k, "v": v, "pos": pos, "real": real}
+        else:  # new tokens: a dense pass over the kept chunks
+            keys = {name: torch.cat([state[name], new], dim=-1 if name in ("pos", "real") else 2)
+                    for name, new in (("k", k), ("v", v), ("pos", pos), ("real", real))}
+            visible = (keys["pos"][None, :] <= pos[:, None]) & (
+                keys["pos"][None, :] >= (pos[:, None] // chunk_length - before) * chunk_length
+            )
+            visible = visible[None, None] & keys["real"][:, None, None, :]
+            scores = (q @ keys["k"].transpose(-1, -2) / math.sqrt(D)).float()
+            scores = scores.masked_fill(~visible, -1e9)  # transformers' local mask value
+            out = torch.softmax(scores, dim=-1).to(v.dtype) @ keys["v"]
+        # The next token at position pos[-1] + 1 sees chunks from (its chunk - before) on.
+        keep = keys["pos"] >= ((int(pos[-1]) + 1) // chunk_length - before) * chunk_length
+        cache.layers[self.idx] = {name: (t[..., keep] if name in ("pos", "real") else t[:, :, keep])
+                                  for name, t in keys.items()}
+        return out.transpose(1, 2).reshape(B, T, -1)
+
+    def attend_lsh(self, qk, v, real, chunk_length, before):
+        cache, pos = self.cache, self.cache.step_positions
+        state = cache.layers[self.idx]
+        B, H, T, D = qk.shape
+        buckets = lsh_buckets(qk, cache.rotations, cache.num_buckets)  # (B, H, R, T)
+        keys = unit_keys(qk)
+        if state is None:  # prefill: the chunked op over the prompt, with the cache's rotations
+            attn_buckets = buckets if T > chunk_length else torch.zeros_like(buckets[:, :, :1])
+            out = lsh_attention(qk, v, attn_buckets, chunk_length, before, 0, causal=True,
+                                attention_mask=real)
+            new = {"k": keys, "v": v, "pos": pos, "real": real, "buckets": buckets}
+        else:
+            new = {name: torch.cat([state[name], t], dim=-1 if name in ("pos", "real", "buckets") else 2)
+                   for name, t in (("k", keys), ("v", v), ("pos", pos), ("real", real), ("buckets", buckets))}
+            out = lsh_decode_attention(qk, pos, buckets, new["k"], new["v"], new["pos"], new["buckets"],
+                                       new["real"], chunk_length)
+        cache.layers[self.idx] = new
+        return out.transpose(1, 2).reshape(B, T, -1)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Hugging Face glue: the config is read here and only here
+# --------------------------------------------------------------------------------------------------------------------
+
+# Every head, so a saved folder loads with any Auto class through remote code (see save_pretrained below).
+AUTO_MAP = {
+    "AutoConfig": "configuration_reformer.LongctxReformerConfig",
+    "AutoModel": "modeling_reformer.LongctxReformerModel",
+    "AutoModelForCausalLM": "modeling_reformer.LongctxReformerForCausalLM",
+    "AutoModelForMaskedLM": "modeling_reformer.LongctxReformerForMaskedLM",
+    "AutoModelForSequenceClassification": "modeling_reformer.LongctxReformerForSequenceClassification",
+    "AutoModelForQuestionAnswering": "modeling_reformer.LongctxReformerForQuestionAnswering",
+}
+
+
+class LongctxReformerPreTrainedModel(PreTrainedModel):
+    config_class = LongctxReformerConfig
+    config: LongctxReformerConfig
+    base_model_prefix = "reformer"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["ReformerLayer"]
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, AxialPositionEmbeddings):
+            for weight in module.weights:
+                init.normal_(weight, std=self.config.axial_norm_std)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # transformers writes only the saved class into `auto_map`; list every head so that any Auto class
+        # loads the folder with trust_remote_code where hf_longctx is not installed.
+        self.config.auto_map = dict(AUTO_MAP)
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+class LongctxReformerModel(LongctxReformerPreTrainedModel):
+    """Embeddings, the reversible layers and the final LayerNorm over both streams (``2 * hidden_size`` wide)."""
+
+    def __init__(self, config: LongctxReformerConfig):
+        super().__init__(config)
+        config.check_fields()
+        c = config
+        self.embeddings = ReformerEmbeddings(
+            c.vocab_size, c.hidden_size, c.hidden_dropout_prob,
+            axial_shape=c.axial_pos_shape if c.axial_pos_embds else None, axial_dims=c.axial_pos_embds_dim,
+            max_positions=c.max_position_embeddings,
+        )
+        self.encoder = nn.Module()
+        layers = []
+        for kind in c.attn_layers:
+            lsh = kind == "lsh"
+            layers.append(ReformerLayer(
+                kind, c.hidden_size, c.num_attention_heads, c.attention_head_size,
+                c.lsh_attn_chunk_length if lsh else c.local_attn_chunk_length,
+                c.lsh_num_chunks_before if lsh else c.local_num_chunks_before,
+                c.lsh_num_chunks_after if lsh else c.local_num_chunks_after,
+                c.is_decoder,
+                c.lsh_attention_probs_dropout_prob if lsh else c.local_attention_probs_dropout_prob,
+                c.hidden_dropout_prob, c.layer_norm_eps, c.feed_forward_size, c.hidden_act, c.chunk_size_feed_forward,
+            ))
+        self.encoder.layers = nn.ModuleList(layers)
+        for i, layer in enumerate(self.encoder.layers):
+            layer.layer_idx = i
+        self.encoder.layer_norm = nn.LayerNorm(2 * c.hidden_size, eps=c.layer_norm_eps)
+        self._train_rng: torch.Generator | None = None  # private: training rotations and dropout seeds
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value):
+        self.embeddings.word_embeddings = value
+
+    def _num_buckets(self, T: int):
+        """The configured bucket count, or transformers' automatic one for this call's length (as transformers
+        computes it: after padding to the chunk lengths' LCM). Never written into the config."""
+        c = self.config
+        if c.num_buckets is not None:
+            return c.num_buckets
+        lcm = c.chunk_lcm
+        padded = -(-T // lcm) * lcm if T > min(c.lsh_attn_chunk_length, c.local_attn_chunk_length) else T
+        return auto_num_buckets(padded, c.lsh_attn_chunk_length, c.max_position_embeddings)
+
+    def _rotations(self, num_hashes, num_buckets, dtype, device, generator=None):
+        c = self.config
+        if generator is None:  # eval: transformers' rotations for manual_seed(hash_seed), the same in every layer
+            generator = torch.Generator().manual_seed(c.hash_seed)
+        return random_rotations(c.num_attention_heads, c.attention_head_size, num_hashes, num_buckets, generator,
+                                dtype=dtype, device=device)
+
+    def _randomness(self, T, num_hashes, dtype, device):
+        """Per layer: the LSH rotations and dropout seeds of this forward; plus seeds for embeddings and output."""
+        c = self.config
+        num_buckets = self._num_buckets(T)
+        if not self.training:
+            rotations = self._rotations(num_hashes, num_buckets, dtype, device) if "lsh" in c.attn_layers else None
+            rand = {"rotations": rotations, "num_buckets": num_buckets}
+            return [rand] * len(c.attn_layers), [None] * len(c.attn_layers), None
+        if self._train_rng is None:
+            self._train_rng = torch.Generator().manual_seed(c.hash_seed)
+        g = self._train_rng
+        rands = [
+            {"rotations": self._rotations(num_hashes, num_buckets, dtype, device, g) if kind == "lsh" else None,
+             "num_buckets": num_buckets}
+            for kind in c.attn_layers
+        ]
+        seeds = torch.randint(0, 2**62, (len(c.attn_layers) + 1, 2), generator=g).tolist()
+        return rands, seeds[:-1], seeds[-1]
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        num_hashes: int | None = None,
+        cache: ReformerGenerationCache | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutput | tuple:
+        r"""
+        num_hashes (`int`): LSH rounds for this call (default ``config.num_hashes``).
+        cache (`ReformerGenerationCache`): causal models only, the state of a previous call (see `generate`).
+
+        ``last_hidden_state`` is ``2 * hidden_size`` wide (both reversible streams, after the final LayerNorm);
+        ``hidden_states`` are the second stream before every layer and after the last, as transformers returns.
+        """
+        if output_attentions:
+            raise ValueError(
+                "output_attentions=True is not supported: LSH attention never materialises a (T x T) attention "
+                "matrix. Use hf_longctx.models.reformer.lsh_attention.naive_lsh_attention to inspect one."
+            )
+        c = self.config
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else c.output_hidden_states
+        return_dict = return_dict if return_dict is not None else c.return_dict
+        B, T = check_token_inputs(input_ids, inputs_embeds, c.vocab_size)
+        if inputs_embeds is not None and inputs_embeds.shape[-1] != c.hidden_size:
+            raise ValueError(f"inputs_embeds must be {c.hidden_size} wide (hidden_size), got {inputs_embeds.shape[-1]}")
+        if T == 0:
+            raise ValueError("the input is empty (sequence length 0)")
+        device = input_ids.device if input_ids is not None else inputs_embeds.device
+        if cache is not None and attention_mask is not None and attention_mask.shape[-1] == cache.seen + T:
+            attention_mask = attention_mask[:, -T:]  # generate() passes the mask of past + new tokens
+        real = check_mask("attention_mask", attention_mask, (B, T))
+        num_hashes = c.num_hashes if num_hashes is None else num_hashes
+        if isinstance(num_hashes, bool) or not isinstance(num_hashes, int) or num_hashes < 1:
+            raise ValueError(f"num_hashes must be an integer >= 1, got {num_hashes!r}")
+        if cache is not None or use_cache:
+            if not c.is_decoder:
+                raise ValueError("cache is only used by causal models (config.is_decoder=True)")
+            if self.training:
+                raise ValueError("a generation cache is for inference: call model.eval() first")
+        past = cache.seen if cache is not None else 0
+        check_length(past + T, c.max_input_tokens,
+                     "the axial position shape's product" if c.axial_pos_embds else "max_position_embeddings")
+        if position_ids is None:
+            position_ids = torch.arange(past, past + T, device=device)[None].expand(B, T)
+        elif tuple(position_ids.shape) != (B, T):
+            raise ValueError(f"position_ids must have shape {(B, T)}, got {tuple(position_ids.shape)}")
+        elif position_ids.numel() and (int(position_ids.min()) < 0 or int(position_ids.max()) >= c.max_input_tokens):
+            raise ValueError(f"position_ids must be in [0, {c.max_input_tokens}), got up to {int(position_ids.max())}")
+
+        dtype = self.embeddings.word_embeddings.weight.dtype
+        rands, seeds, outer_seeds = self._randomness(T, num_hashes, dtype, device)
+        if use_cache and cache is None:
+            nb = c.num_buckets if c.num_buckets is not None else auto_num_buckets(
+                c.max_input_tokens, c.lsh_attn_chunk_length, c.max_position_embeddings)
+            rotations = self._rotations(num_hashes, nb, dtype, device) if "lsh" in c.attn_layers else None
+            cache = ReformerGenerationCache(len(c.attn_layers), rotations, nb)
+
+        x = self.embeddings(input_ids, position_ids, inputs_embeds,
+                            _generator(None if outer_seeds is None else outer_seeds[0], device))
+        hidden_states = [] if output_hidden_states else None
+        layers = list(self.encoder.layers)
+        if cache is not None:
+            cache.begin_step(T, device)
+            if real is None:
+                real = torch.ones(B, T, dtype=torch.bool, device=device)
+        if c.reversible and torch.is_grad_enabled() and cache is None:
+            params = [p for layer in layers for p in layer.parameters() if p.requires_grad]
+            inputs = [{"real": real, "rand": r, "seeds": s, "buckets": None} for r, s in zip(rands, seeds)]
+            x1, x2 = _ReversibleStack.apply(x, x, layers, inputs, hidden_states, *params)
+        else:
+            x1 = x2 = x
+            for layer, rand, s in zip(layers, rands, seeds):
+                if hidden_states is not None:
+                    hidden_states.append(x2)
+                x1, x2 = layer(x1, x2, real, rand, s, cache=cache)
+        if hidden_states is not None:
+            hidden_states.append(x2)
+        if cache is not None:
+            cache.end_step()
+        out = self.encoder.layer_norm(torch.cat([x1, x2], dim=-1))  # (B, T, 2C)
+        out = seeded_dropout(out, c.hidden_dropout_prob if self.training else 0.0,
+                             _generator(None if outer_seeds is None else outer_seeds[1], device))
+        result = BaseModelOutput(last_hidden_state=out,
+                                 hidden_states=tuple(hidden_states) if hidden_states is not None else None)
+        if cache is not None:
+            result["cache"] = cache
+        return result if return_dict else result.to_tuple()
+
+
+class ReformerOnlyLMHead(nn.Module):
+    """The vocabulary projection of both streams (``2 * hidden_size``), as transformers' ``lm_head.decoder``."""
+
+    def __init__(self, in_size, vocab_size):
+        super().__init__()
+        self.decoder = nn.Linear(in_size, vocab_size)
+
+    def forward(self, x):
+        return self.decoder(x)
+
+
+class ReformerClassificationHead(nn.Module):
+    """First token: dropout -> dense (2C -> C) -> tanh -> dropout -> out_proj."""
+
+    def __init__(self, in_size, hidden_size, num_labels, dropout):
+        super().__init__()
+        self.dense = nn.Linear(in_size, hidden_size)
+        self.dropout = nn.Dropout(dropout)
+        self.out_proj = nn.Linear(hidden_size, num_labels)
+
+    def forward(self, hidden_states):
+        x = self.dropout(hidden_states[:, 0])
+        return self.out_proj(self.dropout(torch.tanh(self.dense(x))))
+
+
+def _finish(result, return_dict, config):
+    """The output object, or a tuple when asked (argument first, then ``config.return_dict``)."""
+    return_dict = return_dict if return_dict is not None else config.return_dict
+    return result if return_dict else result.to_tuple()
+
+
+class LongctxReformerForCausalLM(LongctxReformerPreTrainedModel, GenerationMixin):
+    """Causal LM (transformers' ``ReformerModelWithLMHead``); ``generate()`` keeps a :class:`ReformerGenerationCache`."""
+
+    _is_stateful = True  # our own cache object: no assisted decoding / cache cropping
+
+    def __init__(self, config):
+        if not config.is_decoder:
+            raise ValueError("LongctxReformerForCausalLM needs a causal config: set is_decoder=True")
+        super().__init__(config)
+        self.reformer = LongctxReformerModel(config)
+        self.lm_head = ReformerOnlyLMHead(2 * config.hidden_size, config.vocab_size)
+        self.post_init()
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        return False  # generate() must not build a DynamicCache: the model creates its own on the first call
+
+    def get_output_embeddings(self):
+        return self.lm_head.decoder
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head.decoder = new_embeddings
+
+    # No `position_ids` argument: generate() would pass ids counted from the attention mask, while positions here
+    # count input columns, as transformers' Reformer does.
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, num_hashes=None, labels=None,
+                cache=None, use_cache=None, logits_to_keep: int = 0, output_hidden_states=None,
+                output_attentions=None, return_dict=None, **kwargs):
+        out = self.reformer(
+            input_ids, attention_mask, None, inputs_embeds, num_hashes, cache=cache, use_cache=use_cache,
+            output_hidden_states=output_hidden_states, output_attentions=output_attentions, return_dict=True,
+        )
+        hidden = out.last_hidden_state
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]
+        logits = self.lm_head(hidden)
+        loss = None
+        if labels is not None:
+            # num_items_in_batch arrives through kwargs, so gradient accumulation averages over all tokens.
+            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+        result = CausalLMOutputWithPast(
+            loss=loss, logits=logits, cache=out.get("cache") if use_cache else None, hidden_states=out.hidden_states
+        )
+        return _finish(result, return_dict, self.config)
+
+
+class LongctxReformerForMaskedLM(LongctxReformerPreTrainedModel):
+    def __init__(self, config):
+        if config.is_decoder:
+            raise ValueError("LongctxReformerForMaskedLM needs bidirectional attention: set is_decoder=False")
+        super().__init__(config)
+        self.reformer = LongctxReformerModel(config)
+        self.lm_head = ReformerOnlyLMHead(2 * config.hidden_size, config.vocab_size)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.lm_head.decoder
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head.decoder = new_embeddings
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, num_hashes=None,
+                labels=None, output_hidden_states=None, output_attentions=None, return_dict=None, **kwargs):
+        out = self.reformer(input_ids, attention_mask, position_ids, inputs_embeds, num_hashes,
+                            output_hidden_states=output_hidden_states, output_attentions=output_attentions,
+                            return_dict=True)
+        logits = self.lm_head(out.last_hidden_state)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+        return _finish(MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states), return_dict, self.config)
+
+
+class LongctxReformerForSequenceClassification(LongctxReformerPreTrainedModel):
+    """Classifier on the first token's ``2 * hidden_size`` output."""
+
+    accepts_loss_kwargs = False  # the loss is a per-example mean; Trainer then scales it for accumulation
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.reformer = LongctxReformerModel(config)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.classifier = ReformerClassificationHead(2 * config.hidden_size, config.hidden_size, config.num_labels,
+                                                     dropout)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, num_hashes=None,
+                labels=None, output_hidden_states=None, output_attentions=None, return_dict=None, **kwargs):
+        out = self.reformer(input_ids, attention_mask, position_ids, inputs_embeds, num_hashes,
+                            output_hidden_states=output_hidden_states, output_attentions=output_attentions,
+                            return_dict=True)
+        logits = self.classifier(out.last_hidden_state)
+        loss = self.loss_function(labels, logits, self.config) if labels is not None else None
+        return _finish(SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states), return_dict, self.config)
+
+
+class LongctxReformerForQuestionAnswering(LongctxReformerPreTrainedModel):
+    accepts_loss_kwargs = False
+
+    def __init__(self, config):
+        if config.num_labels != 2:
+            raise ValueError(f"question answering predicts a start and an end: num_labels must be 2, got {config.num_labels}")
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.reformer = LongctxReformerModel(config)
+        self.qa_outputs = nn.Linear(2 * config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, num_hashes=None,
+                start_positions=None, end_positions=None, output_hidden_states=None, output_attentions=None,
+                return_dict=None, **kwargs):
+        out = self.reformer(input_ids, attention_mask, position_ids, inputs_embeds, num_hashes,
+                            output_hidden_states=output_hidden_states, output_attentions=output_attentions,
+                            return_dict=True)
+        start_logits, end_logits = self.qa_outputs(out.last_hidden_state).split(1, dim=-1)
+        start_logits, end_logits = start_logits.squeeze(-1).contiguous(), end_logits.squeeze(-1).contiguous()
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = self.loss_function(start_logits, end_logits, start_positions, end_positions)
+        result = QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits,
+                                              hidden_states=out.hidden_states)
+        return _finish(result, return_dict, self.config)
+
+
+__all__ = [
+    "LongctxReformerPreTrainedModel",
+    "LongctxReformerModel",
+    "LongctxReformerForCausalLM",
+    "LongctxReformerForMaskedLM",
+    "LongctxReformerForSequenceClassification",
+    "LongctxReformerForQuestionAnswering",
+    "ReformerGenerationCache",
+]
