@@ -195,7 +195,34 @@ def transfo_xl_config(preset: dict, tokenizer, max_length: int, task: Task, labe
     )
 
 
-VARIANTS = {"longformer": longformer_config, "transfo-xl": transfo_xl_config}
+def reformer_config(preset: dict, tokenizer, max_length: int, task: Task, labels, dropout: float):
+    """Reformer of the preset's size: local and LSH layers alternating (local first), chunks of half the preset's
+    window (at most 64, transformers' default), 2 hashes, automatic bucket counts, and axial positions of shape
+    ``(ceil(max_length / chunk), chunk)``, so any length up to ``max_length`` trains."""
+    import math
+
+    from . import LongctxReformerConfig
+
+    extra = {}
+    if labels is not None:
+        extra = dict(num_labels=len(labels), id2label=dict(enumerate(labels)),
+                     label2id={n: i for i, n in enumerate(labels)})
+    hidden, heads = preset["hidden_size"], preset["num_attention_heads"]
+    chunk = max(1, min(64, preset["window"] // 2, max_length))
+    axial = [math.ceil(max_length / chunk), chunk]
+    return LongctxReformerConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, num_attention_heads=heads, attention_head_size=hidden // heads,
+        attn_layers=[("local", "lsh")[i % 2] for i in range(preset["num_hidden_layers"])],
+        feed_forward_size=preset["intermediate_size"], num_hashes=2, num_buckets=None, lsh_attn_chunk_length=chunk,
+        local_attn_chunk_length=chunk, axial_pos_shape=axial, axial_pos_embds_dim=[hidden // 4, hidden - hidden // 4],
+        max_position_embeddings=math.prod(axial), is_decoder=task.head == "AutoModelForCausalLM",
+        hidden_dropout_prob=dropout, local_attention_probs_dropout_prob=dropout,
+        lsh_attention_probs_dropout_prob=dropout, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **extra,
+    )
+
+
+VARIANTS = {"longformer": longformer_config, "transfo-xl": transfo_xl_config, "reformer": reformer_config}
 
 
 def compute_metrics_for(task: Task):
