@@ -121,6 +121,12 @@ class LongformerSelfAttention(nn.Module):
                 q, k, v, left=self.left, right=self.right, attention_mask=attention_mask, global_mask=global_mask,
                 causal=self.causal, dilation=self.dilation, dropout_p=dropout_p,
             )
+            if not self.causal and self.training and torch.is_grad_enabled():
+                # Without global tokens the global projections take no part in the loss, and DDP without
+                # find_unused_parameters stops at the next step ("Expected to have finished reduction"): a
+                # zero-weighted touch gives them a zero gradient for the price of three scalar reads.
+                touch = sum(p.weight[0, 0] + p.bias[0] for p in (self.query_global, self.key_global, self.value_global))
+                out = out + 0.0 * touch
         else:
             index, valid = global_index
             g_hidden = hidden_states.gather(1, index[:, :, None].expand(B, index.shape[1], C))  # (B, G, C)
