@@ -167,12 +167,27 @@ def test_demo_cli_refuses_to_overwrite(tmp_path, capsys):
     assert _prepare_output_dir(existing, overwrite=True) is None and not existing.exists()
 
 
+def test_demo_without_baseline_lists_only_what_it_trained(tmp_path, monkeypatch, capsys):
+    """--truncated-length 0 trains no baseline, and the closing line listed truncated/model anyway."""
+    from hf_longctx import demo
+
+    monkeypatch.setattr(demo, "run_demo", lambda settings, output_dir: {"wall_seconds": 1.0})
+    args = argparse.Namespace(task="kernel-docs", output_dir=str(tmp_path / "d"), overwrite=False, max_steps=1,
+                              batch_size=1, learning_rate=1e-3, max_length=64, truncated_length=0, seed=0, threads=1)
+    assert demo.run(args) == 0
+    out = capsys.readouterr().out
+    assert "long/model, hub/" in out and "truncated" not in out
+    args.truncated_length, args.output_dir = 32, str(tmp_path / "e")
+    assert demo.run(args) == 0 and "long/model, truncated/model, hub/" in capsys.readouterr().out
+
+
 def test_demo_tasks_are_the_classification_tasks_and_load_every_label():
-    from hf_longctx.demo import DEMO_TASKS, add_arguments
+    from hf_longctx.demo import DEMO_TASKS
     from hf_longctx.tasks import TASKS
+    from hf_longctx_cli import demo_arguments
 
     parser = argparse.ArgumentParser()
-    add_arguments(parser)
+    demo_arguments(parser)
     assert parser.parse_args([]).task == DEMO_TASKS[0] == "kernel-docs"
     assert set(DEMO_TASKS) == {"kernel-docs", "shakespeare-genre"}
     for name in DEMO_TASKS:

@@ -40,7 +40,12 @@ def test_export_writes_a_folder_that_reloads_with_a_filled_card(trained, tmp_pat
     card = (out / "README.md").read_text()
     assert "pipeline_tag: text-classification" in card
     assert "| text-classification | kernel_docs | test | accuracy | 0.8125 |" in card
-    assert 'AutoModelForSequenceClassification.from_pretrained("someone/tiny-longformer", trust_remote_code=True)' in card
+    assert 'repo = "someone/tiny-longformer"' in card
+    assert "AutoModelForSequenceClassification.from_pretrained(repo, trust_remote_code=True)" in card
+    # The snippet loads the tokenizer and cuts input at the model's length; the metadata names no local data set.
+    assert "tokenizer = AutoTokenizer.from_pretrained(repo)" in card
+    assert f"max_length={model.config.max_input_tokens}," in card
+    assert "datasets:" not in card.split("---")[1]
     assert "attention window [4, 8]" in card
     assert (out / "modeling_longformer.py").is_file() and (out / "sliding_window_attention.py").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".hub")], "staging folder left behind"
@@ -130,6 +135,50 @@ def test_push_uploads_one_commit_through_hfapi(trained, tmp_path, monkeypatch):
     assert [c[0] for c in api.calls] == ["create_repo", "upload_folder"]
     assert api.calls[1][2]["folder_path"] == str(out) and api.calls[1][2]["token"] == "hf_test"
     assert api.calls[1][2]["ignore_patterns"] == [".hf_longctx_written.json"]  # bookkeeping stays local
+
+
+def test_push_options_commit_message_branch_private(trained, tmp_path, monkeypatch):
+    _, folder = trained
+    out = export_model(folder, tmp_path / "hub")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    api = _RecordingApi()
+    api.create_branch = lambda repo_id, **kwargs: api.calls.append(("create_branch", repo_id, kwargs))
+    push_folder(out, "someone/tiny", token="hf_test", api=api, private=True, revision="v2", commit_message="Retrain")
+    assert [c[0] for c in api.calls] == ["create_repo", "create_branch", "upload_folder"]
+    assert api.calls[0][2]["private"] is True and api.calls[1][2]["branch"] == "v2"
+    assert api.calls[2][2]["revision"] == "v2" and api.calls[2][2]["commit_message"] == "Retrain"
+
+
+def test_push_dry_run_lists_the_files_without_token_or_network(trained, tmp_path, monkeypatch, capsys):
+    _, folder = trained
+    out = export_model(folder, tmp_path / "hub")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr("hf_longctx.push.get_token", lambda: None)
+    assert main(["push", str(out), "someone/tiny", "--dry-run", "--revision", "v2"]) == 0
+    listed = capsys.readouterr().out
+    assert "would upload to someone/tiny (branch v2)" in listed
+    assert "  config.json" in listed and "  README.md" in listed and "  model.safetensors" in listed
+    assert ".hf_longctx_written.json" not in listed
+
+
+def test_train_push_to_hub_is_checked_before_training_then_pushes(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr("hf_longctx.push.get_token", lambda: None)
+    fast = ["--task", "kernel-docs", "--preset", "tiny", "--max-length", "64", "--max-steps", "1", "--batch-size", "2",
+            "--max-train-samples", "2", "--max-eval-samples", "2", "--set", "disable_tqdm=true", "--set",
+            "eval_strategy=no", "--set", "save_strategy=no"]
+    assert main(["train", *fast, "--output-dir", str(tmp_path / "run"), "--push-to-hub", "someone/kd"]) == 1
+    assert "--push-to-hub: no Hugging Face token" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+    api = _RecordingApi()
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("hf_longctx.push.HfApi", lambda: api)
+    assert main(["train", *fast, "--output-dir", str(tmp_path / "run"), "--push-to-hub", "someone/kd"]) == 0
+    assert [c[0] for c in api.calls] == ["create_repo", "upload_folder"]
+    assert api.calls[1][2]["folder_path"] == str(tmp_path / "run" / "hub")
+    assert 'repo = "someone/kd"' in (tmp_path / "run" / "hub" / "README.md").read_text()
 
 
 def test_push_fails_clearly_without_token_network_or_export(trained, tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ either model's contract); sequence-level outputs are compared whole.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -559,3 +560,69 @@ def test_cli_from_short(tmp_path, capsys):
     assert "LongctxLongformerForMaskedLM" in capsys.readouterr().out
     config = _load(tmp_path / "dst", "ForMaskedLM").config
     assert (config.max_position_embeddings, config.attention_window) == (40 + PAD + 1, 8)
+
+
+def test_lengthen_an_hf_longctx_longformer(tmp_path, capsys):
+    """Issue 10, defect 7: the length errors advised converting the model to a longer length, but convert refused
+    hf_longctx models. `convert MODEL DST --max-length N` now grows its position table as --from-short does."""
+    from hf_longctx import LongctxLongformerConfig, LongctxLongformerForSequenceClassification
+    from hf_longctx.train import TrainError, _check_init_from
+    from hf_longctx.tasks import TASKS
+
+    torch.manual_seed(0)
+    config = LongctxLongformerConfig(**{**LONGFORMER, "hidden_act": "gelu"}, id2label=LABELS)
+    short = LongctxLongformerForSequenceClassification(config).eval()
+    short.save_pretrained(tmp_path / "short")
+    assert config.max_input_tokens == 38
+    with pytest.raises(TrainError, match="--max-length 100 is longer than the 38 tokens") as refused:
+        _check_init_from(tmp_path / "short", 100, TASKS["kernel-docs"], None)
+    # The advice is a command line: run it as written.
+    advised = re.search(r"`hf-longctx (convert [^`]+)`", str(refused.value)).group(1)
+    argv = advised.replace("LONGER_DIR", str(tmp_path / "long")).split()
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "max_position_embeddings=102" in capsys.readouterr().out
+
+    long = AutoModelForSequenceClassification.from_pretrained(tmp_path / "long").eval()
+    assert long.config.max_input_tokens == 100 and long.config.id2label == LABELS
+    table = long.longformer.embeddings.position_embeddings.weight
+    old = short.longformer.embeddings.position_embeddings.weight
+    torch.testing.assert_close(table[:40], old, rtol=0, atol=0)
+    torch.testing.assert_close(table[PAD + 1 + 38:PAD + 1 + 76], old[PAD + 1:], rtol=0, atol=0)  # copied again
+    ids, mask = _ragged([30, 21], 30)
+    with torch.no_grad():  # inputs the short model reads give exactly its outputs
+        torch.testing.assert_close(long(ids, attention_mask=mask).logits, short(ids, attention_mask=mask).logits,
+                                   **TOL)
+        assert long(torch.randint(3, 100, (1, 90))).logits.shape == (1, 3)
+
+    assert main(["convert", str(tmp_path / "long"), str(tmp_path / "x"), "--max-length", "50"]) == 1
+    assert "already reads 100 tokens" in capsys.readouterr().err
+    assert main(["convert", str(tmp_path / "long"), str(tmp_path / "x")]) == 1
+    assert "pass --max-length N to lengthen it" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_convert_from_a_hub_id(tmp_path, monkeypatch, capsys):
+    """`convert allenai/longformer-base-4096 DST` said the folder did not exist. A Hub id is downloaded through
+    huggingface_hub; offline, an id missing from the cache is a clear error, never a traceback."""
+    import huggingface_hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["convert", "someone/no-such-model-xyz", str(tmp_path / "dst")]) == 1
+    err = capsys.readouterr().err
+    assert "cannot be downloaded from the Hub: HF_HUB_OFFLINE is set and it is not in the local cache" in err
+    assert "Traceback" not in err and not (tmp_path / "dst").exists()
+
+    _, src = _source(tmp_path, "Longformer", "Model", LongformerConfig(**LONGFORMER))
+    asked = []
+
+    def snapshot_download(repo_id, revision=None, allow_patterns=None, **kwargs):
+        asked.append((repo_id, revision, allow_patterns))
+        return str(src)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    assert main(["convert", "allenai/longformer-base-4096", str(tmp_path / "dst"), "--revision", "v1"]) == 0
+    assert asked[0][:2] == ("allenai/longformer-base-4096", "v1") and "*.safetensors" in asked[0][2]
+    assert type(_load(tmp_path / "dst", "Model")).__name__ == "LongctxLongformerModel"
+    # An existing destination is refused before anything is downloaded.
+    assert main(["convert", "allenai/longformer-base-4096", str(tmp_path / "dst")]) == 1
+    assert "already exists" in capsys.readouterr().err and len(asked) == 1

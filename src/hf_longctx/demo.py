@@ -82,6 +82,7 @@ def train_once(settings: DemoSettings, output_dir: Path, max_length: int, log=pr
         s.task, output_dir, preset=s.preset, max_length=max_length, max_steps=s.max_steps, batch_size=s.batch_size,
         learning_rate=s.learning_rate, seed=s.seed, max_train_samples=s.max_train_samples,
         max_eval_samples=s.max_eval_samples, overrides=training_arguments(s), log=log,
+        device="cpu",  # the README's figures are CPU runs, and the reload below compares logits on the CPU
     )
 
 
@@ -176,9 +177,9 @@ def run_demo(settings: DemoSettings, output_dir: str | Path, log=print) -> dict:
         gain = rows[0][2] - rows[1][2]
         log(f"long context {'beats' if gain > 0 else 'does NOT beat'} the truncated baseline by "
             f"{gain * 100:+.1f} points")
-    losses = long["train_losses"]  # logged every eval_steps: none when training is shorter
-    log(f"training: {long['train_seconds']:.0f} s long, "
-        f"{results['truncated']['train_seconds'] if 'truncated' in results else 0:.0f} s truncated"
+    losses = long["train_losses"]  # logged every eval_steps (the mean loss when training is shorter)
+    log(f"training: {long['train_seconds']:.0f} s long"
+        + (f", {results['truncated']['train_seconds']:.0f} s truncated" if "truncated" in results else "")
         + (f"; loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else ""))
     log(f"Hub-ready folder: {results['hub']['folder']} (model card with these results); reloaded as "
         f"{results['hub']['reloaded_type']}: same test accuracy, max |logit difference| "
@@ -191,25 +192,7 @@ def run_demo(settings: DemoSettings, output_dir: str | Path, log=print) -> dict:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def add_arguments(parser) -> None:
-    d = DemoSettings()
-    parser.add_argument("--task", choices=DEMO_TASKS, default=d.task, help="which shipped classification task "
-                        "(default: %(default)s)")
-    parser.add_argument("--output-dir", default="runs/demo", help="where the runs, the Hub folder and the results go "
-                        "(default: %(default)s)")
-    parser.add_argument("--overwrite", action="store_true", help="replace --output-dir if it holds an earlier demo run")
-    parser.add_argument("--max-steps", type=int, default=d.max_steps, help="optimizer steps (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="documents per step (default: %(default)s)")
-    parser.add_argument("--learning-rate", type=float, default=d.learning_rate, help="peak AdamW learning rate "
-                        "(default: %(default)s)")
-    parser.add_argument("--max-length", type=int, default=d.max_length, help="tokens per document; longer ones "
-                        "are truncated (default: %(default)s)")
-    parser.add_argument("--truncated-length", type=int, default=d.truncated_length, help="tokens the baseline "
-                        "reads (0 skips it; default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=d.seed, help="seed of the weights and the data order "
-                        "(default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 picks the idle cores, at least "
-                        "1 (default)")
+# The arguments are defined in hf_longctx_cli.demo_arguments (defaults: DemoSettings').
 
 
 def pick_threads(requested: int = 0) -> int:
@@ -261,6 +244,7 @@ def run(args) -> int:
     print(f"cpu: {torch.get_num_threads()} torch threads ({os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f}{'' if args.threads else '; --threads overrides'})")
     results = run_demo(settings, output_dir)
-    print(f"everything is in {output_dir}/: long/model, truncated/model, hub/, {RESULTS_FILE}")
+    trained = "long/model, truncated/model" if settings.truncated_length else "long/model"  # 0: no baseline
+    print(f"everything is in {output_dir}/: {trained}, hub/, {RESULTS_FILE}")
     print(f"total wall time: {results['wall_seconds']:.0f} s")
     return 0

@@ -68,7 +68,9 @@ def render_card(config, class_name: str, *, repo_id=None, summary: dict | None =
         license="apache-2.0",
         pipeline_tag=pipeline_tag,
         tags=["hf_longctx", config.model_type, "long-context"],
-        datasets=sorted({r["dataset"] for r in results}) or None,
+        # Hub data set ids only: a --data-dir folder's name (or a shipped task's) is no Hub data set, and naming
+        # one here links the card to someone else's repository. The evaluation table names them all.
+        datasets=summary.get("hub_datasets") or None,
         # Baselines (majority class, a truncated model) sit in the card's table, not among the model's metrics.
         metrics=sorted({r["metric"] for r in results if "baseline" not in r["metric"]}) or None,
         base_model=summary.get("base_model"),
@@ -130,12 +132,7 @@ def export_model(model_dir, out_dir, *, overwrite: bool = False, repo_id: str | 
     return out_dir
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("model_dir", help="a folder written by `hf-longctx train`, `convert` or save_pretrained")
-    parser.add_argument("out_dir", help="the Hub-ready folder to write (must not exist)")
-    parser.add_argument("--repo-id", help="the Hub repository the card's loading snippet names")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace out_dir if an earlier export wrote it and nothing in it changed since")
+# The arguments are defined in hf_longctx_cli.export_arguments.
 
 
 def run(args) -> int:

@@ -23,15 +23,33 @@ import numpy as np
 from .data.files import DataError
 from .export import SUMMARY_FILE
 from .folders import FolderError, check_run_folder
-from .tasks import PRESETS, TASKS, VARIANTS, compute_metrics_for, resolve_task
+from .tasks import PRESETS, VARIANTS, compute_metrics_for, resolve_task
 
 
 class TrainError(RuntimeError):
     """A run that cannot start; the message says why."""
 
 
+# TrainingArguments fields that a flag of `train` sets (and the run record holds): --set must not change them
+# behind the record's back (issue 10, defect 3: --set output_dir sent checkpoints outside the run folder).
+OWNED_FIELDS = {
+    "output_dir": "--output-dir", "logging_dir": "--output-dir", "overwrite_output_dir": "--overwrite",
+    "resume_from_checkpoint": "--resume", "num_train_epochs": "--epochs", "max_steps": "--max-steps",
+    "per_device_train_batch_size": "--batch-size", "per_device_eval_batch_size": "--batch-size",
+    "learning_rate": "--learning-rate", "seed": "--seed", "use_cpu": "--device cpu", "bf16": "--bf16",
+    "push_to_hub": "--push-to-hub REPO", **{f"hub_{k}": "--push-to-hub REPO" for k in (
+        "model_id", "token", "private_repo", "strategy", "always_push", "revision")},
+}
+# Fields Trainer never reads (they are for example scripts): a --set of them would do nothing (defect 9).
+NO_EFFECT = {"do_train", "do_eval", "do_predict"}
+# --set save_steps=N with the default save_strategy "epoch" was silently ignored (defect 9): a step count implies
+# the "steps" strategy unless the user chose another one, which is then refused.
+STEP_STRATEGIES = {"save_steps": "save_strategy", "eval_steps": "eval_strategy", "logging_steps": "logging_strategy"}
+
+
 def _parse_overrides(pairs: list[str]) -> dict:
-    """``["learning_rate=3e-4", "bf16=true"]`` -> TrainingArguments overrides, values parsed as JSON when they can be."""
+    """``["warmup_steps=0.1", "disable_tqdm=true"]`` -> TrainingArguments overrides, values parsed as JSON when
+    they can be (checked by :func:`check_overrides` inside :func:`train`)."""
     from transformers import TrainingArguments
 
     known = set(TrainingArguments.__dataclass_fields__)
@@ -47,6 +65,105 @@ def _parse_overrides(pairs: list[str]) -> dict:
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+def _fits(value, annotation) -> bool:
+    """Whether ``value`` (parsed from JSON) has the type of a TrainingArguments field."""
+    import enum
+    import types
+    import typing
+
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in typing.get_args(annotation))
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation)
+    if origin in (list, dict):
+        return isinstance(value, origin)
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return value in [member.value for member in annotation]
+    return True  # a type we do not check: TrainingArguments' own validation still runs
+
+
+def check_overrides(overrides: dict) -> None:
+    """Refuse a TrainingArguments override that a flag owns, that has no effect, or whose value has the wrong type
+    (``gradient_accumulation_steps="two"`` failed with a TypeError deep inside Trainer)."""
+    import typing
+
+    from transformers import TrainingArguments
+
+    hints = typing.get_type_hints(TrainingArguments)
+    for key, value in overrides.items():
+        if key not in TrainingArguments.__dataclass_fields__:
+            raise TrainError(f"--set {key}: not a TrainingArguments field")
+        if key in OWNED_FIELDS:
+            raise TrainError(f"--set {key}: train sets it itself and records it for --resume; use {OWNED_FIELDS[key]}")
+        if key in NO_EFFECT:
+            raise TrainError(f"--set {key}: Trainer ignores it, so it would have no effect")
+        if key in hints and not _fits(value, hints[key]):
+            raise TrainError(f"--set {key}={json.dumps(value)}: expected {getattr(hints[key], '__name__', hints[key])}")
+    for steps_key, strategy in STEP_STRATEGIES.items():
+        if steps_key in overrides and overrides.get(strategy, "steps") != "steps":
+            raise TrainError(f"--set {steps_key} has no effect with {strategy}={overrides[strategy]}; drop one of them")
+
+
+def training_arguments(base: dict, overrides: dict):
+    """``TrainingArguments(**base, **overrides)``, a step count implying its "steps" strategy; bad values are a
+    :class:`TrainError` (built before the run folder is, so a wrong --set costs nothing)."""
+    from transformers import TrainingArguments
+
+    kwargs = {**base, **overrides}
+    for steps_key, strategy in STEP_STRATEGIES.items():
+        if steps_key in overrides and strategy not in overrides:
+            kwargs[strategy] = "steps"
+    try:
+        return TrainingArguments(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise TrainError(f"these training arguments do not go together: {err}") from None
+
+
+def pick_device(choice: str = "auto") -> str:
+    """``"cpu"``, ``"cuda"`` or ``"mps"`` for ``--device choice``; a device that is not there is a TrainError."""
+    import torch
+
+    has = {"cuda": torch.cuda.is_available(),
+           "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
+           "cpu": True}
+    if choice == "auto":
+        return next(name for name in ("cuda", "mps", "cpu") if has[name])
+    if choice not in has:
+        raise TrainError(f"unknown device {choice!r}; choose auto, cpu, cuda or mps")
+    if not has[choice]:
+        raise TrainError(f"--device {choice}: this PyTorch sees no {choice.upper()} device; use --device cpu or auto")
+    return choice
+
+
+def device_arguments(choice: str = "auto", bf16: bool = False) -> dict:
+    """The TrainingArguments that put a run on ``--device choice`` (Trainer picks CUDA, else MPS, unless
+    ``use_cpu``), with bf16 mixed precision when asked and the device has it."""
+    import torch
+
+    device = pick_device(choice)
+    if bf16 and device == "cuda" and not torch.cuda.is_bf16_supported():
+        raise TrainError("--bf16: this CUDA device has no bfloat16; leave --bf16 out")
+    return {"use_cpu": device == "cpu", "bf16": bool(bf16)}
+
+
+def check_positive(**values) -> None:
+    """Numbers that must be positive (argparse checks the CLI's; this checks the Python API's)."""
+    for name, value in values.items():
+        if value is not None and (isinstance(value, bool) or not value > 0):
+            raise TrainError(f"{name.replace('_', '-')} must be positive, got {value!r}")
 
 
 def subsample(data, split: str, n: int | None):
@@ -76,7 +193,7 @@ def check_tokenizer_fits(tokenizer, config) -> None:
 
 
 RUN_FILE = "hf_longctx_run.json"  # the arguments of a run; also marks a folder as one that --overwrite may delete
-RUN_ENTRIES = ("checkpoints", "model")  # what a run writes beside RUN_FILE (and its staging folders .model.*)
+RUN_ENTRIES = ("checkpoints", "model", "hub")  # what a run writes beside RUN_FILE (and staging folders .model.*)
 
 
 def _prepare_run_dir(output_dir: Path, run_record: dict, *, overwrite: bool, resume: bool) -> str | None:
@@ -107,7 +224,7 @@ def _prepare_run_dir(output_dir: Path, run_record: dict, *, overwrite: bool, res
         last = get_last_checkpoint(str(output_dir / "checkpoints")) if (output_dir / "checkpoints").is_dir() else None
         if last is None:
             raise TrainError(f"nothing to resume in {output_dir}: no checkpoints/checkpoint-* yet (a checkpoint is "
-                             "saved every epoch by default; --set save_strategy=steps --set save_steps=N saves more often)")
+                             "saved every epoch by default; --set save_steps=N saves every N steps)")
         return last
     if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
         if not overwrite:
@@ -131,7 +248,7 @@ def command_line(run_record: dict) -> str:
                  else f"--variant {r['variant']} --preset {r['preset']}")
     parts.append(f"--max-length {r['max_length']}")
     parts.append(f"--max-steps {r['max_steps']}" if r["max_steps"] > 0 else f"--epochs {r['epochs']}")
-    parts.append(f"--batch-size {r['batch_size']} --lr {r['learning_rate']} --seed {r['seed']}")
+    parts.append(f"--batch-size {r['batch_size']} --learning-rate {r['learning_rate']} --seed {r['seed']}")
     if r["dropout"]:
         parts.append(f"--dropout {r['dropout']}")
     for flag in ("max_train_samples", "max_eval_samples"):
@@ -162,21 +279,35 @@ def _reset_linear_layers(module, std: float) -> None:
                     layer.bias.zero_()
 
 
-def _check_init_from(folder: Path, max_length: int):
-    """A --init-from folder must hold a model that takes ``max_length`` tokens (checked before the run starts);
-    returns its config."""
+def lengthen_advice(folder, max_length: int) -> str:
+    """The command that makes the hf_longctx model in ``folder`` read ``max_length`` tokens."""
+    return f"`hf-longctx convert {folder} LONGER_DIR --max-length {max_length}` lengthens its position table"
+
+
+def _check_init_from(folder: Path, max_length: int, task, tokenizer):
+    """A --init-from folder must hold an hf_longctx model of the task's kind that takes ``max_length`` tokens and
+    ``tokenizer``'s ids (all checked before the run folder is created); returns its config."""
     from transformers import AutoConfig
 
     if not (folder / "config.json").is_file():
         raise TrainError(f"--init-from {folder} is not a model folder (no config.json)")
-    config = AutoConfig.from_pretrained(folder)
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except (OSError, ValueError) as err:
+        raise TrainError(f"--init-from {folder}: cannot read its config: {err}") from None
     if not hasattr(config, "max_input_tokens"):
         raise TrainError(f"--init-from {folder} holds a {config.model_type!r} model, not an hf_longctx one; convert it "
                          "first with `hf-longctx convert`")
     longest = config.max_input_tokens
     if max_length > longest:
         raise TrainError(f"--max-length {max_length} is longer than the {longest} tokens --init-from {folder} takes; "
-                         "pass a smaller --max-length, or extend the model with `hf-longctx convert --from-short`")
+                         f"pass a smaller --max-length, or {lengthen_advice(folder, max_length)}")
+    causal_task = task.head == "AutoModelForCausalLM"
+    if getattr(config, "causal", False) != causal_task:
+        kind = "a causal language model" if getattr(config, "causal", False) else "a bidirectional encoder"
+        raise TrainError(f"--init-from {folder} holds {kind}, but task {task.name} needs "
+                         f"{'a causal' if causal_task else 'a bidirectional'} model")
+    check_tokenizer_fits(tokenizer, config)
     return config
 
 
@@ -187,19 +318,61 @@ def _task(name, data_dir=None, label_names=None):
         raise TrainError(str(err)) from err
 
 
+def _cleanup_refused_run(output_dir: Path, existed: bool) -> None:
+    """Remove what a fresh run wrote when it stops before training starts: a refused run leaves nothing behind."""
+    if not existed:
+        shutil.rmtree(output_dir, ignore_errors=True)
+        return
+    for name in (RUN_FILE, *RUN_ENTRIES):
+        path = output_dir / name
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink()
+
+
+def result_rows(task, test_metrics: dict, dataset_name: str, data) -> list[dict]:
+    """The card's result rows from ``trainer.evaluate(..., metric_key_prefix="test")``: every metric, bits per
+    byte for byte-level language modelling (wiki-bytes' headline figure), and a classifier's majority baseline."""
+    row = {"task": task.head.replace("AutoModelFor", ""), "dataset": dataset_name, "split": "test"}
+    skip = ("test_runtime", "test_samples_per_second", "test_steps_per_second")
+    results = [{**row, "metric": key[len("test_"):], "value": round(float(value), 4)}
+               for key, value in test_metrics.items() if key.startswith("test_") and key not in skip]
+    if "bits_per_byte" in task.metrics and "test_loss" in test_metrics:
+        from .data.wiki_bytes import bits_per_byte
+
+        results.append({**row, "metric": "bits_per_byte", "value": round(bits_per_byte(test_metrics["test_loss"]), 4)})
+    if task.head == "AutoModelForSequenceClassification":
+        results.append({**row, "metric": "majority_baseline_accuracy",
+                        "value": round(majority_baseline(data["train"]["labels"], data["test"]["labels"]), 4)})
+    return results
+
+
 def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "longformer", preset: str = "small",
           max_length: int = 1024, epochs: float = 1.0, max_steps: int = -1, batch_size: int = 4,
           learning_rate: float = 5e-4, dropout: float = 0.0, seed: int = 0, init_from=None, overwrite: bool = False,
           resume: bool = False, max_train_samples: int | None = None, max_eval_samples: int | None = None,
-          overrides: dict | None = None, log=print) -> dict:
+          overrides: dict | None = None, device: str = "auto", bf16: bool = False, push_to_hub: str | None = None,
+          log=print) -> dict:
     """Train ``variant`` on the shipped task ``task_name``, or on the classification folder ``data_dir``
-    (:data:`hf_longctx.data.files.FOLDER_FORMAT`); returns the summary written next to the model."""
+    (:data:`hf_longctx.data.files.FOLDER_FORMAT`); returns the summary written next to the model. With
+    ``push_to_hub``, the model is then exported to ``output_dir/hub`` and pushed to that Hub repository."""
     import transformers
-    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers import Trainer, set_seed
 
     from .collator import LongContextCollator
 
     # Everything that can be wrong with the arguments or the data is found before the run folder is touched.
+    check_positive(max_length=max_length, epochs=epochs, batch_size=batch_size, max_train_samples=max_train_samples,
+                   max_eval_samples=max_eval_samples)
+    if not learning_rate >= 0:  # 0 is allowed: it trains nothing, which tests and frozen baselines use
+        raise TrainError(f"learning-rate must be 0 or more, got {learning_rate!r}")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or (max_steps < 1 and max_steps != -1):
+        raise TrainError(f"max-steps must be a positive number of steps, or -1 to use epochs; got {max_steps!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise TrainError(f"dropout must be in [0, 1), got {dropout!r}")
+    overrides = dict(overrides or {})
+    check_overrides(overrides)
     task = _task(task_name, data_dir)  # a --data-dir folder is read and checked here
     if variant not in VARIANTS:
         raise TrainError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
@@ -210,85 +383,98 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
         if path is not None and Path(path).resolve().is_relative_to(output_dir.resolve()):
             raise TrainError(f"{flag} {path} lies inside --output-dir {output_dir}, which the run writes (and "
                              "--overwrite deletes); choose another --output-dir")
-    if init_from is not None:
-        init_config = _check_init_from(Path(init_from), max_length)
+    args = training_arguments({
+        "output_dir": str(output_dir / "checkpoints"), "num_train_epochs": epochs, "max_steps": max_steps,
+        "per_device_train_batch_size": batch_size, "per_device_eval_batch_size": batch_size,
+        "learning_rate": learning_rate, "warmup_steps": 0.1, "lr_scheduler_type": "linear",
+        "eval_strategy": "epoch", "save_strategy": "epoch", "save_total_limit": 1, "logging_steps": 10,
+        "report_to": "none", "seed": seed, **device_arguments(device, bf16),
+    }, overrides)
+    if push_to_hub is not None:
+        from .push import PushError, check_can_push
+
+        try:
+            check_can_push(push_to_hub)
+        except PushError as err:
+            raise TrainError(f"--push-to-hub: {err}") from None
     set_seed(seed)
     tokenizer = task.tokenizer()
+    init_config = None if init_from is None else _check_init_from(Path(init_from), max_length, task, tokenizer)
     try:
         data, labels = task.load(tokenizer, max_length, seed)
     except DataError as err:  # a damaged packaged file
         raise TrainError(str(err)) from err
     data = subsample(data, "train", max_train_samples)
     data = subsample(subsample(data, "validation", max_eval_samples), "test", max_eval_samples)
+    if init_from is None:
+        try:  # a config field the builder refuses (ValueError naming it) stops the run here, not after the folder
+            config = VARIANTS[variant](PRESETS[preset], tokenizer, max_length, task, labels, dropout)
+        except ValueError as err:
+            raise TrainError(f"cannot build a {variant} {preset} model: {err}") from None
+        check_tokenizer_fits(tokenizer, config)
     run_record = {
         "task": task.name, "data_dir": None if data_dir is None else str(data_dir),
         "data_sha256": None if data_dir is None else folder_sha256(data_dir), "variant": variant, "preset": preset,
         "max_length": max_length, "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
         "learning_rate": learning_rate, "dropout": dropout, "seed": seed,
         "init_from": None if init_from is None else str(init_from), "max_train_samples": max_train_samples,
-        "max_eval_samples": max_eval_samples, "overrides": overrides or {},
+        "max_eval_samples": max_eval_samples, "overrides": overrides,
     }
+    existed = output_dir.exists()
     resume_from = _prepare_run_dir(output_dir, run_record, overwrite=overwrite, resume=resume)
     auto_class = getattr(transformers, task.head)
-    if init_from is not None:
-        # A classification task gives its labels: a masked-LM or converted checkpoint has none, and a
-        # classifier trained on other labels gets a new head (ignore_mismatched_sizes) instead of a shape error.
-        label_args = {} if labels is None else dict(
-            num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
-            ignore_mismatched_sizes=True)
-        model = auto_class.from_pretrained(init_from, **label_args)
-        # The label names a classifier checkpoint was trained on (other heads have none that matter).
-        is_classifier = any(a.endswith("ForSequenceClassification") for a in init_config.architectures or [])
-        earlier = [init_config.id2label[i] for i in range(init_config.num_labels)] if is_classifier else None
-        if labels is not None and earlier is not None and earlier != list(labels):
-            # Same number of labels but other names (or order): the old head would be silently reused.
-            _reset_linear_layers(model.classifier, model.config.initializer_range)
-            log(f"--init-from {init_from} was trained on labels {earlier}; its classifier head is re-initialised "
-                f"for {list(labels)}")
-    else:
-        config = VARIANTS[variant](PRESETS[preset], tokenizer, max_length, task, labels, dropout)
-        model = auto_class.from_config(config)
-    check_tokenizer_fits(tokenizer, model.config)
-
-    args = TrainingArguments(**{
-        "output_dir": str(output_dir / "checkpoints"), "num_train_epochs": epochs, "max_steps": max_steps,
-        "per_device_train_batch_size": batch_size, "per_device_eval_batch_size": batch_size,
-        "learning_rate": learning_rate, "warmup_steps": 0.1, "lr_scheduler_type": "linear",
-        "eval_strategy": "epoch", "save_strategy": "epoch", "save_total_limit": 1, "logging_steps": 10,
-        "report_to": "none", "use_cpu": True, "seed": seed,
-        **(overrides or {}),
-    })
-    trainer = Trainer(
-        model=model, args=args, train_dataset=data["train"], eval_dataset=data["validation"],
-        data_collator=LongContextCollator(pad_token_id=tokenizer.pad_token_id), processing_class=tokenizer,
-        compute_metrics=compute_metrics_for(task),
-    )
+    try:
+        if init_from is not None:
+            # A classification task gives its labels: a masked-LM or converted checkpoint has none, and a
+            # classifier trained on other labels gets a new head (ignore_mismatched_sizes) instead of a shape error.
+            label_args = {} if labels is None else dict(
+                num_labels=len(labels), id2label=dict(enumerate(labels)),
+                label2id={n: i for i, n in enumerate(labels)}, ignore_mismatched_sizes=True)
+            model = auto_class.from_pretrained(init_from, **label_args)
+            # The label names a classifier checkpoint was trained on (other heads have none that matter).
+            is_classifier = any(a.endswith("ForSequenceClassification") for a in init_config.architectures or [])
+            earlier = [init_config.id2label[i] for i in range(init_config.num_labels)] if is_classifier else None
+            if labels is not None and earlier is not None and earlier != list(labels):
+                # Same number of labels but other names (or order): the old head would be silently reused.
+                _reset_linear_layers(model.classifier, model.config.initializer_range)
+                log(f"--init-from {init_from} was trained on labels {earlier}; its classifier head is re-initialised "
+                    f"for {list(labels)}")
+        else:
+            model = auto_class.from_config(config)
+        check_tokenizer_fits(tokenizer, model.config)
+        trainer = Trainer(
+            model=model, args=args, train_dataset=data["train"], eval_dataset=data["validation"],
+            data_collator=LongContextCollator(pad_token_id=tokenizer.pad_token_id), processing_class=tokenizer,
+            compute_metrics=compute_metrics_for(task),
+        )
+    except BaseException:
+        if resume_from is None:  # nothing trained yet: a refused run leaves no folder behind
+            _cleanup_refused_run(output_dir, existed)
+        raise
     if resume_from:
         log(f"resuming from {resume_from}")
     start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume_from)
+    outcome = trainer.train(resume_from_checkpoint=resume_from)
     train_seconds = time.perf_counter() - start
     test = trainer.evaluate(data["test"], metric_key_prefix="test")
     dataset_name = task.name if data_dir is None else Path(data_dir).resolve().name
-    results = [
-        {"task": task.head.replace("AutoModelFor", ""), "dataset": dataset_name, "split": "test",
-         "metric": key[len("test_"):], "value": round(float(value), 4)}
-        for key, value in test.items()
-        if key.startswith("test_") and key not in ("test_runtime", "test_samples_per_second", "test_steps_per_second")
-    ]
-    if task.head == "AutoModelForSequenceClassification":
-        results.append({"task": "SequenceClassification", "dataset": dataset_name, "split": "test",
-                        "metric": "majority_baseline_accuracy",
-                        "value": round(majority_baseline(data["train"]["labels"], data["test"]["labels"]), 4)})
+    results = result_rows(task, test, dataset_name, data)
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     summary = {
         "task": task.name, "variant": variant, "preset": preset, "max_length": max_length,
         "training": f"`{command_line(run_record)}`: {trainer.state.global_step} steps, {train_seconds:.0f} s on "
                     f"{args.device}",
         "results": results, "train_seconds": round(train_seconds, 1),
         "resumed_from": resume_from,
-        "train_losses": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
+        # Logged every logging_steps; a shorter run logs none, so its mean training loss stands in.
+        "train_losses": losses or [round(float(outcome.training_loss), 4)],
+        # A --data-dir folder is no Hub data set: the card's metadata must not name it as one.
+        "hub_datasets": [],
     }
     model_dir = output_dir / "model"
+    # The saved tokenizer must know the model's length (it had model_max_length 1e30, so `truncation=True`
+    # did nothing and a pipeline failed on long text: issue 10, defect 2).
+    tokenizer.model_max_length = model.config.max_input_tokens
     staging = Path(tempfile.mkdtemp(prefix=".model.", dir=output_dir))
     try:
         trainer.save_model(str(staging))
@@ -298,23 +484,70 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
         staging.rename(model_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    log(json.dumps({"model": str(model_dir), **{r["metric"]: r["value"] for r in results}}))
+    # One line of JSON, the last of the run, naming the split its figures come from.
+    log(json.dumps({"model": str(model_dir), "split": "test", **{r["metric"]: r["value"] for r in results}}))
+    if push_to_hub is not None:
+        summary["pushed"] = _export_and_push(model_dir, output_dir / "hub", push_to_hub, log)
     return summary
 
 
+def _export_and_push(model_dir: Path, hub_dir: Path, repo_id: str, log) -> str:
+    from .export import ExportError, export_model
+    from .push import PushError, push_folder
+
+    try:
+        export_model(model_dir, hub_dir, repo_id=repo_id, overwrite=True)
+        url = push_folder(hub_dir, repo_id)
+    except (ExportError, PushError) as err:
+        raise TrainError(f"the run finished and {model_dir} is saved, but --push-to-hub failed: {err}; push it "
+                         f"with `hf-longctx push {hub_dir} {repo_id}`") from None
+    log(f"pushed {hub_dir} to {repo_id}: {url}")
+    return url
+
+
+def check_model_fits_task(config, task, labels, model_dir) -> None:
+    """A model evaluated on a task must have the task's head and labels: a 3-label model on kernel-docs' 6 labels
+    printed accuracy 0.0 on a few samples and crashed with an IndexError on the whole split (issue 10, defect 5)."""
+    suffix = task.head.replace("AutoModel", "")
+    architectures = config.architectures or []
+    if architectures and not any(a.endswith(suffix) for a in architectures):
+        raise TrainError(f"{model_dir} holds a {architectures[0]}, but task {task.name} needs a model {suffix}")
+    if labels is None:
+        return
+    names = [config.id2label[i] for i in range(config.num_labels)]
+    if config.num_labels != len(labels):
+        raise TrainError(f"{model_dir} predicts {config.num_labels} labels ({', '.join(map(str, names))}) but task "
+                         f"{task.name} has {len(labels)} ({', '.join(map(str, labels))}): it was trained for another task")
+    generic = all(name == f"LABEL_{i}" for i, name in enumerate(names))  # transformers' placeholder names
+    if not generic and names != list(labels):
+        raise TrainError(f"{model_dir} was trained on labels {names}, but task {task.name} has {list(labels)}")
+
+
 def evaluate_model(model_dir, task_name: str | None, *, data_dir=None, split: str = "test",
-                   max_length: int | None = None, batch_size: int = 4, max_samples: int | None = None) -> dict:
+                   max_length: int | None = None, batch_size: int = 4, max_samples: int | None = None,
+                   device: str = "auto", bf16: bool = False) -> dict:
     """Metrics of a saved model on a split of a shipped task or of a ``data_dir`` folder (the model's own tokenizer
     is used when it saved one)."""
     import transformers
-    from transformers import AutoConfig, AutoTokenizer, Trainer, TrainingArguments
+    from transformers import AutoConfig, AutoTokenizer, Trainer
 
     from .collator import LongContextCollator
 
+    check_positive(max_length=max_length, batch_size=batch_size, max_samples=max_samples)
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise TrainError(f"{model_dir} is not a model folder (no config.json)")
-    config = AutoConfig.from_pretrained(model_dir)
+    try:
+        config = AutoConfig.from_pretrained(model_dir)
+    except (OSError, ValueError) as err:
+        raise TrainError(f"cannot read the config in {model_dir}: {err}") from None
+    if not hasattr(config, "max_input_tokens"):
+        raise TrainError(f"{model_dir} holds a {config.model_type!r} model, not an hf_longctx one; convert it first "
+                         "with `hf-longctx convert`")
+    if max_length is not None and max_length > config.max_input_tokens:
+        raise TrainError(f"--max-length {max_length} is longer than the {config.max_input_tokens} tokens {model_dir} "
+                         f"takes; leave --max-length out, or {lengthen_advice(model_dir, max_length)}")
+    device_args = device_arguments(device, bf16)
     label_names = [config.id2label[i] for i in range(config.num_labels)] if data_dir is not None else None
     task = _task(task_name, data_dir, label_names)
     tokenizer = AutoTokenizer.from_pretrained(model_dir) if (model_dir / "tokenizer_config.json").is_file() \
@@ -322,22 +555,21 @@ def evaluate_model(model_dir, task_name: str | None, *, data_dir=None, split: st
     check_tokenizer_fits(tokenizer, config)
     max_length = max_length or config.max_input_tokens
     try:
-        data, _ = task.load(tokenizer, max_length, 0)
+        data, labels = task.load(tokenizer, max_length, 0)
     except DataError as err:  # a damaged packaged file
         raise TrainError(str(err)) from err
     if split not in data:
         raise TrainError(f"task {task.name} has splits {list(data)}, not {split!r}")
+    check_model_fits_task(config, task, labels, model_dir)
     data = subsample(data, split, max_samples)
     model = getattr(transformers, task.head).from_pretrained(model_dir)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(
-            model=model, args=TrainingArguments(output_dir=tmp, per_device_eval_batch_size=batch_size,
-                                                report_to="none", use_cpu=True),
-            data_collator=LongContextCollator(pad_token_id=tokenizer.pad_token_id),
-            compute_metrics=compute_metrics_for(task),
-        )
+        args = training_arguments({"output_dir": tmp, "per_device_eval_batch_size": batch_size, "report_to": "none",
+                                   **device_args}, {})
+        trainer = Trainer(model=model, args=args, data_collator=LongContextCollator(pad_token_id=tokenizer.pad_token_id),
+                          compute_metrics=compute_metrics_for(task))
         metrics = trainer.evaluate(data[split], metric_key_prefix=split)
-    if task.head == "AutoModelForCausalLM":
+    if "bits_per_byte" in task.metrics:
         from .data.wiki_bytes import bits_per_byte
 
         metrics[f"{split}_bits_per_byte"] = bits_per_byte(metrics[f"{split}_loss"])
@@ -345,33 +577,24 @@ def evaluate_model(model_dir, task_name: str | None, *, data_dir=None, split: st
 
 
 # ---------------------------------------------------------------- CLI --------------------------------------------------
+# The arguments are defined in hf_longctx_cli.train_arguments (a module light enough for a fast --help).
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("--task", choices=sorted(TASKS), help="a shipped task to train on (see `hf-longctx data list`)")
-    parser.add_argument("--data-dir", help="or your own documents: a folder with train.jsonl, validation.jsonl and "
-                        'test.jsonl, one {"text": ..., "label": ...} per line (a BPE is trained on its train split)')
-    parser.add_argument("--variant", default="longformer", help=f"model family: {', '.join(VARIANTS)}")
-    parser.add_argument("--preset", default="small", help=f"model size: {', '.join(PRESETS)}")
-    parser.add_argument("--output-dir", required=True, help="run folder: hf_longctx_run.json, checkpoints/ and, at "
-                        "the end, model/")
-    parser.add_argument("--max-length", type=int, default=1024, help="tokens per example (longer ones are truncated)")
-    parser.add_argument("--epochs", type=float, default=1.0)
-    parser.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (overrides --epochs)")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=5e-4, dest="learning_rate")
-    parser.add_argument("--dropout", type=float, default=0.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--init-from", help="start from this saved or converted model instead of a random one")
-    parser.add_argument("--max-train-samples", type=int, help="use only N training examples (a seeded random draw)")
-    parser.add_argument("--max-eval-samples", type=int,
-                        help="evaluate on N validation/test examples (a seeded random draw)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="any TrainingArguments field, e.g. --set gradient_accumulation_steps=4")
-    parser.add_argument("--resume", action="store_true", help="continue the run in OUTPUT_DIR from its last checkpoint "
-                        "(same arguments; --epochs and --max-steps may grow)")
-    parser.add_argument("--overwrite", action="store_true", help="delete OUTPUT_DIR first if an earlier train run "
-                        "wrote it (any other folder is never deleted)")
+def _interrupted(args) -> int:
+    """Ctrl-C during a run: say what is kept and how to go on, instead of a KeyboardInterrupt traceback."""
+    output_dir = Path(args.output_dir)
+    checkpoints = output_dir / "checkpoints"
+    saved = sorted(checkpoints.glob("checkpoint-*")) if checkpoints.is_dir() else []
+    if saved and (output_dir / RUN_FILE).is_file():
+        advice = ("its last checkpoint is kept; go on with the same command and --resume"
+                  + (" instead of --overwrite" if args.overwrite else ""))
+    elif (output_dir / RUN_FILE).is_file():
+        advice = ("no checkpoint was saved yet (one is saved every epoch, or every N steps with --set save_steps=N); "
+                  "start again with --overwrite")
+    else:
+        advice = "nothing was written"
+    print(f"\nhf-longctx train: interrupted; {advice} (run folder {output_dir})", file=sys.stderr)
+    return 130
 
 
 def run(args) -> int:
@@ -381,9 +604,11 @@ def run(args) -> int:
               epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
               learning_rate=args.learning_rate, dropout=args.dropout, seed=args.seed, init_from=args.init_from,
               overwrite=args.overwrite, resume=args.resume, max_train_samples=args.max_train_samples,
-              max_eval_samples=args.max_eval_samples,
-              overrides=_parse_overrides(args.set))
+              max_eval_samples=args.max_eval_samples, overrides=_parse_overrides(args.set), device=args.device,
+              bf16=args.bf16, push_to_hub=args.push_to_hub)
     except TrainError as err:
         print(f"hf-longctx train: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return _interrupted(args)
     return 0

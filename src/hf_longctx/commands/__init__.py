@@ -1,1 +1,2 @@
-"""Thin CLI modules for subcommands whose logic lives elsewhere (each: ``add_arguments(parser)``, ``run(args)``)."""
+"""Thin CLI modules for subcommands whose logic lives elsewhere (each: ``run(args)``; the arguments are defined in
+the top-level module ``hf_longctx_cli``)."""

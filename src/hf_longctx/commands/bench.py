@@ -9,17 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-# Kept here rather than imported from hf_longctx.benchmarks, so that `--help` does not import torch.
-VARIANTS = ("longformer", "reformer", "transfo-xl")
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("variant", nargs="?", default="longformer", choices=VARIANTS, help="the model to measure (default: longformer)")
-    parser.add_argument("--quick", action="store_true", help="a smoke run: two short lengths, one round")
-    parser.add_argument("--lengths", type=int, nargs="+", help="sequence lengths (default: the variant's)")
-    parser.add_argument("--repeats", type=int, help="interleaved rounds per length (default: the variant's)")
-    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
-    parser.add_argument("--out", help="output path without suffix (default: bench_results/<variant>_cpu)")
+# The arguments (and the variant names, so that --help does not import torch) are in hf_longctx_cli.
 
 
 def run(args) -> int:

@@ -14,17 +14,18 @@ PROVENANCE = {
 }
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("action", choices=["list", "show"], help="list every task, or show one")
-    parser.add_argument("name", nargs="?", help="the task to show")
-    parser.add_argument("--max-length", type=int, default=1024, help="tokens per example when showing")
+# The arguments are defined in hf_longctx_cli.data_arguments.
 
 
 def run(args) -> int:
     if args.action == "list":
-        for name, task in TASKS.items():
-            print(f"{name:20s} {task.head.replace('AutoModelFor', ''):24s} {task.description}")
-        return 0
+        from hf_longctx_cli import data_list
+
+        return data_list(args)
+    if args.name is None:  # printed "unknown data set None" (issue 10, defect 12)
+        print(f"hf-longctx data: show which data set? `hf-longctx data show NAME`, NAME one of {', '.join(TASKS)}",
+              file=sys.stderr)
+        return 2
     if args.name not in TASKS:
         print(f"hf-longctx data: unknown data set {args.name!r}; choose one of {', '.join(TASKS)}", file=sys.stderr)
         return 1

@@ -1,22 +1,30 @@
-"""``hf-longctx generate MODEL_DIR --prompt TEXT``: stream a causal model's continuation to the terminal."""
+"""``hf-longctx generate MODEL_DIR --prompt TEXT``: stream a causal model's continuation to the terminal.
+
+Generation never runs past the model's length (``config.max_input_tokens``, which every hf_longctx config has):
+a prompt that does not fit is refused before anything is decoded, and ``--max-new-tokens`` beyond the room left
+is cut to it, with a note on standard error. The arguments are defined in ``hf_longctx_cli.generate_arguments``.
+"""
 
 import sys
 from pathlib import Path
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("model_dir", help="a saved causal LM folder with its tokenizer")
-    parser.add_argument("--prompt", required=True, help="text to continue ('-' reads standard input)")
-    parser.add_argument("--max-new-tokens", type=int, default=200)
-    parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-k", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=0)
+class GenerateError(RuntimeError):
+    """A generation that cannot start; the message says why."""
+
+
+def generation_budget(prompt_tokens: int, max_new_tokens: int, max_input_tokens: int) -> int:
+    """How many new tokens fit after a prompt of ``prompt_tokens``. The model reads at most ``max_input_tokens``
+    positions, and the last generated token is never read back, so a sequence may end one token past them."""
+    if prompt_tokens == 0:
+        raise GenerateError("the prompt is empty: give at least one token to continue")
+    if prompt_tokens > max_input_tokens:
+        raise GenerateError(f"the prompt has {prompt_tokens} tokens but the model reads at most {max_input_tokens}; "
+                            "shorten it")
+    return min(max_new_tokens, max_input_tokens + 1 - prompt_tokens)
 
 
 def run(args) -> int:
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, TextStreamer, set_seed
-
     folder = Path(args.model_dir)
     if not (folder / "config.json").is_file():
         print(f"hf-longctx generate: {folder} is not a model folder (no config.json)", file=sys.stderr)
@@ -24,17 +32,32 @@ def run(args) -> int:
     if not (folder / "tokenizer_config.json").is_file():
         print(f"hf-longctx generate: {folder} has no tokenizer; save one next to the model", file=sys.stderr)
         return 1
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, TextStreamer, set_seed
+
+    from ..train import TrainError, pick_device
+
     config = AutoConfig.from_pretrained(folder)
     if not getattr(config, "causal", False) and "CausalLM" not in "".join(config.architectures or []):
         print(f"hf-longctx generate: {folder} holds a {config.architectures} model, not a causal LM", file=sys.stderr)
         return 1
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder).eval()
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    set_seed(args.seed)
     inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)  # no end-of-text after the prompt
+    prompt_tokens = inputs["input_ids"].shape[1]
+    longest = getattr(config, "max_input_tokens", None) or config.max_position_embeddings
+    try:
+        device = pick_device(args.device)
+        budget = generation_budget(prompt_tokens, args.max_new_tokens, longest)
+    except (GenerateError, TrainError) as err:
+        print(f"hf-longctx generate: {err}", file=sys.stderr)
+        return 1
+    if budget < args.max_new_tokens:
+        print(f"hf-longctx generate: the model reads at most {longest} tokens, so after this {prompt_tokens}-token "
+              f"prompt it generates {budget} of the {args.max_new_tokens} new tokens asked for", file=sys.stderr)
+    model = AutoModelForCausalLM.from_pretrained(folder).eval().to(device)
+    set_seed(args.seed)
     model.generate(
-        **inputs, max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature,
+        **inputs.to(device), max_new_tokens=budget, do_sample=args.sample, temperature=args.temperature,
         top_k=args.top_k, streamer=TextStreamer(tokenizer, skip_special_tokens=True),
         pad_token_id=tokenizer.pad_token_id,
     )

@@ -168,6 +168,42 @@ def convert_from_short(src, dst, *, max_length: int = 4096, attention_window: in
     return dst
 
 
+def lengthen_longformer(src, dst, *, max_length: int, overwrite: bool = False) -> Path:
+    """An hf_longctx Longformer (any head) that reads ``max_length`` tokens, from one that reads fewer.
+
+    The position table grows the way :func:`convert_from_short` grows a RoBERTa's (Longformer paper, section 5):
+    the learned positions are copied over and over out to the new length; every other weight is kept. Inputs no
+    longer than the old length give exactly the old outputs; longer ones are a warm start to fine-tune from
+    (``hf-longctx train --init-from DST --max-length N``). The tokenizer is copied with the new length.
+    """
+    import hf_longctx
+
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+        raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
+    src, dst = check_paths(src, dst, overwrite)
+    raw = json.loads((src / "config.json").read_text())
+    if raw.get("model_type") != "longctx_longformer":
+        raise ValueError(f"{src} holds a {raw.get('model_type')!r} model, not an hf_longctx Longformer")
+    config = LongctxLongformerConfig.from_pretrained(src)
+    if max_length <= config.max_input_tokens:
+        raise ValueError(f"{src} already reads {config.max_input_tokens} tokens; --max-length {max_length} would not "
+                         "lengthen it")
+    classes = {cls.__name__: cls for cls in hf_longctx.REGISTRY["longctx_longformer"][1].values()}
+    name = (raw.get("architectures") or ["LongctxLongformerModel"])[0]
+    if name not in classes:
+        raise ValueError(f"{src} is a {name}; supported: {', '.join(sorted(classes))}")
+    state = load_weights(src)
+    key = next((k for k in state if k.endswith("embeddings.position_embeddings.weight")), None)
+    if key is None:
+        raise ValueError(f"{src} has no position table (embeddings.position_embeddings.weight)")
+    pad = config.pad_token_id
+    state[key] = extend_position_embeddings(state[key], max_length, pad_token_id=pad, first_position=pad + 1)
+    config.max_position_embeddings = max_length + pad + 1
+    model = build_exact(classes[name], config, state)
+    save_converted(model, src, dst, overwrite=overwrite, model_max_length=max_length)
+    return dst
+
+
 def extend_position_embeddings(table: torch.Tensor, max_length: int, *, pad_token_id: int,
                                first_position: int) -> torch.Tensor:
     """A RoBERTa-style position table for ``max_length`` real tokens, filled by repeating ``table``'s positions.
@@ -325,4 +361,4 @@ def convert(src, dst, *, overwrite: bool = False) -> Path:
     return convert_longformer(src, dst, overwrite=overwrite)
 
 
-__all__ = ["convert", "convert_longformer", "convert_from_short", "extend_position_embeddings"]
+__all__ = ["convert", "convert_longformer", "convert_from_short", "extend_position_embeddings", "lengthen_longformer"]
