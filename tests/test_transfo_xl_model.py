@@ -225,7 +225,7 @@ def test_cached_generation_equals_the_uncached_loop(overrides):
         out = model(prompt, use_cache=True)
     torch.testing.assert_close(seq, ref, rtol=0, atol=0)
     cache = out.cache
-    assert cache.memory_length() == 8 and cache.kv[0][0].shape == (2, 4, 8, 8)  # bounded by mem_len
+    assert cache.memory_length() == 8 and cache.layers[0].keys_values()[0].shape == (2, 4, 8, 8)  # bounded by mem_len
     with torch.no_grad():  # 40 more steps: the cache stays at mem_len positions
         for _ in range(40):
             out = model(out.logits[:, -1:].argmax(-1), cache=cache, use_cache=True)

@@ -184,8 +184,8 @@ class RelativeSelfAttention(nn.Module):
             # Only keys and values of the memory: its queries would be thrown away (4.49 projects all three).
             k_mem, v_mem = (self._heads(t) for t in F.linear(mem_in, self.qkv.weight[hd:]).split(hd, dim=-1))
             k, v = torch.cat([k_mem, k], dim=2), torch.cat([v_mem, v], dim=2)  # (B, H, K, D)
-        elif mem_kv is not None:
-            k, v = torch.cat([mem_kv[0], k], dim=2), torch.cat([mem_kv[1], v], dim=2)
+        elif mem_kv is not None:  # a TransfoXLLayerKV: appends this segment's k, v and returns memory + segment
+            k, v = mem_kv.extend(k, v)
         attn = relative_attention(
             q, k, v, r, r_w_bias, r_r_bias, key_mask=key_mask, window=window,
             dropout_p=self.dropatt if self.training else 0.0,
@@ -228,36 +228,94 @@ class TransfoXLLayer(GradientCheckpointingLayer):
 # --------------------------------------------------------------------------------------------------------------------
 
 
+class TransfoXLLayerKV:
+    """One layer's cached keys and values ``(B, H, M, D)``, ``M <= mem_len``, in a buffer with room to append.
+
+    New positions are written after the kept ones instead of concatenated (a copy of the whole memory per step);
+    every ``mem_len`` or so steps the kept positions move to the front of a fresh buffer. Amortised, a step copies
+    only its own keys and values.
+    """
+
+    def __init__(self, mem_len: int):
+        self.mem_len = mem_len
+        self.k = self.v = None  # (B, H, capacity, D) buffers
+        self.start = self.end = 0  # the kept positions are [start, end)
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def keys_values(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.k[:, :, self.start:self.end], self.v[:, :, self.start:self.end]
+
+    def set(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Keep the last ``mem_len`` positions of ``k``, ``v`` ``(B, H, K, D)``."""
+        keep = max(0, k.shape[2] - self.mem_len)
+        self.k, self.v = k[:, :, keep:].detach().clone(), v[:, :, keep:].detach().clone()
+        self.start, self.end = 0, self.k.shape[2]
+
+    def extend(self, k_new: torch.Tensor, v_new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append ``(B, H, T, D)`` keys/values; return memory + new ``(B, H, M + T, D)`` and keep the last mem_len."""
+        T = k_new.shape[2]
+        if self.k is None or self.end + T > self.k.shape[2]:  # compact into a fresh buffer (views stay valid)
+            B, H, _, D = k_new.shape
+            capacity = 2 * self.mem_len + T
+            k_buf, v_buf = k_new.new_empty(B, H, capacity, D), v_new.new_empty(B, H, capacity, D)
+            n = len(self)
+            if n:
+                k_buf[:, :, :n], v_buf[:, :, :n] = self.keys_values()
+            self.k, self.v, self.start, self.end = k_buf, v_buf, 0, n
+        self.k[:, :, self.end:self.end + T] = k_new.detach()
+        self.v[:, :, self.end:self.end + T] = v_new.detach()
+        if k_new.requires_grad or v_new.requires_grad:  # training through a cache: gradients reach the new part
+            k_mem, v_mem = self.keys_values()
+            k_all, v_all = torch.cat([k_mem, k_new], dim=2), torch.cat([v_mem, v_new], dim=2)
+        else:
+            k_all, v_all = self.k[:, :, self.start:self.end + T], self.v[:, :, self.start:self.end + T]
+        self.end += T
+        self.start = max(self.start, self.end - self.mem_len)
+        return k_all, v_all
+
+    def reorder(self, beam_idx: torch.LongTensor) -> None:
+        if self.k is not None:
+            k, v = self.keys_values()
+            self.k, self.v = k.index_select(0, beam_idx.to(k.device)), v.index_select(0, beam_idx.to(v.device))
+            self.start, self.end = 0, self.k.shape[2]
+
+
 class TransfoXLMemoryCache:
     """Projected keys/values ``(B, H, M, D)`` of the last ``mem_len`` positions per layer, plus which are real.
 
     Equivalent to hidden-state memories (keys are a linear function of them) but each position is projected once,
     when it is processed, instead of at every later step; the size stays ``mem_len``, so a decoding step costs the
-    same at token 100 and token 10,000. The projected position embeddings ``r`` of the last step are kept too:
+    same at token 300 and token 10,000. The projected position embeddings ``r`` of the last step are kept too:
     once the cache is full every step needs the same distances. ``generate()`` passes the object back through
     ``cache``; beam search calls :meth:`reorder_cache`.
     """
 
     is_compileable = False
 
-    def __init__(self, n_layer: int):
-        self.kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layer
+    def __init__(self, n_layer: int, mem_len: int):
+        self.layers = [TransfoXLLayerKV(mem_len) for _ in range(n_layer)]
         self.mask: torch.Tensor | None = None  # (B, M) bool, None while every position is real
         self.seen = 0  # positions processed, padding included
         self.r: dict[int, tuple[int, torch.Tensor]] = {}  # layer -> (K, projected r)
 
     @property
     def is_linear(self) -> list[bool]:
-        return [False] * len(self.kv)
+        return [False] * len(self.layers)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.seen
 
     def memory_length(self) -> int:
-        return 0 if self.kv[0] is None else self.kv[0][0].shape[2]
+        return len(self.layers[0])
+
+    def batch_size(self) -> int | None:
+        return None if self.layers[0].k is None else self.layers[0].k.shape[0]
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        self.kv = [None if kv is None else tuple(t.index_select(0, beam_idx.to(t.device)) for t in kv) for kv in self.kv]
+        for layer in self.layers:
+            layer.reorder(beam_idx)
         if self.mask is not None:
             self.mask = self.mask.index_select(0, beam_idx.to(self.mask.device))
 
@@ -407,7 +465,7 @@ class LongctxTransfoXLModel(LongctxTransfoXLPreTrainedModel):
         cache (`TransfoXLMemoryCache`): generation state of a previous call; ``use_cache=True`` creates one.
         """
         c = self.config
-        if output_attentions:
+        if output_attentions if output_attentions is not None else c.output_attentions:
             raise ValueError("output_attentions=True is not supported: the attention probabilities are never kept")
         output_hidden_states = output_hidden_states if output_hidden_states is not None else c.output_hidden_states
         return_dict = return_dict if return_dict is not None else c.return_dict
@@ -419,13 +477,13 @@ class LongctxTransfoXLModel(LongctxTransfoXLPreTrainedModel):
         if real is not None and bool(real.all()):
             real = None  # fast path: no padding
         if use_cache and cache is None:
-            cache = TransfoXLMemoryCache(c.n_layer)
+            cache = TransfoXLMemoryCache(c.n_layer, c.mem_len)
         if cache is not None and cache.seen and mems is not None:
             raise ValueError("pass either mems or a cache that already holds positions, not both")
         mems, mems_mask = self._check_mems(mems, mems_mask, B)
-        if cache is not None and cache.kv[0] is not None:
-            if cache.kv[0][0].shape[0] != B:
-                raise ValueError(f"the cache holds {cache.kv[0][0].shape[0]} rows but the input has {B}")
+        if cache is not None and cache.batch_size() is not None:
+            if cache.batch_size() != B:
+                raise ValueError(f"the cache holds {cache.batch_size()} rows but the input has {B}")
             mems_mask = cache.mask
 
         hidden = self.word_emb(input_ids) if inputs_embeds is None else inputs_embeds
@@ -458,13 +516,13 @@ class LongctxTransfoXLModel(LongctxTransfoXLPreTrainedModel):
                     all_hidden[i].append(x)
                 r = self._projected_r(i, layer, pos_emb, K, cache)
                 u, v = self._biases(layer)
-                if cache is not None and cache.kv[i] is not None:
-                    y, k, vv = layer(x, r, key_mask, window, u, v, None, cache.kv[i])
+                if cache is not None and mems is None:  # the cache appends this segment and keeps mem_len
+                    y, k, vv = layer(x, r, key_mask, window, u, v, None, cache.layers[i])
                 else:
                     y, k, vv = layer(x, r, key_mask, window, u, v, mems[i] if mems is not None else None, None)
-                if cache is not None:  # keys/values of the kept positions, projected once
-                    cache.kv[i] = (k[:, :, keep:].detach(), vv[:, :, keep:].detach())
-                else:  # this layer's input hidden states, detached (section 3.2)
+                if cache is not None and mems is not None:  # hidden memories given: the cache starts here
+                    cache.layers[i].set(k, vv)
+                elif cache is None:  # this layer's input hidden states, detached (section 3.2)
                     full = x if mems is None else torch.cat([mems[i], x], dim=1)
                     new_mems.append(full[:, keep:].detach())
                 x = y

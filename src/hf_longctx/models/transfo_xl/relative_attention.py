@@ -105,7 +105,9 @@ def relative_attention(
     # The scale is folded into the (B, H, T, D) queries and biases, not applied to the (B, H, T, K) scores.
     q = q * scale
     # (b)+(d): position term against every distance, realigned per query row by rel_shift.
-    position = rel_shift((q + (r_r_bias * scale)[None, :, None, :]) @ r.transpose(-1, -2)[None])  # (B, H, T, K)
+    # r is shared by the batch: (H, B*T, D) @ (H, D, K) in one bmm, without copying r once per row.
+    qr = (q + (r_r_bias * scale)[None, :, None, :]).transpose(0, 1).reshape(H, B * T, D)
+    position = rel_shift((qr @ r.transpose(-1, -2)).view(H, B, T, K).transpose(0, 1))  # (B, H, T, K)
     allowed = relative_attention_mask(T, K, key_mask, window, device=q.device)
     position = position.masked_fill(~allowed, _masked_value(position.dtype))
     # (a)+(c): content term with the global content bias u, added by the GEMM itself (baddbmm: one pass less).
