@@ -29,6 +29,7 @@ class Head:
     make_inputs: Callable[[object, torch.Generator], dict]  # (config, generator) -> forward kwargs with labels
     output: str = "logits"  # the output compared between runs
     config_overrides: dict = field(default_factory=dict)  # e.g. a decoder head needs causal=True
+    reference_class: type | None = None  # transformers' class this head stands in for (its contracts apply)
 
 
 @dataclass
@@ -265,3 +266,72 @@ def test_saved_folder_holds_safetensors_and_only_the_variant_code(variant, tmp_p
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert "transformers_modules" in report["module"], report
     assert report["events"] == [], f"loading the remote code did: {report['events']}"
+
+
+# ---------------------------------------------------------------- transformers' contracts -----------------------------
+
+
+def _model_inputs(head, config, seed):
+    return {k: v for k, v in head.make_inputs(config, torch.Generator().manual_seed(seed)).items()}
+
+
+def test_return_dict_false_in_the_config_gives_tuples(variant):
+    """transformers' heads honour config.return_dict=False; `loss, logits = model(...)` must not bind key names."""
+    for name, head in variant.heads.items():
+        config = variant.make_config(**head.config_overrides)
+        model = _build(head, config)
+        inputs = _model_inputs(head, config, 20)
+        with torch.no_grad():
+            as_dict = model(**inputs)
+            model.config.return_dict = False
+            as_tuple = model(**inputs)
+        assert isinstance(as_tuple, tuple), f"{name}: config.return_dict=False gave {type(as_tuple).__name__}"
+        for key, value in zip(as_dict.keys(), as_tuple):
+            if isinstance(value, torch.Tensor):
+                torch.testing.assert_close(value, as_dict[key], msg=lambda m, k=key: f"{name}.{k}: {m}")
+
+
+def test_output_flags_in_the_config_are_honoured(variant):
+    """config.output_hidden_states returns them; config.output_attentions returns them or raises: never ignored."""
+    for name, head in variant.heads.items():
+        config = variant.make_config(**head.config_overrides, output_hidden_states=True)
+        model = _build(head, config)
+        inputs = {k: v for k, v in _model_inputs(head, config, 21).items()
+                  if k not in ("labels", "start_positions", "end_positions")}
+        with torch.no_grad():
+            out = model(**inputs)
+        assert out.hidden_states is not None and len(out.hidden_states) >= 2, name
+        model.config.output_attentions = True
+        try:
+            with torch.no_grad():
+                out = model(**inputs)
+        except ValueError as err:
+            assert "output_attentions" in str(err), err
+        else:
+            assert out.attentions is not None, f"{name}: config.output_attentions=True was silently ignored"
+
+
+def test_positional_arguments_bind_as_in_transformers(variant):
+    """Code written for transformers' class calls ours positionally: every argument it has sits at its index."""
+    import inspect
+
+    for name, head in variant.heads.items():
+        if head.reference_class is None:
+            continue
+        theirs = [p for p in inspect.signature(head.reference_class.forward).parameters if p not in ("self", "kwargs")]
+        ours = [p for p in inspect.signature(head.model_class.forward).parameters if p not in ("self", "kwargs")]
+        assert ours[: len(theirs)] == theirs, f"{name}: ours {ours} vs {head.reference_class.__name__} {theirs}"
+
+
+def test_torch_jit_trace_at_short_and_long_lengths(variant):
+    """transformers' models trace with torch.jit.trace at any length; ours too (the traced graph is reused only
+    at the length it was traced at, as for any traced model)."""
+    base = variant.heads["base"]
+    config = variant.make_config(**base.config_overrides)
+    model = _build(base, config)
+    model.config.return_dict = False
+    for T in (3, 29):
+        ids = torch.randint(3, config.vocab_size, (2, T), generator=torch.Generator().manual_seed(T))
+        with torch.no_grad():
+            traced = torch.jit.trace(model, (ids,), check_trace=False, strict=False)
+            torch.testing.assert_close(traced(ids)[0], model(ids)[0], msg=lambda m: f"traced at T={T}: {m}")

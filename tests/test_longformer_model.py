@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import transformers
 from model_suite import *  # noqa: F401,F403  (the shared tests, parametrized by the `variant` fixture)
 from model_suite import Head, VariantSpec
 from transformers import (
@@ -125,15 +126,20 @@ LONGFORMER = VariantSpec(
     name="longformer",
     make_config=make_config,
     heads={
-        "base": Head(AutoModel, LongctxLongformerModel, base_inputs, output="last_hidden_state"),
-        "mlm": Head(AutoModelForMaskedLM, LongctxLongformerForMaskedLM, mlm_inputs),
+        "base": Head(AutoModel, LongctxLongformerModel, base_inputs, output="last_hidden_state",
+                     reference_class=transformers.LongformerModel),
+        "mlm": Head(AutoModelForMaskedLM, LongctxLongformerForMaskedLM, mlm_inputs,
+                    reference_class=transformers.LongformerForMaskedLM),
         "causal": Head(AutoModelForCausalLM, LongctxLongformerForCausalLM, causal_inputs,
                        config_overrides={"causal": True, "num_sink_tokens": 2}),
-        "seqcls": Head(AutoModelForSequenceClassification, LongctxLongformerForSequenceClassification, seqcls_inputs),
-        "tokcls": Head(AutoModelForTokenClassification, LongctxLongformerForTokenClassification, tokcls_inputs),
+        "seqcls": Head(AutoModelForSequenceClassification, LongctxLongformerForSequenceClassification, seqcls_inputs,
+                       reference_class=transformers.LongformerForSequenceClassification),
+        "tokcls": Head(AutoModelForTokenClassification, LongctxLongformerForTokenClassification, tokcls_inputs,
+                       reference_class=transformers.LongformerForTokenClassification),
         "qa": Head(AutoModelForQuestionAnswering, LongctxLongformerForQuestionAnswering, qa_inputs,
-                   output="start_logits"),
-        "mc": Head(AutoModelForMultipleChoice, LongctxLongformerForMultipleChoice, mc_inputs),
+                   output="start_logits", reference_class=transformers.LongformerForQuestionAnswering),
+        "mc": Head(AutoModelForMultipleChoice, LongctxLongformerForMultipleChoice, mc_inputs,
+                   reference_class=transformers.LongformerForMultipleChoice),
     },
     padded_inputs=padded_inputs,
     bad_inputs=[
@@ -162,10 +168,13 @@ def variant():
 # ---------------------------------------------------------------- Longformer-specific ---------------------------------
 
 
-def _naive_attention(q, k, v, *, block_size=None, dropout_p=0.0, **kwargs):
-    from hf_longctx.models.longformer.sliding_window_attention import naive_longformer_attention
+def _naive_attention(q, k, v, *, block_size=None, dropout_p=0.0, dropout_seed=None, **kwargs):
+    """The dense twin in the model's place; it draws the dropout seed from torch's RNG exactly as the op does."""
+    from hf_longctx.models.longformer import sliding_window_attention as swa
 
-    return naive_longformer_attention(q, k, v, **kwargs)
+    if dropout_p > 0.0 and dropout_seed is None:
+        dropout_seed = swa._draw_seed()
+    return swa.naive_longformer_attention(q, k, v, dropout_p=dropout_p, dropout_seed=dropout_seed, **kwargs)
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -184,6 +193,85 @@ def test_model_with_fast_op_equals_model_with_dense_reference(monkeypatch, causa
         monkeypatch.setattr(modeling_longformer, "longformer_attention", _naive_attention)
         dense = model(**kwargs).last_hidden_state
     torch.testing.assert_close(fast, dense, rtol=1e-10, atol=1e-10)
+
+
+def _train_step(model, kwargs, seed=0, autocast=False):
+    """Loss and parameter gradients of one train-mode step (a fixed random read-out of the last hidden state)."""
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = model(**kwargs).last_hidden_state
+    readout = torch.randn(out.shape, generator=torch.Generator().manual_seed(9), dtype=out.dtype)
+    loss = (out.to(readout.dtype) * readout).sum()
+    loss.backward()
+    return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_training_with_attention_dropout_equals_the_dense_reference(monkeypatch, causal):
+    """Train mode with the checkpoints' dropout (attention and hidden): the fast op and the dense twin draw the same
+    masks from the same torch seed, so the outputs and every parameter gradient agree in float64."""
+    from hf_longctx.models.longformer import modeling_longformer
+
+    config = make_config(attention_window=[4, 10], attention_dilation=[1, 2], causal=causal,
+                         num_sink_tokens=2 if causal else 0, attention_probs_dropout_prob=0.3,
+                         hidden_dropout_prob=0.1)
+    torch.manual_seed(0)
+    model = LongctxLongformerModel(config).double().train()
+    ids, mask = _ids(torch.Generator().manual_seed(0), T=41)
+    kwargs = {"input_ids": ids, "attention_mask": mask, "global_attention_mask": _globals(ids)}
+    fast, fast_grads = _train_step(model, kwargs)
+    monkeypatch.setattr(modeling_longformer, "longformer_attention", _naive_attention)
+    dense, dense_grads = _train_step(model, kwargs)
+    torch.testing.assert_close(fast, dense, rtol=1e-10, atol=1e-10)
+    assert fast_grads.keys() == dense_grads.keys()
+    for name in fast_grads:
+        torch.testing.assert_close(fast_grads[name], dense_grads[name], rtol=1e-9, atol=1e-10,
+                                   msg=lambda m, n=name: f"grad {n}: {m}")
+    other, _ = _train_step(model, kwargs, seed=1)
+    assert not torch.allclose(fast, other), "another seed must draw other masks"
+
+
+def test_gradient_checkpointing_with_dropout_replays_the_same_masks():
+    """Checkpointing recomputes each layer in the backward; torch.utils.checkpoint restores the RNG state first, so
+    the op draws the same seed and the gradients equal a plain backward's."""
+    config = make_config(attention_probs_dropout_prob=0.2, hidden_dropout_prob=0.1)
+    torch.manual_seed(0)
+    model = LongctxLongformerModel(config).double().train()
+    ids, mask = _ids(torch.Generator().manual_seed(1), T=33)
+    kwargs = {"input_ids": ids, "attention_mask": mask, "global_attention_mask": _globals(ids)}
+    plain, plain_grads = _train_step(model, kwargs)
+    model.activation_checkpointing_enable()
+    checkpointed, ckpt_grads = _train_step(model, kwargs)
+    torch.testing.assert_close(checkpointed, plain, rtol=1e-12, atol=1e-12)
+    for name in plain_grads:
+        torch.testing.assert_close(ckpt_grads[name], plain_grads[name], rtol=1e-10, atol=1e-12,
+                                   msg=lambda m, n=name: f"grad {n}: {m}")
+
+
+def test_bf16_autocast_training_with_dropout_within_twice_pytorch_error(monkeypatch):
+    """bf16 autocast in train mode with dropout (the blocked path computes in float32 inside): its error against
+    float32 is at most twice that of the dense twin under the same autocast, with the same masks."""
+    from hf_longctx.models.longformer import modeling_longformer
+
+    config = make_config(attention_probs_dropout_prob=0.1, hidden_dropout_prob=0.1)
+    torch.manual_seed(0)
+    model = LongctxLongformerModel(config).train()
+    ids, mask = _ids(torch.Generator().manual_seed(2), T=40)
+    kwargs = {"input_ids": ids, "attention_mask": mask, "global_attention_mask": _globals(ids)}
+    exact, exact_grads = _train_step(model, kwargs)
+    ours, ours_grads = _train_step(model, kwargs, autocast=True)
+    monkeypatch.setattr(modeling_longformer, "longformer_attention", _naive_attention)
+    plain, plain_grads = _train_step(model, kwargs, autocast=True)
+    real = mask.bool()
+    err_ours = (ours.float() - exact)[real].abs().max().item()
+    err_plain = (plain.float() - exact)[real].abs().max().item()
+    assert err_ours <= 2 * err_plain, f"bf16 error {err_ours:.3e} vs plain PyTorch bf16 {err_plain:.3e}"
+    for name in exact_grads:
+        assert torch.isfinite(ours_grads[name]).all(), name
+        e_ours = (ours_grads[name] - exact_grads[name]).norm().item()
+        e_plain = (plain_grads[name] - exact_grads[name]).norm().item()
+        assert e_ours <= 2 * e_plain + 1e-6 * exact_grads[name].norm().item(), (name, e_ours, e_plain)
 
 
 def test_sequence_classification_makes_the_first_token_global_by_default():

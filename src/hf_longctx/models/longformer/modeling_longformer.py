@@ -33,7 +33,13 @@ from transformers.modeling_outputs import (
 
 from .configuration_longformer import LongctxLongformerConfig
 from .longctx_common import check_length, check_mask, check_token_inputs
-from .sliding_window_attention import _MASKED_SCORE, _softmax_dtype, global_token_index, longformer_attention
+from .sliding_window_attention import (
+    _MASKED_SCORE,
+    _softmax_dtype,
+    global_token_index,
+    longformer_attention,
+    naive_longformer_attention,
+)
 
 # --------------------------------------------------------------------------------------------------------------------
 # Modules, built from explicit arguments
@@ -70,6 +76,11 @@ class LongformerEmbeddings(nn.Module):
             token_type_ids = torch.zeros_like(position_ids)
         x = inputs_embeds + self.position_embeddings(position_ids) + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.LayerNorm(x))
+
+
+def _dense_attention(q, k, v, *, dropout_p=0.0, **kwargs):
+    """:func:`naive_longformer_attention` behind the fast op's signature (no dropout)."""
+    return naive_longformer_attention(q, k, v, **kwargs)
 
 
 class LongformerSelfAttention(nn.Module):
@@ -114,10 +125,13 @@ class LongformerSelfAttention(nn.Module):
         q, k, v, *kv_global = (self._heads(x) for x in fused.split(C, dim=-1))  # (B, nh, T, hs) each
         dropout_p = self.dropout if self.training else 0.0
 
+        # torch.jit.trace cannot record the fast op's custom autograd kernels at every length (short inputs failed
+        # with "unordered_map::at"); a traced graph uses the dense twin, which computes the same attention.
+        attend = _dense_attention if torch.jit.is_tracing() and dropout_p == 0.0 else longformer_attention
         if layer_cache is not None:
             out = layer_cache.attend(q, k, v, self.left, self.dilation)
         elif self.causal or global_index is None:
-            out = longformer_attention(
+            out = attend(
                 q, k, v, left=self.left, right=self.right, attention_mask=attention_mask, global_mask=global_mask,
                 causal=self.causal, dilation=self.dilation, dropout_p=dropout_p,
             )
@@ -132,7 +146,7 @@ class LongformerSelfAttention(nn.Module):
             g_hidden = hidden_states.gather(1, index[:, :, None].expand(B, index.shape[1], C))  # (B, G, C)
             q_global = self._heads(self.query_global(g_hidden)) * scale
             k_global, v_global = kv_global
-            out = longformer_attention(
+            out = attend(
                 q, k, v, left=self.left, right=self.right, attention_mask=attention_mask, global_mask=global_mask,
                 q_global=q_global, k_global=k_global, v_global=v_global, dilation=self.dilation, dropout_p=dropout_p,
             )
@@ -358,8 +372,13 @@ class LongctxLongformerPreTrainedModel(PreTrainedModel):
         self.config.auto_map = dict(AUTO_MAP)
         return super().save_pretrained(save_directory, *args, **kwargs)
 
+    def _return_dict(self, return_dict: bool | None) -> bool:
+        """transformers' rule: the argument wins, else ``config.return_dict`` (False gives tuples)."""
+        return self.config.return_dict if return_dict is None else return_dict
+
     def _unsupported(self, output_attentions):
-        if output_attentions:
+        # From the argument or the config (from_pretrained(..., output_attentions=True)): never silently ignored.
+        if output_attentions or (output_attentions is None and self.config.output_attentions):
             raise ValueError(
                 "output_attentions=True is not supported: the fast attention never materialises the attention "
                 "probabilities. Use hf_longctx.models.longformer.sliding_window_attention.naive_longformer_attention "
@@ -410,11 +429,11 @@ class LongctxLongformerModel(LongctxLongformerPreTrainedModel):
         token_type_ids: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
-        cache: LongformerSinkWindowCache | None = None,
-        use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        cache: LongformerSinkWindowCache | None = None,  # after transformers' arguments: positional calls bind alike
+        use_cache: bool | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPooling | tuple:
         r"""
@@ -425,7 +444,7 @@ class LongctxLongformerModel(LongctxLongformerPreTrainedModel):
         self._unsupported(output_attentions)
         c = self.config
         output_hidden_states = output_hidden_states if output_hidden_states is not None else c.output_hidden_states
-        return_dict = return_dict if return_dict is not None else c.return_dict
+        return_dict = self._return_dict(return_dict)
         B, T = check_token_inputs(input_ids, inputs_embeds, c.vocab_size)
         device = input_ids.device if input_ids is not None else inputs_embeds.device
         if cache is not None and attention_mask is not None and attention_mask.shape[-1] == cache.seen + T:
@@ -532,7 +551,7 @@ class LongctxLongformerForMaskedLM(LongctxLongformerPreTrainedModel):
             # num_items_in_batch arrives through kwargs, so gradient accumulation averages over all tokens.
             loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
         result = MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
-        return result if return_dict is not False else result.to_tuple()
+        return result if self._return_dict(return_dict) else result.to_tuple()
 
 
 class LongctxLongformerForCausalLM(LongctxLongformerPreTrainedModel, GenerationMixin):
@@ -618,7 +637,7 @@ class LongctxLongformerForCausalLM(LongctxLongformerPreTrainedModel, GenerationM
         result = CausalLMOutputWithPast(
             loss=loss, logits=logits, cache=out.get("cache") if use_cache else None, hidden_states=out.hidden_states
         )
-        return result if return_dict is not False else result.to_tuple()
+        return result if self._return_dict(return_dict) else result.to_tuple()
 
 
 class LongctxLongformerForSequenceClassification(LongctxLongformerPreTrainedModel):
@@ -647,7 +666,7 @@ class LongctxLongformerForSequenceClassification(LongctxLongformerPreTrainedMode
         logits = self.classifier(out.last_hidden_state)
         loss = self.loss_function(labels, logits, self.config) if labels is not None else None
         result = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
-        return result if return_dict is not False else result.to_tuple()
+        return result if self._return_dict(return_dict) else result.to_tuple()
 
 
 class LongctxLongformerForTokenClassification(LongctxLongformerPreTrainedModel):
@@ -672,7 +691,7 @@ class LongctxLongformerForTokenClassification(LongctxLongformerPreTrainedModel):
             # Token-level loss: num_items_in_batch (through kwargs) makes accumulation average over all tokens.
             loss = self.loss_function(logits, labels, self.config, **kwargs)
         result = TokenClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
-        return result if return_dict is not False else result.to_tuple()
+        return result if self._return_dict(return_dict) else result.to_tuple()
 
 
 class LongctxLongformerForQuestionAnswering(LongctxLongformerPreTrainedModel):
@@ -706,7 +725,7 @@ class LongctxLongformerForQuestionAnswering(LongctxLongformerPreTrainedModel):
         result = QuestionAnsweringModelOutput(
             loss=loss, start_logits=start_logits, end_logits=end_logits, hidden_states=out.hidden_states
         )
-        return result if return_dict is not False else result.to_tuple()
+        return result if self._return_dict(return_dict) else result.to_tuple()
 
 
 class LongctxLongformerForMultipleChoice(LongctxLongformerPreTrainedModel):
@@ -725,9 +744,10 @@ class LongctxLongformerForMultipleChoice(LongctxLongformerPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, 1)
         self.post_init()
 
-    def forward(self, input_ids=None, attention_mask=None, global_attention_mask=None, token_type_ids=None,
-                position_ids=None, inputs_embeds=None, labels=None, output_attentions=None,
+    def forward(self, input_ids=None, token_type_ids=None, attention_mask=None, global_attention_mask=None,
+                labels=None, position_ids=None, inputs_embeds=None, output_attentions=None,
                 output_hidden_states=None, return_dict=None, **kwargs):
+        # transformers' LongformerForMultipleChoice order (token_type_ids second), unlike the other heads.
         ref = input_ids if input_ids is not None else inputs_embeds[..., 0]
         if ref is None or ref.dim() != 3:
             raise ValueError("multiple choice inputs must have shape (batch, num_choices, seq_len)")
@@ -746,7 +766,7 @@ class LongctxLongformerForMultipleChoice(LongctxLongformerPreTrainedModel):
         logits = self.classifier(self.dropout(out.pooler_output)).view(-1, num_choices)
         loss = F.cross_entropy(logits, labels) if labels is not None else None
         result = MultipleChoiceModelOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
-        return result if return_dict is not False else result.to_tuple()
+        return result if self._return_dict(return_dict) else result.to_tuple()
 
 
 __all__ = [

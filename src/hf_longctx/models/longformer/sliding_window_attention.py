@@ -851,7 +851,7 @@ def naive_longformer_attention(
     offset = j - i
     band = (offset % dilation == 0) & (offset >= -left * dilation) & (offset <= right * dilation)
     # Local rows: band over real non-global keys, plus every global key (causal: earlier ones).
-    global_key = glob[:, None, :] & ((j <= i)[None] if causal else True)
+    global_key = (glob[:, None, :] & (j <= i)[None]) if causal else glob[:, None, :]  # (tensor & bool fails in traces)
     allowed = (band[None] & (real & ~glob)[:, None, :]) | global_key  # (B, T, T)
     scores = _softmax_dtype(q @ k.transpose(-1, -2)).masked_fill(~allowed[:, None], _MASKED_SCORE)
     drop = lambda probs: probs  # noqa: E731
