@@ -310,6 +310,12 @@ class TransfoXLMemoryCache:
     def memory_length(self) -> int:
         return len(self.layers[0])
 
+    def projected_r(self, layer_idx: int, K: int, dtype) -> torch.Tensor | None:
+        """The layer's projected position embeddings of the last step if it had the same ``K`` (true for every step
+        once the cache holds ``mem_len`` positions), so a step does not re-project ``mem_len`` rows."""
+        hit = self.r.get(layer_idx)
+        return hit[1] if hit is not None and hit[0] == K and hit[1].dtype == dtype else None
+
     def batch_size(self) -> int | None:
         return None if self.layers[0].k is None else self.layers[0].k.shape[0]
 
@@ -504,17 +510,19 @@ class LongctxTransfoXLModel(LongctxTransfoXLPreTrainedModel):
                     mem_mask if mem_mask is not None else torch.ones(B, M, dtype=torch.bool, device=device),
                     seg_real if seg_real is not None else torch.ones(B, L, dtype=torch.bool, device=device),
                 ], dim=1)  # (B, K)
-            # Distances K-1 ... 0, clamped (4.49 M 941-946); one sinusoid table per segment, shared by the layers.
-            distances = torch.arange(K - 1, -1, -1, device=device)
-            if c.clamp_len is not None:
-                distances = distances.clamp(max=c.clamp_len)
-            pos_emb = self.drop(sinusoid_positions(distances, c.d_model, dtype=x.dtype))  # (K, d_model)
+            pos_emb = None  # the sinusoids, built on first use: a decoding step usually reuses the cache's r
             keep = max(0, K - c.mem_len)  # memory = the last mem_len of memory + segment (4.49 M 844-859)
             new_mems = []
             for i, layer in enumerate(self.layers):
                 if all_hidden is not None:
                     all_hidden[i].append(x)
-                r = self._projected_r(i, layer, pos_emb, K, cache)
+                r = None if cache is None or self.training else cache.projected_r(i, K, x.dtype)
+                if r is None:
+                    if pos_emb is None:
+                        pos_emb = self._position_embeddings(K, x.dtype, device)
+                    r = layer.attn.project_r(pos_emb)
+                    if cache is not None and not self.training:
+                        cache.r[i] = (K, r)
                 u, v = self._biases(layer)
                 if cache is not None and mems is None:  # the cache appends this segment and keeps mem_len
                     y, k, vv = layer(x, r, key_mask, window, u, v, None, cache.layers[i])
@@ -548,17 +556,12 @@ class LongctxTransfoXLModel(LongctxTransfoXLPreTrainedModel):
         )
         return out if return_dict else out.to_tuple()
 
-    def _projected_r(self, i, layer, pos_emb, K, cache):
-        """``r_net`` of the sinusoids; during cached decoding the last result is reused when ``K`` is unchanged
-        (it is, once the cache holds ``mem_len`` positions), so a step does not re-project ``mem_len`` rows."""
-        if cache is None or self.training:
-            return layer.attn.project_r(pos_emb)
-        hit = cache.r.get(i)
-        if hit is not None and hit[0] == K and hit[1].dtype == pos_emb.dtype:
-            return hit[1]
-        r = layer.attn.project_r(pos_emb)
-        cache.r[i] = (K, r)
-        return r
+    def _position_embeddings(self, K: int, dtype, device) -> torch.Tensor:
+        """Sinusoids of the distances K-1 ... 0, clamped (4.49 M 941-946); one table per segment for all layers."""
+        distances = torch.arange(K - 1, -1, -1, device=device)
+        if self.config.clamp_len is not None:
+            distances = distances.clamp(max=self.config.clamp_len)
+        return self.drop(sinusoid_positions(distances, self.config.d_model, dtype=dtype))  # (K, d_model)
 
 
 def _tied_keys(config: LongctxTransfoXLConfig, lm_head: AdaptiveLogSoftmax, emb: AdaptiveEmbedding) -> dict:
