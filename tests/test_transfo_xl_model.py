@@ -259,3 +259,19 @@ def test_generation_with_left_padding_matches_each_prompt_alone():
         b = model.generate(long, **kwargs)
     torch.testing.assert_close(both[0, 4:], a[0], rtol=0, atol=0)
     torch.testing.assert_close(both[1], b[0], rtol=0, atol=0)
+
+
+def test_masked_memory_positions_are_never_attended():
+    """mems_mask (returned when a call had padding) hides memory positions: their contents do not matter."""
+    model = _model(LongctxTransfoXLModel)
+    ids, mask = _ids(torch.Generator().manual_seed(10), T=8)  # row 1: last 6 positions are padding
+    nxt = torch.randint(2, VOCAB, (2, 5), generator=torch.Generator().manual_seed(11))
+    with torch.no_grad():
+        first = model(ids, attention_mask=mask)
+        assert first.mems_mask is not None and first.mems_mask[1].sum() == 2
+        a = model(nxt, mems=first.mems, mems_mask=first.mems_mask).last_hidden_state
+        noisy = tuple(m.masked_fill(~first.mems_mask[:, :, None], 7.0) for m in first.mems)
+        b = model(nxt, mems=noisy, mems_mask=first.mems_mask).last_hidden_state
+        c = model(nxt, mems=noisy).last_hidden_state  # without the mask the garbage is attended
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a[1], c[1])
