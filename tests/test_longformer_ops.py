@@ -16,11 +16,11 @@ from hf_longctx.models.longformer.sliding_window_attention import (
 B, H, D = 2, 4, 8
 
 
-@pytest.fixture(autouse=True, params=["fused", "unfused"])
+@pytest.fixture(autouse=True, params=["fused", "blocked"])
 def path(request, monkeypatch):
-    """Run every test on both implementations: PyTorch's fused CPU kernel, and the unfused blocks that dropout and
-    other devices use."""
-    if request.param == "unfused":
+    """Run every test on both implementations: PyTorch's fused CPU kernel, and the blocked path that dropout and
+    other devices use (with dropout every call takes the blocked path)."""
+    if request.param == "blocked":
         monkeypatch.setattr(swa, "_flash_cpu_usable", lambda q, dropout_p: False)
     return request.param
 
@@ -180,7 +180,7 @@ def test_forward_and_backward_block_sizes_may_differ_with_a_wide_window(monkeypa
 
 
 def test_dropout_zeroes_attention_weights_at_the_expected_rate():
-    """With dropout the unfused path runs; at p=0.5 about half the probabilities vanish and the rest double."""
+    """With dropout the blocked path runs; at p=0.5 about half the probabilities vanish and the rest double."""
     torch.manual_seed(0)
     T = 64
     q, k, v, _ = _inputs(T)
@@ -189,3 +189,148 @@ def test_dropout_zeroes_attention_weights_at_the_expected_rate():
     mean = out.mean().item()
     assert 0.9 < mean < 1.1, mean  # inverted dropout keeps the expectation
     assert out.std().item() > 0.05  # but individual rows change
+
+
+# ---------------------------------------------------------------- attention dropout -----------------------------------
+# The mask is a pure function of (seed, batch, head, query position, key position), so the dense twins build the very
+# same mask and forward and gradients compare exactly (float64); then the mask itself is checked to be dropout.
+
+
+class TestDropout:
+    """With dropout every call takes the blocked path: no fused/blocked parametrization here."""
+
+    @pytest.fixture(autouse=True)
+    def path(self):
+        return "blocked"
+
+    @pytest.mark.parametrize(
+        "T,left,right,dilation,block",
+        [
+            (37, 4, 4, 1, None),
+            (37, 4, 4, 1, 5),  # odd block size, partial last block
+            (40, 6, 0, 1, 8),  # causal band
+            (3, 4, 4, 1, None),  # shorter than the window
+            (41, 3, 3, 2, 4),  # dilation
+            (50, 4, 0, 3, None),  # causal + dilation
+        ],
+    )
+    def test_sliding_window_with_dropout_matches_dense(self, T, left, right, dilation, block):
+        q, k, v, _ = _inputs(T)
+        key_mask = _ragged_mask(T)
+        kwargs = dict(key_mask=key_mask, dilation=dilation, dropout_p=0.3, dropout_seed=11)
+        out = sliding_window_attention(q, k, v, left, right, block_size=block, **kwargs)
+        ref = naive_sliding_window_attention(q, k, v, left, right, **kwargs)
+        rows = key_mask[:, None, :, None]
+        torch.testing.assert_close(out * rows, ref * rows, rtol=1e-10, atol=1e-10)
+        no_dropout = naive_sliding_window_attention(q, k, v, left, right, key_mask=key_mask, dilation=dilation)
+        assert not torch.allclose(out * rows, no_dropout * rows), "dropout changed nothing"
+        for name, a, r in zip("qkv", _grads(out * rows, (q, k, v)), _grads(ref * rows, (q, k, v))):
+            torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10, msg=lambda m, n=name: f"grad {n}: {m}")
+
+
+    @pytest.mark.parametrize("per_query", [False, True])
+    def test_sliding_window_extra_keys_with_dropout_match_dense(self, per_query):
+        T, G = 29, 3
+        q, k, v, (ek, ev) = _inputs(T, G=G)
+        g = torch.Generator().manual_seed(5)
+        extra_mask = torch.rand(B, T, G, generator=g) > 0.3 if per_query else torch.tensor([[1, 1, 0], [1, 0, 0]]).bool()
+        positions = torch.tensor([[0, 9, 20], [3, 4, 28]])  # the extra keys' positions key their mask columns
+        kwargs = dict(key_mask=_ragged_mask(T), extra_k=ek, extra_v=ev, extra_mask=extra_mask, dropout_p=0.25,
+                      dropout_seed=3, extra_positions=positions)
+        out = sliding_window_attention(q, k, v, 5, 5, block_size=7, **kwargs)
+        ref = naive_sliding_window_attention(q, k, v, 5, 5, **kwargs)
+        torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+        for a, r in zip(_grads(out, (q, k, v, ek, ev)), _grads(ref, (q, k, v, ek, ev))):
+            torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
+
+
+    @pytest.mark.parametrize("causal", [False, True])
+    @pytest.mark.parametrize("dilation", [1, 2])
+    def test_longformer_attention_with_dropout_matches_dense(self, causal, dilation):
+        """Band, global columns, global rows (their own projections) and padding, all with the same mask."""
+        tensors, kwargs = _longformer_case(33, causal, dilation)
+        q, k, v = tensors[:3]
+        kwargs.update(dropout_p=0.2, dropout_seed=7)
+        out = longformer_attention(q, k, v, block_size=4, **kwargs)
+        ref = naive_longformer_attention(q, k, v, **kwargs)
+        torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+        assert out[1, :, -5:].abs().max() == 0, "padding rows must be exactly 0"
+        for i, (a, r) in enumerate(zip(_grads(out, tensors), _grads(ref, tensors))):
+            torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10, msg=lambda m, i=i: f"grad of input {i}: {m}")
+
+
+    def test_dropout_seed_comes_from_torch_rng(self):
+        """torch.manual_seed reproduces a call; the next call draws a new mask."""
+        tensors, kwargs = _longformer_case(24, False, 1)
+        detached = [t.detach() for t in tensors]
+        kwargs.update(q_global=detached[3], k_global=detached[4], v_global=detached[5], dropout_p=0.3)
+        torch.manual_seed(123)
+        first = longformer_attention(*detached[:3], **kwargs)
+        second = longformer_attention(*detached[:3], **kwargs)
+        torch.manual_seed(123)
+        again = longformer_attention(*detached[:3], **kwargs)
+        assert torch.equal(first, again)
+        assert not torch.allclose(first, second)
+
+
+    @pytest.mark.parametrize("p", [0.1, 0.5])
+    def test_dropout_mask_keeps_one_minus_p_independently(self, p):
+        """The mask over (batch, head, query, key): kept fraction 1 - p, and neighbours (next query, next key, next head,
+        next batch row, the diagonal neighbour, and four random corners of a rectangle) uncorrelated, within 5 sigma."""
+        Bm, Hm, T = 2, 4, 256
+        rows, cols = swa.dropout_keys(2024, Bm, Hm, T)
+        keep = swa.dropout_keep(rows[..., None], cols[:, None, None, :], p).neg().double()  # (B, H, T, T), 1 = kept
+        n = keep.numel()
+        assert abs(keep.mean().item() - (1 - p)) < 5 * ((p * (1 - p)) / n) ** 0.5, keep.mean().item()
+
+        def corr(a, b):
+            a, b = a - a.mean(), b - b.mean()
+            return ((a * b).mean() / (a.std() * b.std())).item()
+
+        bound = 5 / (n / 2) ** 0.5
+        pairs = {
+            "next query": (keep[:, :, :-1], keep[:, :, 1:]),
+            "next key": (keep[..., :-1], keep[..., 1:]),
+            "diagonal": (keep[:, :, :-1, :-1], keep[:, :, 1:, 1:]),
+            "next head": (keep[:, :-1], keep[:, 1:]),
+            "next batch row": (keep[:-1], keep[1:]),
+        }
+        for name, (a, b) in pairs.items():
+            assert abs(corr(a, b)) < bound, (name, corr(a, b))
+        g = torch.Generator().manual_seed(0)
+        i, i2, j, j2 = (torch.randint(0, T, (200_000,), generator=g) for _ in range(4))
+        flat = keep[0, 0]
+        drops = ((1 - flat[i, j]) * (1 - flat[i2, j]) * (1 - flat[i, j2]) * (1 - flat[i2, j2])).mean().item()
+        assert abs(drops - p**4) < 5 * (p**4 / 200_000) ** 0.5 + 1e-4, (drops, p**4)
+
+
+    def test_dropout_output_mean_equals_the_output_without_dropout(self):
+        """Dropout stays dropout: over many draws the mean output is the no-dropout output, within sampling error."""
+        tensors, kwargs = _longformer_case(20, False, 1, seed=4)
+        detached = [t.detach() for t in tensors]
+        kwargs.update(q_global=detached[3], k_global=detached[4], v_global=detached[5])
+        exact = longformer_attention(*detached[:3], **kwargs)
+        torch.manual_seed(0)
+        draws = torch.stack([longformer_attention(*detached[:3], dropout_p=0.3, **kwargs) for _ in range(160)])
+        mean, sem = draws.mean(0), draws.std(0) / 160**0.5
+        real = kwargs["attention_mask"][:, None, :, None].expand_as(exact)
+        z = ((mean - exact).abs() / sem.clamp_min(1e-12))[real]
+        assert z.max() < 5.5, f"largest deviation {z.max():.1f} standard errors"
+        assert (draws.std(0)[real] > 0).all(), "some outputs never varied"
+
+
+    def test_dropout_saves_nothing_of_size_t_times_window(self):
+        """The blocked path keeps the inputs, the output and one log-sum-exp per row for the backward: O(T * D)."""
+        T, left, right = 256, 64, 64  # T * (left + right) = 16 * T * D
+        q, k, v, (ek, ev) = _inputs(T, G=3)
+        saved = []
+
+        def pack(t):
+            saved.append(t.numel())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = sliding_window_attention(q, k, v, left, right, extra_k=ek, extra_v=ev, dropout_p=0.1)
+        out.sum().backward()
+        # The padded keys are (T + left + right) * D per head; the probabilities would be T * (left + right + 1 + G).
+        assert saved and max(saved) <= 2 * B * H * T * D, f"a saved tensor of {max(saved)} elements"

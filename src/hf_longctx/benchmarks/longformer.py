@@ -1,12 +1,15 @@
-"""Longformer training step on CPU: ours against transformers' ``LongformerModel`` and a dense-SDPA RoBERTa.
+"""Longformer on CPU: ours against transformers' ``LongformerModel`` (and a dense-SDPA RoBERTa), in three modes.
 
-One config for every side (hidden 256, 4 heads, 2 layers, FFN 1024, window 256, 2% global tokens, batch 1,
-one thread). Every case in ``CASES`` names the test that proves it computes the right thing; all cases at a
-length run interleaved in one process (ours, theirs, ours, theirs, ...) and report medians, so a machine
-shared with other jobs slows every side alike. Peak memory is measured in a fresh process per (side, length).
-See benchmarks/README.md for the FLOP formula and the method.
+The modes are the ways users run a model: training with the checkpoints' dropout (0.1 on the attention
+probabilities and the hidden states: the headline), training with dropout 0, and inference (eval mode,
+``torch.no_grad()``, forward only). Each mode compares both sides in that same mode. One config for every side
+(hidden 256, 4 heads, 2 layers, FFN 1024, window 256, 2% global tokens, batch 1, one thread). Every case in
+``CASES`` names the test that proves it computes the right thing; all cases at a length run interleaved in one
+process (ours, theirs, ours, theirs, ...) and report medians, so a machine shared with other jobs slows every
+side alike. Peak memory is measured in a fresh process per (side, mode, length). See benchmarks/README.md for
+the FLOP formula and the method.
 
-    hf-longctx bench longformer                 # full run, ~10 min: bench_results/longformer_cpu.{md,png,json}
+    hf-longctx bench longformer                 # full run, ~15 min: bench_results/longformer_cpu.{md,png,json}
     hf-longctx bench longformer --quick         # smoke run, 1024 and 2048, one repeat, < 2 min
     hf-longctx bench longformer --out benchmarks/results/longformer_cpu   # refresh the results of record
     python -m hf_longctx.benchmarks.longformer --sweep-blocks  # block sizes of the fused attention op
@@ -38,7 +41,11 @@ WINDOW = 256  # transformers' attention_window: every token sees WINDOW // 2 tok
 W = WINDOW // 2
 VOCAB = 50265  # RoBERTa's
 GLOBAL_EVERY = 50  # every 50th token is global: about 2%
-LENGTHS = (1024, 2048, 4096, 8192, 16384)
+LENGTHS = (1024, 2048, 4096, 8192)
+DROPOUT = 0.1  # every Longformer checkpoint's attention_probs_dropout_prob and hidden_dropout_prob
+# mode -> (train mode?, dropout of the config). Inference runs the checkpoints' config in eval mode.
+MODES = {"train, dropout 0.1": (True, DROPOUT), "train, dropout 0": (True, 0.0), "inference": (False, DROPOUT)}
+MODE_KEYS = {"train, dropout 0.1": "train-0.1", "train, dropout 0": "train-0", "inference": "inference"}
 MM_SHAPE = (HIDDEN, FFN)  # the anchor GEMM: (T, 256) @ (256, 1024), the FFN's first projection
 
 
@@ -88,35 +95,45 @@ def mm_flops(T: int) -> float:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def common_config(max_len: int) -> dict:
+def common_config(max_len: int, dropout: float = 0.0) -> dict:
     return dict(
         vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-        intermediate_size=FFN, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        intermediate_size=FFN, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
         max_position_embeddings=max_len + 2, type_vocab_size=1,
     )
 
 
-def build_model(impl: str, max_len: int) -> torch.nn.Module:
+def build_model(impl: str, max_len: int, dropout: float = 0.0) -> torch.nn.Module:
     from transformers import LongformerConfig, LongformerModel, RobertaConfig, RobertaModel
 
     torch.manual_seed(0)
-    theirs = LongformerModel(LongformerConfig(attention_window=WINDOW, **common_config(max_len)), add_pooling_layer=False)
+    config = common_config(max_len, dropout)
+    theirs = LongformerModel(LongformerConfig(attention_window=WINDOW, **config), add_pooling_layer=False)
     if impl == "transformers":
         return theirs
     if impl == "ours":
         from hf_longctx.models.longformer.configuration_longformer import LongctxLongformerConfig
         from hf_longctx.models.longformer.modeling_longformer import LongctxLongformerModel
 
-        ours = LongctxLongformerModel(
-            LongctxLongformerConfig(attention_window=WINDOW, **common_config(max_len)), add_pooling_layer=False
-        )
+        ours = LongctxLongformerModel(LongctxLongformerConfig(attention_window=WINDOW, **config), add_pooling_layer=False)
         ours.load_state_dict(theirs.state_dict())  # same weights, same names
         return ours
     if impl == "roberta_sdpa":
-        config = RobertaConfig(**common_config(max_len))
+        config = RobertaConfig(**config)
         config._attn_implementation = "sdpa"
         return RobertaModel(config, add_pooling_layer=False)
     raise ValueError(f"unknown impl {impl!r}")
+
+
+def side(impl: str, mode: str) -> str:
+    """The key of one side in one mode: models, memory results and memory children use it."""
+    return f"{impl}/{MODE_KEYS[mode]}"
+
+
+def build_side(key: str, max_len: int) -> torch.nn.Module:
+    impl, mode_key = key.split("/")
+    mode = next(m for m, k in MODE_KEYS.items() if k == mode_key)
+    return build_model(impl, max_len, MODES[mode][1])
 
 
 def model_inputs(impl: str, T: int) -> dict:
@@ -132,8 +149,17 @@ def model_inputs(impl: str, T: int) -> dict:
     return inputs
 
 
-def model_step(model: torch.nn.Module, impl: str, T: int) -> Callable[[], None]:
+def model_step(model: torch.nn.Module, impl: str, T: int, train: bool = True) -> Callable[[], None]:
+    """Training: train mode, forward + backward against a fixed cotangent. Inference: eval, no_grad, forward."""
     inputs = model_inputs(impl, T)
+    if not train:
+        model.eval()
+
+        def infer():
+            with torch.no_grad():
+                model(**inputs)
+
+        return infer
     cotangent = torch.randn(1, T, HIDDEN, generator=torch.Generator().manual_seed(1))
     model.train()
 
@@ -142,6 +168,12 @@ def model_step(model: torch.nn.Module, impl: str, T: int) -> Callable[[], None]:
         model.zero_grad(set_to_none=True)
 
     return step
+
+
+def side_step(models: dict, key: str, T: int) -> Callable[[], None]:
+    impl, mode_key = key.split("/")
+    train = mode_key != "inference"
+    return model_step(models[key], impl, T, train)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -198,13 +230,14 @@ def op_inputs(T: int, with_globals: bool) -> tuple[dict, list[torch.Tensor]]:
     return kwargs, leaves
 
 
-def op_step(T: int, impl: str, with_globals: bool = True, block_size: int | None = None) -> Callable[[], None]:
+def op_step(T: int, impl: str, with_globals: bool = True, block_size: int | None = None,
+            dropout_p: float = 0.0) -> Callable[[], None]:
     from hf_longctx.models.longformer.sliding_window_attention import longformer_attention
 
     kwargs, leaves = op_inputs(T, with_globals)
     cotangent = torch.randn(1, HEADS, T, HIDDEN // HEADS, generator=torch.Generator().manual_seed(5))
     if impl == "ours":
-        run = lambda: longformer_attention(**kwargs, block_size=block_size)  # noqa: E731
+        run = lambda: longformer_attention(**kwargs, block_size=block_size, dropout_p=dropout_p)  # noqa: E731
     else:  # dense attention over all T keys, PyTorch's fused CPU kernel
         run = lambda: F.scaled_dot_product_attention(kwargs["q"], kwargs["k"], kwargs["v"], scale=1.0)  # noqa: E731
 
@@ -233,23 +266,46 @@ def mm_step(T: int) -> Callable[[], None]:
 
 
 PARITY = "tests/test_longformer_parity.py::test_gradients_match_transformers"
-CASES = [
-    Case("model: ours", "model", "ours", lambda m, T: model_step(m["ours"], "ours", T), PARITY,
-         flops=lambda T: model_flops(T, n_global(T)), anchor="model: transformers", memory=True),
-    Case("model: transformers", "model", "transformers", lambda m, T: model_step(m["transformers"], "transformers", T),
-         "anchor: transformers.LongformerModel itself", memory=True),
-    Case("model: RoBERTa dense SDPA", "model", "roberta_sdpa",
-         lambda m, T: model_step(m["roberta_sdpa"], "roberta_sdpa", T),
-         "anchor: transformers.RobertaModel(attn_implementation='sdpa'), full attention, no global tokens",
-         scaling=2.0, memory=True),
-    Case("attention layer: ours", "layer", "ours", lambda m, T: layer_step(m["ours"], "ours", T),
+DROPOUT_TEST = "tests/test_longformer_model.py::test_training_with_attention_dropout_equals_the_dense_reference"
+INFERENCE_TEST = "tests/test_longformer_parity.py::test_every_layer_matches_transformers_with_padding_and_globals"
+
+
+def model_case(mode: str, impl: str) -> str:
+    names = {"ours": "ours", "transformers": "transformers", "roberta_sdpa": "RoBERTa dense SDPA"}
+    return f"model ({mode}): {names[impl]}"
+
+
+def _model_cases() -> list[Case]:
+    cases = []
+    for mode, (train, dropout) in MODES.items():
+        proof = {"train, dropout 0.1": DROPOUT_TEST, "train, dropout 0": PARITY, "inference": INFERENCE_TEST}[mode]
+        key = side("ours", mode)
+        flops = (lambda T: model_flops(T, n_global(T))) if train else (lambda T: model_flops(T, n_global(T)) / 3)
+        cases.append(Case(model_case(mode, "ours"), "model", key, lambda m, T, k=key: side_step(m, k, T), proof,
+                          flops=flops, anchor=model_case(mode, "transformers"), memory=True))
+        key = side("transformers", mode)
+        cases.append(Case(model_case(mode, "transformers"), "model", key, lambda m, T, k=key: side_step(m, k, T),
+                          f"anchor: transformers.LongformerModel itself ({mode})", memory=True))
+    key = side("roberta_sdpa", "train, dropout 0")
+    cases.append(Case(model_case("train, dropout 0", "roberta_sdpa"), "model", key,
+                      lambda m, T, k=key: side_step(m, k, T),
+                      "anchor: transformers.RobertaModel(attn_implementation='sdpa'), full attention, no global tokens",
+                      scaling=2.0, memory=True))
+    return cases
+
+
+CASES = _model_cases() + [
+    Case("attention layer: ours", "layer", "ours", lambda m, T: layer_step(m[side("ours", "train, dropout 0")], "ours", T),
          "tests/test_longformer_parity.py::test_every_layer_matches_transformers_with_padding_and_globals",
          anchor="attention layer: transformers"),
     Case("attention layer: transformers", "layer", "transformers",
-         lambda m, T: layer_step(m["transformers"], "transformers", T),
+         lambda m, T: layer_step(m[side("transformers", "train, dropout 0")], "transformers", T),
          "anchor: transformers' LongformerSelfAttention itself"),
     Case("attention op: ours", "op", "ours", lambda m, T: op_step(T, "ours"),
          "tests/test_longformer_ops.py::test_longformer_attention_matches_dense",
+         flops=lambda T: 3 * attention_flops(T, n_global(T)), anchor="attention op: dense SDPA"),
+    Case("attention op: ours, dropout 0.1", "op", "ours", lambda m, T: op_step(T, "ours", dropout_p=DROPOUT),
+         "tests/test_longformer_ops.py::TestDropout::test_longformer_attention_with_dropout_matches_dense",
          flops=lambda T: 3 * attention_flops(T, n_global(T)), anchor="attention op: dense SDPA"),
     Case("attention op: ours, band only", "op", "ours", lambda m, T: op_step(T, "ours", with_globals=False),
          "tests/test_longformer_ops.py::test_sliding_window_matches_dense",
@@ -267,12 +323,12 @@ CASES = [
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def memory_child(impl: str, T: int) -> None:
-    """Runs in a fresh process: peak RSS growth of one fwd+bwd step over the process after model build."""
+def memory_child(key: str, T: int) -> None:
+    """Runs in a fresh process: peak RSS growth of one step (``key`` = side/mode) over the process after model build."""
     torch.set_num_threads(1)
-    model = build_model(impl, T)
-    warm = model_step(model, impl, min(T, 512))
-    step = model_step(model, impl, T)  # inputs and cotangent allocated before the baseline
+    models = {key: build_side(key, T)}
+    warm = side_step(models, key, min(T, 512))
+    step = side_step(models, key, T)  # inputs and cotangent allocated before the baseline
     peak_growth(warm, step)
 
 
@@ -294,7 +350,7 @@ def derived(results: dict) -> dict:
         mm = times.get(MM_CASE, {})
         d = {"mm_gflops": mm_flops(T) / mm["median_s"] / 1e9 if "median_s" in mm else None}
         for name, r in times.items():
-            if "median_s" not in r:
+            if "median_s" not in r or name not in by_name:
                 continue
             case, e = by_name[name], {}
             if case.flops:
@@ -306,43 +362,52 @@ def derived(results: dict) -> dict:
             if case.anchor and "samples_s" in times.get(case.anchor, {}):
                 e["speedup_vs_anchor"] = paired_median(times[case.anchor]["samples_s"], r["samples_s"])
             d[name] = e
-        dense = times.get("model: RoBERTa dense SDPA", {})
-        if "samples_s" in dense and "samples_s" in times.get("model: ours", {}):
-            d["model: ours"]["speedup_vs_dense"] = paired_median(dense["samples_s"], times["model: ours"]["samples_s"])
+        ours0 = model_case("train, dropout 0", "ours")
+        dense = times.get(model_case("train, dropout 0", "roberta_sdpa"), {})
+        if "samples_s" in dense and "samples_s" in times.get(ours0, {}):
+            d[ours0]["speedup_vs_dense"] = paired_median(dense["samples_s"], times[ours0]["samples_s"])
         out[T] = d
     return out
+
+
+def _memory(results: dict, T: int, impl: str, mode: str) -> float | None:
+    return results["lengths"].get(str(T), {}).get("memory", {}).get(side(impl, mode), {}).get("peak_growth_mb")
 
 
 def targets(results: dict, der: dict) -> list[tuple[str, str, bool | None]]:
     rows = []
 
-    def speed(T, need):
-        e = der.get(T, {}).get("model: ours", {})
-        x = e.get("speedup_vs_anchor")
-        return (f"fwd+bwd >= {need}x faster than transformers at {T}",
+    def speed(mode, T, need):
+        x = der.get(T, {}).get(model_case(mode, "ours"), {}).get("speedup_vs_anchor")
+        return (f"{mode}: >= {need}x faster than transformers at {T}",
                 f"{x:.2f}x" if x else "not measured", None if x is None else x >= need)
 
-    rows += [speed(4096, 1.5), speed(8192, 2.0)]
-    mem = results["lengths"].get("8192", {}).get("memory", {})
-    o, t = mem.get("ours", {}).get("peak_growth_mb"), mem.get("transformers", {}).get("peak_growth_mb")
-    rows.append(("peak memory <= 1/2 of transformers' at 8192",
-                 f"{o / t:.2f} of theirs ({o:.0f} / {t:.0f} MB)" if o and t else "not measured",
-                 None if not (o and t) else o / t <= 0.5))
-    for T in sorted(der):
-        x = der[T].get("model: ours", {}).get("time_over_ideal")
-        if x is not None:
-            rows.append((f"model time <= 1.35x FLOPs / mm rate at {T}", f"{x:.2f}x", x <= 1.35))
+    def memory(mode, T, most):
+        o, t = _memory(results, T, "ours", mode), _memory(results, T, "transformers", mode)
+        return (f"{mode}: peak memory <= {most} of transformers' at {T}",
+                f"{o / t:.2f} of theirs ({o:.0f} / {t:.0f} MB)" if o and t else "not measured",
+                None if not (o and t) else o / t <= most)
+
+    rows += [speed("train, dropout 0.1", 4096, 1.5), speed("train, dropout 0.1", 8192, 2.0),
+             memory("train, dropout 0.1", 8192, 0.5)]
+    rows += [speed("inference", 4096, 2.0), speed("inference", 8192, 2.75)]
+    o, t = _memory(results, 8192, "ours", "inference"), _memory(results, 8192, "transformers", "inference")
+    rows.append(("inference: peak memory at 8192 (reported)",
+                 f"{o / t:.2f} of theirs ({o:.0f} / {t:.0f} MB)" if o and t else "not measured", None))
+    rows += [speed("train, dropout 0", 4096, 1.5), speed("train, dropout 0", 8192, 2.0),
+             memory("train, dropout 0", 8192, 0.5)]
     for T in sorted(der):
         x = der[T].get("attention op: ours", {}).get("fraction_of_mm")
-        if x is not None:
-            rows.append((f"attention op >= 50% of the mm rate at {T}", f"{x:.0%}", x >= 0.5))
+        if x is not None and T >= 2048:
+            rows.append((f"train, dropout 0: attention op >= 50% of the mm rate at {T}", f"{x:.0%}", x >= 0.5))
     return rows
 
 
 def crossover(der: dict) -> str:
     """Shortest measured length from which the whole model (ours) is faster than dense-SDPA RoBERTa."""
-    faster = [(T, d["model: ours"]["speedup_vs_dense"] > 1) for T, d in sorted(der.items())
-              if "speedup_vs_dense" in d.get("model: ours", {})]
+    ours0 = model_case("train, dropout 0", "ours")
+    faster = [(T, d[ours0]["speedup_vs_dense"] > 1) for T, d in sorted(der.items())
+              if "speedup_vs_dense" in d.get(ours0, {})]
     for i, (T, f) in enumerate(faster):
         if f and all(x for _, x in faster[i:]):
             below = [t for t, _ in faster if t < T]
@@ -355,7 +420,7 @@ def write_markdown(results: dict, path: Path) -> None:
     der = derived(results)
     info = results["machine"]
     lines = [
-        "# Longformer on CPU: ours vs transformers vs dense SDPA",
+        "# Longformer on CPU: ours vs transformers, in three modes",
         "",
         f"`hf-longctx bench longformer{' --quick' if results['quick'] else ''}` on {info['date']}. "
         f"CPU: {info['cpu']} ({info['logical_cpus']} logical CPUs, shared with other jobs; "
@@ -365,74 +430,97 @@ def write_markdown(results: dict, path: Path) -> None:
         "",
         f"Config for every side: hidden {HIDDEN}, {HEADS} heads, {LAYERS} layers, FFN {FFN}, window {WINDOW} "
         f"({W} tokens each side), every {GLOBAL_EVERY}th token global (about 2%; RoBERTa has none), "
-        f"vocab {VOCAB}, dropout 0, batch 1, no pooler. A step is forward + backward of the last hidden state "
-        "against a fixed random cotangent. All cases at one length run interleaved, one step each per round; "
-        f"times are medians of up to {results['repeats']} rounds (fewer for steps over a few seconds: see "
-        "`samples_s` in the json), and every ratio is the median of the per-round ratios (paired, so a burst "
-        "of load from another job slows both sides of a ratio). "
-        "Peak memory: RSS growth of one step in a fresh process (benchmarks/README.md).",
+        f"vocab {VOCAB}, batch 1, no pooler. Three modes, each side in the same mode: **training with dropout "
+        f"{DROPOUT}** (attention probabilities and hidden states: the value every Longformer checkpoint ships, so "
+        "what fine-tuning runs), training with dropout 0, and inference (eval mode, `torch.no_grad()`, forward "
+        "only). A training step is forward + backward of the last hidden state against a fixed random "
+        "cotangent. All cases at one length run interleaved, one step each per round; times are medians of up "
+        f"to {results['repeats']} rounds (fewer for steps over a few seconds: see `samples_s` in the json), and "
+        "every ratio is the median of the per-round ratios (paired, so a burst of load from another job slows "
+        "both sides of a ratio). Peak memory: RSS growth of one step in a fresh process (benchmarks/README.md).",
         "",
-        "## Whole model, forward + backward",
+    ]
+
+    def tm(t, name):
+        r = t.get(name, {})
+        return fmt_s(r["median_s"]) if "median_s" in r else r.get("skipped", "not run")
+
+    def mb(T, impl, mode):
+        r = results["lengths"][str(T)].get("memory", {}).get(side(impl, mode), {})
+        return f"{r['peak_growth_mb']:.0f} MB" if "peak_growth_mb" in r else r.get("skipped", "not run")
+
+    def ratio(T, mode):
+        o, t = _memory(results, T, "ours", mode), _memory(results, T, "transformers", mode)
+        return f"{o / t:.2f}" if o and t else "-"
+
+    ordered = sorted(results["lengths"].items(), key=lambda kv: int(kv[0]))
+    for mode, title in (("train, dropout 0.1", f"Training, dropout {DROPOUT} (the checkpoints' default)"),
+                        ("inference", "Inference (eval, no_grad, forward only)")):
+        lines += [f"## {title}", "",
+                  "| tokens | ours | transformers | speedup | ours time / (FLOPs / mm rate) | peak mem ours | "
+                  "peak mem transformers | mem ratio |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for T_str, row in ordered:
+            T = int(T_str)
+            e = der[T].get(model_case(mode, "ours"), {})
+            sp = e.get("speedup_vs_anchor")
+            lines.append(
+                f"| {T} | {tm(row['time'], model_case(mode, 'ours'))} | "
+                f"{tm(row['time'], model_case(mode, 'transformers'))} | {f'{sp:.2f}x' if sp else '-'} | "
+                f"{e.get('time_over_ideal', 0):.2f} | {mb(T, 'ours', mode)} | {mb(T, 'transformers', mode)} | "
+                f"{ratio(T, mode)} |"
+            )
+        lines.append("")
+    mode = "train, dropout 0"
+    lines += [
+        "## Training, dropout 0",
         "",
         "| tokens | ours | transformers | speedup | RoBERTa SDPA (dense) | ours vs dense | ours GFLOP/s | "
         "mm GFLOP/s | ours time / (FLOPs / mm rate) | peak mem ours | peak mem transformers | mem ratio | "
         "peak mem RoBERTa |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for T_str, row in sorted(results["lengths"].items(), key=lambda kv: int(kv[0])):
+    for T_str, row in ordered:
         T = int(T_str)
-        t, d, mem = row["time"], der[T], row.get("memory", {})
-
-        def tm(name):
-            r = t.get(name, {})
-            return fmt_s(r["median_s"]) if "median_s" in r else r.get("skipped", "not run")
-
-        def mb(impl):
-            r = mem.get(impl, {})
-            return f"{r['peak_growth_mb']:.0f} MB" if "peak_growth_mb" in r else r.get("skipped", "not run")
-
-        mo, mt = mem.get("ours", {}).get("peak_growth_mb"), mem.get("transformers", {}).get("peak_growth_mb")
-        e = d.get("model: ours", {})
+        t, d = row["time"], der[T]
+        e = d.get(model_case(mode, "ours"), {})
         sp, sd = e.get("speedup_vs_anchor"), e.get("speedup_vs_dense")
         lines.append(
-            f"| {T} | {tm('model: ours')} | {tm('model: transformers')} | "
-            f"{f'{sp:.2f}x' if sp else '-'} | {tm('model: RoBERTa dense SDPA')} | "
+            f"| {T} | {tm(t, model_case(mode, 'ours'))} | {tm(t, model_case(mode, 'transformers'))} | "
+            f"{f'{sp:.2f}x' if sp else '-'} | {tm(t, model_case(mode, 'roberta_sdpa'))} | "
             f"{f'{sd:.2f}x' if sd else '-'} | {e.get('gflops', 0):.1f} | "
-            f"{d['mm_gflops'] or 0:.1f} | {e.get('time_over_ideal', 0):.2f} | {mb('ours')} | {mb('transformers')} | "
-            f"{f'{mo / mt:.2f}' if mo and mt else '-'} | {mb('roberta_sdpa')} |"
+            f"{d['mm_gflops'] or 0:.1f} | {e.get('time_over_ideal', 0):.2f} | {mb(T, 'ours', mode)} | "
+            f"{mb(T, 'transformers', mode)} | {ratio(T, mode)} | {mb(T, 'roberta_sdpa', mode)} |"
         )
     lines += [
         "",
-        f"Ours is faster than dense SDPA RoBERTa {crossover(der)}.",
+        f"Ours (training, dropout 0) is faster than dense SDPA RoBERTa {crossover(der)}.",
         "",
         "## Attention alone, forward + backward",
         "",
         "Layer = one self-attention module (q/k/v and global projections + attention, no output dense), same "
-        "weights on both sides. Op = `longformer_attention` on `(1, 4, T, 64)` tensors with the model's window "
-        "and global tokens (and without global tokens: band only), against dense "
-        "`F.scaled_dot_product_attention` at the same shapes. GFLOP/s count only useful FLOPs (2w+1 keys per "
-        "query, global rows and columns), and `of mm` is that rate over the same run's torch.mm rate.",
+        "weights on both sides, dropout 0. Op = `longformer_attention` on `(1, 4, T, 64)` tensors with the "
+        "model's window and global tokens (with dropout 0: the fused kernel; with dropout 0.1: the blocked path; "
+        "and without global tokens: band only), against dense `F.scaled_dot_product_attention` at the same "
+        "shapes. GFLOP/s count only useful FLOPs (2w+1 keys per query, global rows and columns), and `of mm` is "
+        "that rate over the same run's torch.mm rate.",
         "",
         "| tokens | layer: ours | layer: transformers | speedup | op: ours | GFLOP/s | of mm | "
-        "op: band only | GFLOP/s | of mm | op: dense SDPA | dense / ours |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "op, dropout 0.1 | of mm | op: band only | of mm | op: dense SDPA | dense / ours |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for T_str, row in sorted(results["lengths"].items(), key=lambda kv: int(kv[0])):
+    for T_str, row in ordered:
         T = int(T_str)
         t, d = row["time"], der[T]
-
-        def tm(name):
-            r = t.get(name, {})
-            return fmt_s(r["median_s"]) if "median_s" in r else r.get("skipped", "not run")
-
         op, band = d.get("attention op: ours", {}), d.get("attention op: ours, band only", {})
+        drop = d.get("attention op: ours, dropout 0.1", {})
         dense_ratio = op.get("speedup_vs_anchor")
         sl = d.get("attention layer: ours", {}).get("speedup_vs_anchor")
         lines.append(
-            f"| {T} | {tm('attention layer: ours')} | {tm('attention layer: transformers')} | "
-            f"{f'{sl:.2f}x' if sl else '-'} | {tm('attention op: ours')} | {op.get('gflops', 0):.1f} | "
-            f"{op.get('fraction_of_mm', 0):.0%} | {tm('attention op: ours, band only')} | "
-            f"{band.get('gflops', 0):.1f} | {band.get('fraction_of_mm', 0):.0%} | {tm('attention op: dense SDPA')} | "
+            f"| {T} | {tm(t, 'attention layer: ours')} | {tm(t, 'attention layer: transformers')} | "
+            f"{f'{sl:.2f}x' if sl else '-'} | {tm(t, 'attention op: ours')} | {op.get('gflops', 0):.1f} | "
+            f"{op.get('fraction_of_mm', 0):.0%} | {tm(t, 'attention op: ours, dropout 0.1')} | "
+            f"{drop.get('fraction_of_mm', 0):.0%} | {tm(t, 'attention op: ours, band only')} | "
+            f"{band.get('fraction_of_mm', 0):.0%} | {tm(t, 'attention op: dense SDPA')} | "
             f"{f'{dense_ratio:.2f}x' if dense_ratio else '-'} |"
         )
     lines += ["", "## Targets", "", "| target | measured | met |", "|---|---:|:---:|"]
@@ -451,20 +539,20 @@ def write_plot(results: dict, path: Path) -> None:
 
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 4.8))
     lengths = sorted(int(T) for T in results["lengths"])
-    styles = {"ours": ("model: ours", "C0", "o"), "transformers": ("model: transformers", "C1", "s"),
-              "roberta_sdpa": ("model: RoBERTa dense SDPA", "C2", "^")}
-    for impl, (name, color, marker) in styles.items():
-        xs = [T for T in lengths if "median_s" in results["lengths"][str(T)]["time"].get(name, {})]
-        ax_t.plot(xs, [results["lengths"][str(T)]["time"][name]["median_s"] for T in xs], marker=marker,
-                  color=color, label=name.replace("model: ", ""))
-        xs = [T for T in lengths if "peak_growth_mb" in results["lengths"][str(T)].get("memory", {}).get(impl, {})]
-        ax_m.plot(xs, [results["lengths"][str(T)]["memory"][impl]["peak_growth_mb"] for T in xs], marker=marker,
-                  color=color, label=name.replace("model: ", ""))
-    der = derived(results)
-    xs = [T for T in lengths if der[T].get("mm_gflops")]
-    ax_t.plot(xs, [model_flops(T, n_global(T)) / (der[T]["mm_gflops"] * 1e9) for T in xs], "k--", lw=1,
-              label="Longformer FLOPs / mm rate")
-    for ax, title, unit in ((ax_t, "forward + backward time", "seconds"), (ax_m, "peak memory (RSS growth)", "MB")):
+    colors = {"ours": "C0", "transformers": "C1", "roberta_sdpa": "C2"}
+    styles = {"train, dropout 0.1": ("-", "o"), "train, dropout 0": ("--", "s"), "inference": (":", "^")}
+    for case in (c for c in CASES if c.group == "model"):
+        impl, mode_key = case.impl.split("/")
+        mode = next(m for m, k in MODE_KEYS.items() if k == mode_key)
+        ls, marker = styles[mode]
+        label = f"{case.name.split(': ')[1]} ({mode})"
+        xs = [T for T in lengths if "median_s" in results["lengths"][str(T)]["time"].get(case.name, {})]
+        ax_t.plot(xs, [results["lengths"][str(T)]["time"][case.name]["median_s"] for T in xs], ls=ls,
+                  marker=marker, color=colors[impl], label=label)
+        xs = [T for T in lengths if _memory(results, T, impl, mode)]
+        ax_m.plot(xs, [_memory(results, T, impl, mode) for T in xs], ls=ls, marker=marker, color=colors[impl],
+                  label=label)
+    for ax, title, unit in ((ax_t, "time per step", "seconds"), (ax_m, "peak memory (RSS growth)", "MB")):
         if not any(len(line.get_xdata()) for line in ax.lines):
             ax.text(0.5, 0.5, "not measured", ha="center", transform=ax.transAxes)
             continue
@@ -475,7 +563,7 @@ def write_plot(results: dict, path: Path) -> None:
         ax.set_title(title)
         ax.set_xticks(lengths, [str(T) for T in lengths])
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=7)
     fig.suptitle(f"Longformer, hidden {HIDDEN}, {HEADS} heads, {LAYERS} layers, window {WINDOW}, 2% global, "
                  f"batch 1, 1 thread ({results['machine']['cpu']})", fontsize=10)
     fig.tight_layout()
@@ -524,10 +612,10 @@ def sweep_blocks(T: int, sizes: list[int], repeats: int) -> None:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def profile_breakdown(T: int, rounds: int = 3) -> None:
+def profile_breakdown(T: int, rounds: int = 3, dropout: float = 0.0) -> None:
     from torch.profiler import profile
 
-    model = build_model("ours", T)
+    model = build_model("ours", T, dropout)
     step = model_step(model, "ours", T)
     step()
     totals: dict[str, list[float]] = {}
@@ -571,6 +659,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="output path without suffix (default: %(default)s)")
     p.add_argument("--sweep-blocks", action="store_true", help="time the fused op's block sizes instead")
     p.add_argument("--profile", action="store_true", help="where a step of ours spends its time, instead")
+    p.add_argument("--dropout", type=float, default=0.0, help="dropout of the --profile model (default 0)")
     p.add_argument("--memory-child", nargs=2, metavar=("IMPL", "T"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -580,7 +669,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.profile:
         for T in args.lengths or [4096]:
-            profile_breakdown(T)
+            profile_breakdown(T, dropout=args.dropout)
         return
     if args.sweep_blocks:
         for T in args.lengths or [4096]:
@@ -591,11 +680,12 @@ def main(argv: list[str] | None = None) -> None:
     repeats = 1 if args.quick else args.repeats
     results = {"machine": machine_info(), "quick": args.quick, "repeats": repeats,
                "load_before": load_average(), "lengths": {}}
-    models = {impl: build_model(impl, max(lengths)) for impl in ("ours", "transformers", "roberta_sdpa")}
+    cases = [c for c in CASES if c.name == MM_CASE or not any(x in c.name for x in args.skip)]
+    keys = {c.impl for c in cases if c.group == "model"} | {side(i, "train, dropout 0") for i in ("ours", "transformers")}
+    models = {key: build_side(key, max(lengths)) for key in sorted(keys)}
     previous = {}
     t_start = time.perf_counter()
     for T in lengths:
-        cases = [c for c in CASES if c.name == MM_CASE or not any(x in c.name for x in args.skip)]
         row = {"time": time_length(T, cases, models, repeats, args.max_step_s, previous)}
         previous.update({n: (T, r["median_s"]) for n, r in row["time"].items() if "median_s" in r})
         if not args.no_memory:
@@ -608,7 +698,7 @@ def main(argv: list[str] | None = None) -> None:
                     __name__ if __name__ != "__main__" else "hf_longctx.benchmarks.longformer", case.impl, T,
                     timeout_s=max(120.0, 20 * row["time"][case.name]["median_s"]))
         results["lengths"][str(T)] = row
-        done = ", ".join(f"{n.split(': ', 1)[1]} {fmt_s(r['median_s'])}" for n, r in row["time"].items()
+        done = ", ".join(f"{n[len('model ('):]} {fmt_s(r['median_s'])}" for n, r in row["time"].items()
                          if n.startswith("model") and "median_s" in r)
         print(f"[{time.perf_counter() - t_start:5.0f} s] T={T}: {done}", flush=True)
     results["load_after"] = load_average()

@@ -18,12 +18,16 @@ exist for tests only):
 The fast paths never build a ``T x T`` tensor: queries are cut into blocks of
 ``block_size`` rows and each block attends to one contiguous key span of
 ``block_size + left + right`` keys (plus the global keys), so time is
-``O(T * (block_size + left + right + G))``. On CPU without dropout the blocks go
-through PyTorch's fused attention kernel (:class:`_BandedFlashAttention`), which
-recomputes the probabilities in the backward, so memory is ``O(T * D)``; elsewhere
-an unfused path of matmuls and a softmax keeps the probabilities for the
-backward, ``O(T * (block_size + left + right + G))``. Both run the dense twins'
-tests; hf_longctx/benchmarks/longformer.py measures them.
+``O(T * (block_size + left + right + G))``, and neither keeps anything of that
+size for the backward. On CPU without dropout the blocks go through PyTorch's
+fused attention kernel (:class:`_BandedFlashAttention`). With attention dropout
+(training with the checkpoints' 0.1), and on other devices, the blocked path
+(:class:`_BlockedAttention`) runs: groups of blocks as batched matmuls, the
+probabilities recomputed in the backward from the row log-sum-exp, and a
+counter-based dropout mask (:func:`dropout_keep`) regenerated there rather
+than stored. Memory is ``O(T * D)`` per head on both. Both run the dense
+twins' tests (the twins build the same dropout mask); hf_longctx/benchmarks/
+longformer.py measures them.
 """
 
 from __future__ import annotations
@@ -371,28 +375,26 @@ def _blocks(q, k_pad, v_pad, b, span):
 # --------------------------------------------------------------------------------------------------------------------
 #
 # Whether probability (b, h, i, j) is kept is a pure function of (seed, b, h, i, j): every row (b, h, i) and every
-# key position j get a 32-bit key (murmur3's fmix32 of the seed and the counter, computed on O(B H T) entries), and
-# an element is kept when a mix of (row key XOR column key) falls above the threshold. Nothing of size T x window is
-# stored: the backward regenerates the mask of each block from the same keys. The dense twins build the very same
-# mask over the full matrix, so forward and gradients compare exactly, and dilation, padding and global keys only
-# re-index the keys. The mix per element (multiply, xorshift, multiply: fmix32's second half) is nine int32 passes
-# over a block that sits in cache; it decorrelates rows that share a column and columns that share a row (tested:
-# kept fraction, pairs of neighbours, mean of the output). The seed is drawn from torch's RNG once per call, so
-# torch.manual_seed makes a training run reproducible, and torch.utils.checkpoint (which restores the RNG state
-# before it recomputes) draws the same mask again.
+# key position j get a 32-bit key (murmur3's fmix32 of the seed and the counter, on O(B H T) entries), and an element
+# is kept when the top bits of (row key * column key) mod 2**32 clear the threshold. One multiply and three integer
+# passes per element, over a block that sits in cache: no comparison (bool tensors are slow on CPU), the kept bit
+# comes out as an all-ones int32 that is ANDed into the float32 probabilities. Within a row or a column the
+# products are as uniform as the keys; across rows and columns tests/test_longformer_ops.py checks the kept
+# fraction, neighbour correlations and the mean of the output. Nothing of size T x window is stored: the backward
+# regenerates each block's mask from the keys, and the dense twins build the very same mask over the full matrix,
+# so forward and gradients compare exactly; dilation, padding and global keys only re-index the keys. The seed is
+# drawn from torch's RNG once per call, so torch.manual_seed makes a training run reproducible, and
+# torch.utils.checkpoint (which restores the RNG state before it recomputes) draws the same mask again.
 
 _M32 = 0xFFFFFFFF
-_FMIX1, _FMIX2 = 0x85EBCA6B, 0xC2B2AE35  # murmur3 fmix32
-_FMIX1_I32, _FMIX2_I32 = _FMIX1 - 2**32, _FMIX2 - 2**32  # the same bits as int32 scalars
-_ONE_F32_BITS = 0x3F800000  # 1.0f
 
 
 def _fmix32(x: torch.Tensor) -> torch.Tensor:
     """murmur3's finaliser on int64 tensors holding values in [0, 2**32)."""
     x = x ^ (x >> 16)
-    x = (x * _FMIX1) & _M32
+    x = (x * 0x85EBCA6B) & _M32
     x = x ^ (x >> 13)
-    x = (x * _FMIX2) & _M32
+    x = (x * 0xC2B2AE35) & _M32
     return x ^ (x >> 16)
 
 
@@ -416,20 +418,22 @@ def dropout_keys(seed: int, batch: int, heads: int, length: int, device=None) ->
 
 
 def dropout_keep(row_keys: torch.Tensor, col_keys: torch.Tensor, p: float) -> torch.Tensor:
-    """The mask for row keys ``(..., n, 1)`` and column keys ``(..., 1, m)``: float32 ``(..., n, m)``, 1 kept, 0 dropped.
+    """The mask for row keys ``(..., n, 1)`` and column keys ``(..., 1, m)``: int32 ``(..., n, m)``, -1 (all bits
+    set) where kept, 0 where dropped. ``P(kept) = 1 - p`` to within ``2**-31``."""
+    x = torch.mul(row_keys, col_keys)  # wraps mod 2**32
+    x.bitwise_right_shift_(1)  # uniform on [-2**30, 2**30): the subtraction below cannot overflow
+    threshold = (-(2**31) + round(p * 2**32)) // 2  # kept iff x >= threshold
+    x = torch.rsub(x, threshold - 1)  # negative exactly where kept
+    return x.bitwise_right_shift_(31)
 
-    Pure int32 arithmetic, no comparison (bool tensors are slow on CPU): the kept bit is the sign of
-    ``threshold - 1 - (mix >> 1)``, turned into the bits of 1.0f and viewed as float32.
-    """
-    x = torch.bitwise_xor(row_keys, col_keys)
-    x.mul_(_FMIX1_I32)
-    x.bitwise_xor_(x >> 15)
-    x.mul_(_FMIX2_I32)
-    x.bitwise_right_shift_(1)  # uniform on [-2**30, 2**30): the threshold arithmetic below cannot overflow
-    threshold = -(2**30) + round(p * 2**31)  # kept iff x >= threshold, so P(kept) = 1 - p (to 2**-31)
-    x = torch.rsub(x, threshold - 1)  # < 0 exactly where kept
-    x.bitwise_right_shift_(31).bitwise_and_(_ONE_F32_BITS)
-    return x.view(torch.float32)
+
+def _apply_keep(x: torch.Tensor, keep: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``x`` where kept, 0 where dropped; in place unless ``out`` is the string ``"new"``."""
+    if x.dtype == torch.float32:  # a bitwise AND with the all-ones / all-zeros mask
+        xi = x.view(torch.int32)
+        return (torch.bitwise_and(xi, keep) if out == "new" else xi.bitwise_and_(keep)).view(torch.float32)
+    ones = keep.to(x.dtype).neg_()  # float64 (the tests): multiply by 1 / 0
+    return x * ones if out == "new" else x.mul_(ones)
 
 
 def _draw_seed() -> int:
@@ -445,6 +449,12 @@ def _draw_seed() -> int:
 # scores, the probabilities and the mask of one head stay in the L2 cache.
 _GROUP_SCORES = 1 << 17
 
+# exp() of arguments below about -87 (float32's smallest normal is e^-87.3) takes a slow path in PyTorch's CPU kernel:
+# 100x the time of ordinary arguments, and every masked score (-1e30) is one. Arguments are clamped here first; a
+# weight of e^-80 = 2e-35 instead of 0 changes no result at float32 or float64 precision (the dense twins agree to
+# 1e-15).
+_EXP_FLOOR = -80.0
+
 
 class _BlockedAttention(torch.autograd.Function):
     """Banded attention (+ extra keys), with dropout, in blocks of ``b`` queries; the backward recomputes.
@@ -452,11 +462,12 @@ class _BlockedAttention(torch.autograd.Function):
     Block ``j`` holds queries ``j*b .. j*b + b`` and attends the band keys ``j*b - left .. j*b + b + right`` (a
     strided, overlapping view of the padded keys: no copy; no band when ``k`` is None) plus the extra keys. A
     group of blocks of one head is a few batched matmuls; its scores, probabilities and dropout mask live only
-    while the group is computed. Saved for the backward: the inputs, the output and the row log-sum-exp, so
-    memory is ``O(T * D)`` per head whatever the window or the dropout. The backward recomputes each group's
-    probabilities from the log-sum-exp and regenerates its dropout mask from the keys; with ``P`` the
-    probabilities, ``M`` the mask over ``1 - p``, ``g`` the output gradient and ``delta_i = g_i . out_i``:
-    ``dV = (P M)^T g``, ``dS = P (M (g V^T) - delta)``, ``dQ = dS K``, ``dK = dS^T Q``.
+    while the group is computed. Saved for the backward: the (padded) inputs, the output and the row
+    log-sum-exp, so memory is ``O(T * D)`` per head whatever the window or the dropout. The backward recomputes
+    each group's probabilities from the log-sum-exp and regenerates its dropout mask from the keys; with ``P``
+    the probabilities, ``M`` the mask over ``1 - p``, ``g`` the output gradient and ``delta_i = g_i . out_i``:
+    ``dV = (P M)^T g``, ``dS = P (M (g V^T) - delta)``, ``dQ = dS K``, ``dK = dS^T Q`` (as flash-attention's
+    backward, with the mask in the two products that see it).
 
     float64 stays float64; other dtypes compute in float32 and return their own dtype.
     """
@@ -465,21 +476,25 @@ class _BlockedAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, extra_k, extra_v, key_mask, extra_bias, row_keys, col_keys, extra_col_keys,
                 left, right, b, p):
         with torch.autocast(q.device.type, enabled=False):
-            out, lse = _blocked_forward(q, k, v, extra_k, extra_v, key_mask, extra_bias, row_keys, col_keys,
-                                        extra_col_keys, left, right, b, p)
-        ctx.save_for_backward(q, k, v, extra_k, extra_v, key_mask, extra_bias, row_keys, col_keys, extra_col_keys,
-                              out, lse)
-        ctx.sizes = (left, right, b, p)
-        return out
+            x = _Blocks(q, k, v, extra_k, extra_v, key_mask, extra_bias, row_keys, col_keys, extra_col_keys,
+                        left, right, b, p)
+            out, lse = _blocked_forward(x)
+        ctx.save_for_backward(x.q, x.k, x.v, x.ek, x.ev, x.key_bias, x.extra_bias, x.rk, x.ck, x.eck, out, lse)
+        ctx.blocks = x.sizes()
+        ctx.dtypes = (q.dtype, None if k is None else k.dtype, None if extra_k is None else extra_k.dtype)
+        return out.to(q.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, ek, ev, key_mask, extra_bias, rk, ck, eck, out, lse = ctx.saved_tensors
-        left, right, b, p = ctx.sizes
+        saved = ctx.saved_tensors  # once: checkpointing unpacks each saved tensor a single time
+        x = _Blocks.from_saved(saved[:10], ctx.blocks)
+        out, lse = saved[10:]
         with torch.autocast(grad_out.device.type, enabled=False):
-            grads = _blocked_backward(grad_out, q, k, v, ek, ev, key_mask, extra_bias, rk, ck, eck, out, lse,
-                                      left, right, b, p)
-        return (*grads, None, None, None, None, None, None, None, None, None)
+            dq, dk, dv, dek, dev = _blocked_backward(x, grad_out, out, lse)
+        q_dt, k_dt, e_dt = ctx.dtypes
+        cast = lambda t, dt: None if t is None else t.to(dt)  # noqa: E731
+        return (cast(dq, q_dt), cast(dk, k_dt), cast(dv, k_dt), cast(dek, e_dt), cast(dev, e_dt),
+                None, None, None, None, None, None, None, None, None)
 
 
 class _Blocks:
@@ -487,32 +502,49 @@ class _Blocks:
 
     def __init__(self, q, k, v, ek, ev, key_mask, extra_bias, rk, ck, eck, left, right, b, p):
         B, H, T, D = q.shape
-        self.cd = torch.float64 if q.dtype == torch.float64 else torch.float32
-        self.B, self.H, self.T, self.D, self.b, self.p = B, H, T, D, b, p
-        self.nb = math.ceil(T / b)
-        self.Tq = self.nb * b
-        self.band = k is not None
-        self.span = b + left + right
-        self.q = F.pad(q.to(self.cd), (0, 0, 0, self.Tq - T))  # (B, H, Tq, D)
-        self.rk = None if p == 0 else F.pad(rk, (0, self.Tq - T))
-        G = 0 if ek is None else ek.shape[2]
-        self.G = G
-        if self.band:
-            tail = self.Tq - T + right
-            self.k = F.pad(k.to(self.cd), (0, 0, left, tail))  # (B, H, left + Tq + right, D)
-            self.v = F.pad(v.to(self.cd), (0, 0, left, tail))
-            masked = _masked_score(self.cd)
-            self.key_bias = torch.where(F.pad(key_mask, (left, tail), value=False), 0.0, masked).to(self.cd)
-            t = torch.arange(b, device=q.device)[:, None]
-            c = torch.arange(self.span, device=q.device)[None, :]
-            self.band_bias = torch.where((c >= t) & (c <= t + left + right), 0.0, masked).to(self.cd)  # (b, span)
+        cd = torch.float64 if q.dtype == torch.float64 else torch.float32
+        nb = math.ceil(T / b)
+        Tq = nb * b
+        self.q = F.pad(q.to(cd), (0, 0, 0, Tq - T))  # (B, H, Tq, D)
+        self.rk = None if p == 0 else F.pad(rk, (0, Tq - T))
+        self.k = self.v = self.key_bias = self.ck = None
+        if k is not None:
+            tail = Tq - T + right
+            self.k = F.pad(k.to(cd), (0, 0, left, tail))  # (B, H, left + Tq + right, D)
+            self.v = F.pad(v.to(cd), (0, 0, left, tail))
+            self.key_bias = torch.where(F.pad(key_mask, (left, tail), value=False), 0.0, _masked_score(cd)).to(cd)
             self.ck = None if p == 0 else F.pad(ck, (left, tail))
-        if G:
-            self.ek, self.ev = ek.to(self.cd), ev.to(self.cd)
-            self.extra_bias = None if extra_bias is None else F.pad(extra_bias.to(self.cd), (0, 0, 0, self.Tq - T))
-            self.eck = eck
-        width = (self.span if self.band else 0) + G
-        self.group = max(1, _GROUP_SCORES // (b * max(width, 1)))  # blocks per group
+        self.ek = self.ev = self.eck = self.extra_bias = None
+        if ek is not None:
+            self.ek, self.ev, self.eck = ek.to(cd), ev.to(cd), eck
+            if extra_bias is not None:
+                self.extra_bias = F.pad(extra_bias.to(cd), (0, 0, 0, Tq - T))
+        self._setup((T, left, right, b, p))
+
+    @classmethod
+    def from_saved(cls, saved, sizes):
+        x = cls.__new__(cls)
+        x.q, x.k, x.v, x.ek, x.ev, x.key_bias, x.extra_bias, x.rk, x.ck, x.eck = saved
+        x._setup(sizes)
+        return x
+
+    def sizes(self):
+        return (self.T, self.left, self.right, self.b, self.p)
+
+    def _setup(self, sizes):
+        self.T, self.left, self.right, self.b, self.p = sizes
+        self.B, self.H, self.Tq, self.D = self.q.shape
+        self.nb = self.Tq // self.b
+        self.band = self.k is not None
+        self.span = self.b + self.left + self.right
+        self.G = 0 if self.ek is None else self.ek.shape[2]
+        if self.band:
+            t = torch.arange(self.b, device=self.q.device)[:, None]
+            c = torch.arange(self.span, device=self.q.device)[None, :]
+            allowed = (c >= t) & (c <= t + self.left + self.right)
+            self.band_bias = torch.where(allowed, 0.0, _masked_score(self.q.dtype)).to(self.q.dtype)  # (b, span)
+        width = (self.span if self.band else 0) + self.G
+        self.group = max(1, _GROUP_SCORES // (self.b * max(width, 1)))  # blocks per group
 
     def groups(self):
         for i in range(self.B):
@@ -524,14 +556,17 @@ class _Blocks:
                 for h in range(self.H):
                     yield i, h, j0, j1, bias
 
+    def windows(self, t: torch.Tensor, i: int, h: int, j0: int, j1: int) -> torch.Tensor:
+        """``(n, D, span)`` view: the padded keys or values seen by blocks ``j0 .. j1`` of row ``i``, head ``h``."""
+        return t[i, h].unfold(0, self.span, self.b)[j0:j1]
+
     def scores(self, i, h, j0, j1, bias):
         """Scores of one group: band ``(n, b, span)`` (or None) and extra ``(n*b, G)`` (or None)."""
         r0, r1 = j0 * self.b, j1 * self.b
         qg = self.q[i, h, r0:r1]  # (n*b, D)
         s = se = None
         if self.band:
-            kT = self.k[i, h].unfold(0, self.span, self.b)[j0:j1]  # (n, D, span), a view
-            s = torch.baddbmm(bias, qg.view(j1 - j0, self.b, self.D), kT)
+            s = torch.baddbmm(bias, qg.view(j1 - j0, self.b, self.D), self.windows(self.k, i, h, j0, j1))
         if self.G:
             ekT = self.ek[i, h].transpose(0, 1)
             eb = None if self.extra_bias is None else self.extra_bias[i, 0, r0:r1]
@@ -539,9 +574,10 @@ class _Blocks:
         return s, se
 
     def keep(self, i, h, j0, j1):
-        """Dropout masks of one group (1 kept, 0 dropped), shaped as :meth:`scores`."""
-        r0, r1 = j0 * self.b, j1 * self.b
-        rows = self.rk[i, h, r0:r1]
+        """Dropout masks of one group (:func:`dropout_keep`), shaped as :meth:`scores`; None without dropout."""
+        if not self.p:
+            return None, None
+        rows = self.rk[i, h, j0 * self.b : j1 * self.b]
         m = me = None
         if self.band:
             cols = self.ck[i].unfold(0, self.span, self.b)[j0:j1]  # (n, span)
@@ -551,85 +587,81 @@ class _Blocks:
         return m, me
 
 
-def _blocked_forward(q, k, v, ek, ev, key_mask, extra_bias, rk, ck, eck, left, right, b, p):
-    x = _Blocks(q, k, v, ek, ev, key_mask, extra_bias, rk, ck, eck, left, right, b, p)
-    B, H, T, D = q.shape
+def _blocked_forward(x: _Blocks) -> tuple[torch.Tensor, torch.Tensor]:
+    B, H, T, D, b = x.B, x.H, x.T, x.D, x.b
     out = x.q.new_empty(B, x.Tq, H, D).transpose(1, 2)  # (B, H, Tq, D) laid out as (B, Tq, H, D)
     lse = x.q.new_empty(B, H, x.Tq)
-    scale = 1.0 / (1.0 - p)
+    scale = 1.0 / (1.0 - x.p)
     for i, h, j0, j1, bias in x.groups():
         n, r0, r1 = j1 - j0, j0 * b, j1 * b
         s, se = x.scores(i, h, j0, j1, bias)
+        keep, keep_e = x.keep(i, h, j0, j1)
         m = s.amax(-1).view(-1) if s is not None else se.amax(-1)
         if s is not None and se is not None:
             m = torch.maximum(m, se.amax(-1))
-        total = torch.zeros_like(m)
-        keep, keep_e = x.keep(i, h, j0, j1) if p else (None, None)
-        o = None
+        o = total = None
         if s is not None:
-            s.sub_(m.view(n, b, 1)).exp_()
-            total += s.sum(-1).view(-1)
+            s.sub_(m.view(n, b, 1)).clamp_min_(_EXP_FLOOR).exp_()
+            total = s.sum(-1).view(-1)
             if keep is not None:
-                s.mul_(keep)
-            o = torch.bmm(s, x.v[i, h].unfold(0, x.span, b)[j0:j1].transpose(1, 2)).view(n * b, D)
+                _apply_keep(s, keep)
+            o = torch.bmm(s, x.windows(x.v, i, h, j0, j1).transpose(1, 2)).view(n * b, D)
         if se is not None:
-            se.sub_(m[:, None]).exp_()
-            total += se.sum(-1)
+            se.sub_(m[:, None]).clamp_min_(_EXP_FLOOR).exp_()
+            total = se.sum(-1) if total is None else total.add_(se.sum(-1))
             if keep_e is not None:
-                se.mul_(keep_e)
+                _apply_keep(se, keep_e)
             o = torch.mm(se, x.ev[i, h]) if o is None else o.addmm_(se, x.ev[i, h])
         torch.mul(o, (scale / total)[:, None], out=out[i, h, r0:r1])
-        torch.add(m, total.log(), out=lse[i, h, r0:r1])
-    return out[:, :, :T].to(q.dtype), lse
+        torch.add(m, total.log_(), out=lse[i, h, r0:r1])
+    return out[:, :, :T], lse
 
 
-def _blocked_backward(grad_out, q, k, v, ek, ev, key_mask, extra_bias, rk, ck, eck, out, lse, left, right, b, p):
-    x = _Blocks(q, k, v, ek, ev, key_mask, extra_bias, rk, ck, eck, left, right, b, p)
-    B, H, T, D = q.shape
-    pad = lambda t: F.pad(t.to(x.cd), (0, 0, 0, x.Tq - T))  # noqa: E731  padding rows: zero gradient, no effect
-    g_all = pad(grad_out) * (1.0 / (1.0 - p))  # the 1/(1-p) of the kept probabilities, folded into g
-    o_all = pad(out)
-    delta = (g_all * o_all).sum(-1) * (1.0 - p)  # (B, H, Tq): g . out with the unscaled g
-    dq = x.q.new_zeros(B, x.Tq, H, D).transpose(1, 2)
+def _blocked_backward(x: _Blocks, grad_out, out, lse):
+    B, H, T, D, b, p = x.B, x.H, x.T, x.D, x.b, x.p
+    pad = lambda t: F.pad(t.to(x.q.dtype), (0, 0, 0, x.Tq - T))  # noqa: E731  padding rows: zero gradient
+    g_all = pad(grad_out)
+    delta = (g_all * pad(out)).sum(-1)  # (B, H, Tq): g . out
+    if p:
+        g_all.mul_(1.0 / (1.0 - p))  # the kept probabilities' scale, folded into g
+    dq = x.q.new_empty(B, x.Tq, H, D).transpose(1, 2)  # every row is written
     dk = dv = dek = dev = None
     if x.band:  # b spare rows: _fold_add's last piece may view past the windows' end
-        dk, dv = F.pad(torch.zeros_like(x.k), (0, 0, 0, b)), F.pad(torch.zeros_like(x.v), (0, 0, 0, b))
+        dk, dv = (x.k.new_zeros(B, H, x.k.shape[2] + b, D) for _ in range(2))
     if x.G:
         dek, dev = torch.zeros_like(x.ek), torch.zeros_like(x.ev)
     for i, h, j0, j1, bias in x.groups():
         n, r0, r1 = j1 - j0, j0 * b, j1 * b
         s, se = x.scores(i, h, j0, j1, bias)
-        keep, keep_e = x.keep(i, h, j0, j1) if p else (None, None)
+        keep, keep_e = x.keep(i, h, j0, j1)
         g, qg, lse_g, delta_g = g_all[i, h, r0:r1], x.q[i, h, r0:r1], lse[i, h, r0:r1], delta[i, h, r0:r1]
         if s is not None:
-            kw = x.k[i, h].unfold(0, x.span, b)[j0:j1]  # (n, D, span)
-            vw = x.v[i, h].unfold(0, x.span, b)[j0:j1]
             gb = g.view(n, b, D)
-            P = s.sub_(lse_g.view(n, b, 1)).exp_()  # (n, b, span)
-            Pk = P * keep if keep is not None else P
-            _fold_add(torch.bmm(Pk.transpose(1, 2), gb), dv[i, h], j0, b)  # dV of the windows
-            dS = torch.bmm(gb, vw)  # g V^T
+            P = s.sub_(lse_g.view(n, b, 1)).clamp_min_(_EXP_FLOOR).exp_()  # (n, b, span)
+            dS = torch.bmm(gb, x.windows(x.v, i, h, j0, j1))  # g V^T
             if keep is not None:
-                dS.mul_(keep)
+                _apply_keep(dS, keep)
+            _fold_add(torch.bmm((P if keep is None else _apply_keep(P, keep, "new")).transpose(1, 2), gb), dv[i, h],
+                      j0, b)  # dV of the windows
             dS.sub_(delta_g.view(n, b, 1)).mul_(P)
-            dq[i, h, r0:r1] = torch.bmm(dS, kw.transpose(1, 2)).view(n * b, D)
+            kw = x.windows(x.k, i, h, j0, j1)  # (n, D, span)
+            torch.bmm(dS, kw.transpose(1, 2), out=dq[i, h, r0:r1].view(n, b, D))
             _fold_add(torch.bmm(dS.transpose(1, 2), qg.view(n, b, D)), dk[i, h], j0, b)
         if se is not None:
-            Pe = se.sub_(lse_g[:, None]).exp_()  # (n*b, G)
-            Pek = Pe * keep_e if keep_e is not None else Pe
-            dev[i, h].addmm_(Pek.transpose(0, 1), g)
+            Pe = se.sub_(lse_g[:, None]).clamp_min_(_EXP_FLOOR).exp_()  # (n*b, G)
             dSe = torch.mm(g, x.ev[i, h].transpose(0, 1))
             if keep_e is not None:
-                dSe.mul_(keep_e)
+                _apply_keep(dSe, keep_e)
+            dev[i, h].addmm_((Pe if keep_e is None else _apply_keep(Pe, keep_e, "new")).transpose(0, 1), g)
             dSe.sub_(delta_g[:, None]).mul_(Pe)
-            dq[i, h, r0:r1].addmm_(dSe, x.ek[i, h])
+            if s is None:
+                torch.mm(dSe, x.ek[i, h], out=dq[i, h, r0:r1])
+            else:
+                dq[i, h, r0:r1].addmm_(dSe, x.ek[i, h])
             dek[i, h].addmm_(dSe.transpose(0, 1), qg)
-    dq = dq[:, :, :T].to(q.dtype)
+    dq = dq[:, :, :T]
     if x.band:
-        dk = dk[:, :, left : left + T].to(k.dtype)
-        dv = dv[:, :, left : left + T].to(v.dtype)
-    if x.G:
-        dek, dev = dek.to(ek.dtype), dev.to(ev.dtype)
+        dk, dv = dk[:, :, x.left : x.left + T], dv[:, :, x.left : x.left + T]
     return dq, dk, dv, dek, dev
 
 
@@ -687,7 +719,7 @@ def _dense_keep(seed, H, key_positions, T, p):
     B = key_positions.shape[0]
     rows, cols = dropout_keys(seed, B, H, max(T, int(key_positions.max()) + 1), key_positions.device)
     keep = dropout_keep(rows[:, :, :T, None], cols.gather(1, key_positions)[:, None, None, :], p)
-    return keep
+    return keep.neg().float()  # 1 kept, 0 dropped
 
 
 def global_token_index(global_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
