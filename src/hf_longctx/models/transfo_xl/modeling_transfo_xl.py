@@ -177,15 +177,18 @@ class RelativeSelfAttention(nn.Module):
         """``x`` ``(B, T, d_model)``; ``r`` ``(H, K, D)``; returns the output and the keys/values ``(B, H, K, D)``."""
         B, T, _ = x.shape
         hd = self.n_head * self.d_head
-        inp = self.norm(x) if self.pre_lnorm else x  # pre-LN normalises memory and segment alike (4.49 M 296)
-        q, k, v = (self._heads(t) for t in self.qkv(inp).split(hd, dim=-1))  # (B, H, T, D) each
         if mem is not None and mem.shape[1]:
-            mem_in = self.norm(mem) if self.pre_lnorm else mem
-            # Only keys and values of the memory: its queries would be thrown away (4.49 projects all three).
-            k_mem, v_mem = (self._heads(t) for t in F.linear(mem_in, self.qkv.weight[hd:]).split(hd, dim=-1))
-            k, v = torch.cat([k_mem, k], dim=2), torch.cat([v_mem, v], dim=2)  # (B, H, K, D)
-        elif mem_kv is not None:  # a TransfoXLLayerKV: appends this segment's k, v and returns memory + segment
-            k, v = mem_kv.extend(k, v)
+            full = torch.cat([mem, x], dim=1)  # (B, K, d_model)
+            full = self.norm(full) if self.pre_lnorm else full  # pre-LN normalises memory and segment (4.49 M 296)
+            # Queries of the segment only, keys and values of memory + segment in one GEMM each (4.49 projects
+            # queries of the memory too and throws them away).
+            q = self._heads(F.linear(full[:, -T:], self.qkv.weight[:hd]))  # (B, H, T, D)
+            k, v = (self._heads(t) for t in F.linear(full, self.qkv.weight[hd:]).split(hd, dim=-1))  # (B, H, K, D)
+        else:
+            inp = self.norm(x) if self.pre_lnorm else x
+            q, k, v = (self._heads(t) for t in self.qkv(inp).split(hd, dim=-1))  # (B, H, T, D) each
+            if mem_kv is not None:  # a TransfoXLLayerKV: appends this segment's k, v, returns memory + segment
+                k, v = mem_kv.extend(k, v)
         attn = relative_attention(
             q, k, v, r, r_w_bias, r_r_bias, key_mask=key_mask, window=window,
             dropout_p=self.dropatt if self.training else 0.0,

@@ -109,7 +109,11 @@ def relative_attention(
     qr = (q + (r_r_bias * scale)[None, :, None, :]).transpose(0, 1).reshape(H, B * T, D)
     position = rel_shift((qr @ r.transpose(-1, -2)).view(H, B, T, K).transpose(0, 1))  # (B, H, T, K)
     allowed = relative_attention_mask(T, K, key_mask, window, device=q.device)
-    position = position.masked_fill(~allowed, _masked_value(position.dtype))
+    # An additive mask, in place on rel_shift's fresh buffer: its backward is the identity (masked_fill's is a
+    # second pass over the scores).
+    bias = torch.zeros(allowed.shape, dtype=position.dtype, device=q.device).masked_fill_(
+        ~allowed, _masked_value(position.dtype))
+    position = position.add_(bias)
     # (a)+(c): content term with the global content bias u, added by the GEMM itself (baddbmm: one pass less).
     scores = torch.baddbmm(
         position.reshape(B * H, T, K),
