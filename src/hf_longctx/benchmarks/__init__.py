@@ -5,4 +5,4 @@ peak memory in a fresh process, machine facts). Results of record live in the so
 """
 
 # variant name (as in `hf-longctx train --variant`) -> module in this package
-VARIANT_MODULES = {"longformer": "longformer", "transfo-xl": "transfo_xl"}
+VARIANT_MODULES = {"longformer": "longformer", "reformer": "reformer", "transfo-xl": "transfo_xl"}
