@@ -27,6 +27,7 @@ parser.add_argument("--segment", type=int, default=64)
 parser.add_argument("--streams", type=int, default=8)
 parser.add_argument("--eval-bytes", type=int, default=65536)
 parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+parser.add_argument("--lr", type=float, default=1e-3)
 parser.add_argument("--quick", action="store_true")
 args = parser.parse_args()
 if args.quick:
@@ -59,7 +60,7 @@ for seed in args.seeds:
         with tempfile.TemporaryDirectory() as tmp:
             trainer = StreamTrainer(model=model, args=TrainingArguments(
                 output_dir=tmp, per_device_train_batch_size=B, per_device_eval_batch_size=B, max_steps=args.steps,
-                learning_rate=2e-3, warmup_steps=0.05, lr_scheduler_type="cosine", weight_decay=0.0,
+                learning_rate=args.lr, warmup_steps=0.05, lr_scheduler_type="cosine", weight_decay=0.0,
                 logging_steps=max(1, args.steps // 4), report_to=[], save_strategy="no", use_cpu=True, seed=seed,
                 dataloader_num_workers=0, disable_tqdm=True,
             ), train_dataset=StreamDataset(train_ids, B, L))

@@ -275,3 +275,16 @@ def test_masked_memory_positions_are_never_attended():
         c = model(nxt, mems=noisy).last_hidden_state  # without the mask the garbage is attended
     torch.testing.assert_close(a, b)
     assert not torch.allclose(a[1], c[1])
+
+
+def test_memory_recurrence_equals_one_pass_when_the_memory_holds_everything():
+    """Segments of 8 with mem_len 16 on 24 tokens see exactly the keys a single 24-token segment sees (causal
+    attention, memories = earlier layer inputs), so the outputs are equal: the relative positions across the
+    memory boundary are right."""
+    model = _model(segment_length=8, mem_len=16, init_std=0.3)
+    ids, _ = _ids(torch.Generator().manual_seed(12), T=24, ragged=False)
+    with torch.no_grad():
+        in_segments = model(ids).logits
+        model.config.segment_length = 24
+        one_pass = model(ids).logits
+    torch.testing.assert_close(in_segments, one_pass, rtol=1e-5, atol=1e-5)
