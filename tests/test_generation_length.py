@@ -40,8 +40,9 @@ def test_generate_stops_at_the_models_length_and_says_so(model):
 
 def test_left_padding_takes_no_position(model):
     ids = torch.tensor([[1, 1, 5, 6, 7], [4, 5, 6, 7, 8]])
-    out = model.generate(input_ids=ids, attention_mask=(ids != 1).long(), max_new_tokens=300, do_sample=False,
-                         pad_token_id=1)
+    with pytest.warns(UserWarning, match="stopped at the model's length"):
+        out = model.generate(input_ids=ids, attention_mask=(ids != 1).long(), max_new_tokens=300, do_sample=False,
+                             pad_token_id=1)
     assert out.shape == (2, 11)  # row 1: 5 + 6 tokens; row 0 (3 real tokens) stops with it
 
 
