@@ -3,7 +3,7 @@
 For each seed, two models of the same size train for the same number of steps on the same byte streams: one with
 memories (mem_len = segment length, carried across steps by hf_longctx.streams.StreamTrainer) and one without
 (mem_len = 0). Both are evaluated on the validation bytes as streams; the first also with a memory 4x longer than
-in training (the paper evaluates with longer memories, section 4.1).
+in training (the paper evaluates with longer memories, section 4.1) and with none.
 
     python examples/transfo_xl_memory.py            # 2 seeds x 2 models, a few minutes on 2 CPU cores
     python examples/transfo_xl_memory.py --quick    # a few steps: checks the script runs
@@ -66,8 +66,8 @@ for seed in args.seeds:
             ), train_dataset=StreamDataset(train_ids, B, L))
             trainer.train()
             evals = [(train_mem, bits_per_byte(trainer, train_mem))]
-            if train_mem:
-                evals.append((4 * train_mem, bits_per_byte(trainer, 4 * train_mem)))
+            if train_mem:  # a longer memory than in training, and none (does the model use its memory?)
+                evals += [(4 * train_mem, bits_per_byte(trainer, 4 * train_mem)), (0, bits_per_byte(trainer, 0))]
         for eval_mem, bpb in evals:
             rows.append((seed, train_mem, eval_mem, bpb))
             print(f"seed {seed}: trained with mem_len {train_mem:4d}, evaluated with {eval_mem:4d}: {bpb:.4f} bits/byte",
