@@ -124,3 +124,25 @@ def test_converter_reads_a_legacy_bin_and_untied_biases(tmp_path, one_thread):
     save_file(state, legacy / "model.safetensors")
     with pytest.raises(ValueError, match="crit.unknown"):
         convert(legacy, tmp_path / "out_bad")
+
+
+def test_converter_reads_a_bare_transfoxlmodel_folder(tmp_path, one_thread):
+    """A TransfoXLModel folder (body weights without the `transformer.` prefix, no softmax) converts to our bare
+    model, whose hidden states match 4.49's TransfoXLModel."""
+    src = FIXTURES / CASES[0]
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    state = load_file(src / "model.safetensors")
+    save_file({k[len("transformer."):]: v for k, v in state.items() if k.startswith("transformer.")},
+              bare / "model.safetensors", metadata={"format": "pt"})
+    raw = json.loads((src / "config.json").read_text())
+    raw["architectures"] = ["TransfoXLModel"]
+    (bare / "config.json").write_text(json.dumps(raw))
+    convert(bare, tmp_path / "out")
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert saved["architectures"] == ["LongctxTransfoXLModel"]
+    model = AutoModel.from_pretrained(tmp_path / "out").eval()
+    inp, exp = load_file(src / "inputs.safetensors"), load_file(src / "expected.safetensors")
+    with torch.no_grad():
+        out = model(inp["seg0.input_ids"], mems=_zero_mems(model, 2))
+    _report("bare model seg0", out.last_hidden_state, exp["seg0.last_hidden_state"])
