@@ -16,6 +16,14 @@ from transformers import (
     AutoModelForSequenceClassification,
 )
 
+from transformers import (
+    ReformerForMaskedLM,
+    ReformerForQuestionAnswering,
+    ReformerForSequenceClassification,
+    ReformerModel,
+    ReformerModelWithLMHead,
+)
+
 from hf_longctx import (
     LongctxReformerConfig,
     LongctxReformerForCausalLM,
@@ -99,13 +107,16 @@ REFORMER = VariantSpec(
     name="reformer",
     make_config=make_config,
     heads={
-        "base": Head(AutoModel, LongctxReformerModel, base_inputs, output="last_hidden_state"),
+        "base": Head(AutoModel, LongctxReformerModel, base_inputs, output="last_hidden_state",
+                     reference_class=ReformerModel),
         "causal": Head(AutoModelForCausalLM, LongctxReformerForCausalLM, lm_inputs,
-                       config_overrides={"is_decoder": True}),
-        "mlm": Head(AutoModelForMaskedLM, LongctxReformerForMaskedLM, mlm_inputs),
-        "seqcls": Head(AutoModelForSequenceClassification, LongctxReformerForSequenceClassification, seqcls_inputs),
+                       config_overrides={"is_decoder": True}, reference_class=ReformerModelWithLMHead),
+        "mlm": Head(AutoModelForMaskedLM, LongctxReformerForMaskedLM, mlm_inputs,
+                    reference_class=ReformerForMaskedLM),
+        "seqcls": Head(AutoModelForSequenceClassification, LongctxReformerForSequenceClassification, seqcls_inputs,
+                       reference_class=ReformerForSequenceClassification),
         "qa": Head(AutoModelForQuestionAnswering, LongctxReformerForQuestionAnswering, qa_inputs,
-                   output="start_logits"),
+                   output="start_logits", reference_class=ReformerForQuestionAnswering),
     },
     padded_inputs=padded_inputs,
     bad_inputs=[

@@ -473,6 +473,7 @@ class LongctxReformerModel(LongctxReformerPreTrainedModel):
             layer.layer_idx = i
         self.encoder.layer_norm = nn.LayerNorm(2 * c.hidden_size, eps=c.layer_norm_eps)
         self._train_rng: torch.Generator | None = None  # private: training rotations and dropout seeds
+        self._eval_rotations: dict = {}  # eval rotations per (seed, shape, dtype, device), drawn once
         self.post_init()
 
     def get_input_embeddings(self):
@@ -493,10 +494,18 @@ class LongctxReformerModel(LongctxReformerPreTrainedModel):
 
     def _rotations(self, num_hashes, num_buckets, dtype, device, generator=None):
         c = self.config
-        if generator is None:  # eval: transformers' rotations for manual_seed(hash_seed), the same in every layer
-            generator = torch.Generator().manual_seed(c.hash_seed)
-        return random_rotations(c.num_attention_heads, c.attention_head_size, num_hashes, num_buckets, generator,
-                                dtype=dtype, device=device)
+        if generator is not None:  # training: the next draw of the private generator
+            return random_rotations(c.num_attention_heads, c.attention_head_size, num_hashes, num_buckets, generator,
+                                    dtype=dtype, device=device)
+        # eval: transformers' rotations for manual_seed(hash_seed), the same in every layer. Kept, so that a call
+        # draws nothing (and torch.jit.trace records a constant, not a generator that a rerun would advance).
+        key = (c.hash_seed, c.num_attention_heads, c.attention_head_size, num_hashes, str(num_buckets), dtype, device)
+        if key not in self._eval_rotations:
+            self._eval_rotations[key] = random_rotations(
+                c.num_attention_heads, c.attention_head_size, num_hashes, num_buckets,
+                torch.Generator().manual_seed(c.hash_seed), dtype=dtype, device=device,
+            )
+        return self._eval_rotations[key]
 
     def _randomness(self, T, num_hashes, dtype, device):
         """Per layer: the LSH rotations and dropout seeds of this forward; plus seeds for embeddings and output."""
@@ -524,26 +533,29 @@ class LongctxReformerModel(LongctxReformerPreTrainedModel):
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         num_hashes: int | None = None,
-        cache: ReformerGenerationCache | None = None,
+        past_buckets_states: ReformerGenerationCache | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
+        cache: ReformerGenerationCache | None = None,
         **kwargs,
     ) -> BaseModelOutput | tuple:
         r"""
         num_hashes (`int`): LSH rounds for this call (default ``config.num_hashes``).
-        cache (`ReformerGenerationCache`): causal models only, the state of a previous call (see `generate`).
+        cache (`ReformerGenerationCache`): causal models only, the state of a previous call (see `generate`);
+            ``past_buckets_states`` (transformers' name, at its position) is the same argument.
 
         ``last_hidden_state`` is ``2 * hidden_size`` wide (both reversible streams, after the final LayerNorm);
         ``hidden_states`` are the second stream before every layer and after the last, as transformers returns.
         """
-        if output_attentions:
+        cache = cache if cache is not None else past_buckets_states
+        c = self.config
+        if output_attentions if output_attentions is not None else c.output_attentions:
             raise ValueError(
                 "output_attentions=True is not supported: LSH attention never materialises a (T x T) attention "
                 "matrix. Use hf_longctx.models.reformer.lsh_attention.naive_lsh_attention to inspect one."
             )
-        c = self.config
         output_hidden_states = output_hidden_states if output_hidden_states is not None else c.output_hidden_states
         return_dict = return_dict if return_dict is not None else c.return_dict
         B, T = check_token_inputs(input_ids, inputs_embeds, c.vocab_size)
@@ -667,13 +679,16 @@ class LongctxReformerForCausalLM(LongctxReformerPreTrainedModel, GenerationMixin
     def set_output_embeddings(self, new_embeddings):
         self.lm_head.decoder = new_embeddings
 
-    # No `position_ids` argument: generate() would pass ids counted from the attention mask, while positions here
-    # count input columns, as transformers' Reformer does.
-    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, num_hashes=None, labels=None,
-                cache=None, use_cache=None, logits_to_keep: int = 0, output_hidden_states=None,
-                output_attentions=None, return_dict=None, **kwargs):
+    def _prepare_position_ids_for_generation(self, inputs_tensor, model_kwargs):
+        return None  # positions count input columns (as transformers' Reformer), not the attention mask
+
+    # Arguments in the order of transformers' ReformerModelWithLMHead.forward, so positional calls bind alike.
+    def forward(self, input_ids=None, position_ids=None, attention_mask=None, inputs_embeds=None, num_hashes=None,
+                past_buckets_states=None, use_cache=None, output_hidden_states=None, output_attentions=None,
+                return_dict=None, labels=None, logits_to_keep: int = 0, cache=None, **kwargs):
+        cache = cache if cache is not None else past_buckets_states
         out = self.reformer(
-            input_ids, attention_mask, None, inputs_embeds, num_hashes, cache=cache, use_cache=use_cache,
+            input_ids, attention_mask, position_ids, inputs_embeds, num_hashes, use_cache=use_cache, cache=cache,
             output_hidden_states=output_hidden_states, output_attentions=output_attentions, return_dict=True,
         )
         hidden = out.last_hidden_state
@@ -705,7 +720,7 @@ class LongctxReformerForMaskedLM(LongctxReformerPreTrainedModel):
     def set_output_embeddings(self, new_embeddings):
         self.lm_head.decoder = new_embeddings
 
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, num_hashes=None,
+    def forward(self, input_ids=None, position_ids=None, attention_mask=None, inputs_embeds=None, num_hashes=None,
                 labels=None, output_hidden_states=None, output_attentions=None, return_dict=None, **kwargs):
         out = self.reformer(input_ids, attention_mask, position_ids, inputs_embeds, num_hashes,
                             output_hidden_states=output_hidden_states, output_attentions=output_attentions,
@@ -731,7 +746,7 @@ class LongctxReformerForSequenceClassification(LongctxReformerPreTrainedModel):
                                                      dropout)
         self.post_init()
 
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, num_hashes=None,
+    def forward(self, input_ids=None, position_ids=None, attention_mask=None, inputs_embeds=None, num_hashes=None,
                 labels=None, output_hidden_states=None, output_attentions=None, return_dict=None, **kwargs):
         out = self.reformer(input_ids, attention_mask, position_ids, inputs_embeds, num_hashes,
                             output_hidden_states=output_hidden_states, output_attentions=output_attentions,
@@ -753,7 +768,7 @@ class LongctxReformerForQuestionAnswering(LongctxReformerPreTrainedModel):
         self.qa_outputs = nn.Linear(2 * config.hidden_size, config.num_labels)
         self.post_init()
 
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, num_hashes=None,
+    def forward(self, input_ids=None, position_ids=None, attention_mask=None, inputs_embeds=None, num_hashes=None,
                 start_positions=None, end_positions=None, output_hidden_states=None, output_attentions=None,
                 return_dict=None, **kwargs):
         out = self.reformer(input_ids, attention_mask, position_ids, inputs_embeds, num_hashes,
