@@ -160,6 +160,8 @@ def test_push_dry_run_lists_the_files_without_token_or_network(trained, tmp_path
     assert "would upload to someone/tiny (branch v2)" in listed
     assert "  config.json" in listed and "  README.md" in listed and "  model.safetensors" in listed
     assert ".hf_longctx_written.json" not in listed
+    assert main(["push", str(out), "not a repo", "--dry-run"]) == 1
+    assert "is not a Hub repository id" in capsys.readouterr().err
 
 
 def test_train_push_to_hub_is_checked_before_training_then_pushes(tmp_path, monkeypatch, capsys):

@@ -626,3 +626,12 @@ def test_convert_from_a_hub_id(tmp_path, monkeypatch, capsys):
     # An existing destination is refused before anything is downloaded.
     assert main(["convert", "allenai/longformer-base-4096", str(tmp_path / "dst")]) == 1
     assert "already exists" in capsys.readouterr().err and len(asked) == 1
+
+    # Online, one copy of the weights: safetensors when the repository has them, else the .bin files.
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    for files, weights in ((["config.json", "model.safetensors", "pytorch_model.bin"], "*.safetensors"),
+                           (["config.json", "pytorch_model.bin", "tf_model.h5"], "*.bin")):
+        monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", lambda self, repo, revision=None: files)
+        assert main(["convert", "allenai/longformer-base-4096", str(tmp_path / weights[2:])]) == 0
+        patterns = asked[-1][2]
+        assert weights in patterns and {"*.safetensors", "*.bin"} - {weights} - set(patterns)

@@ -136,3 +136,21 @@ def test_init_from_a_classifier_of_other_labels_gets_a_new_head(tmp_path, one_th
     assert not torch.equal(after["classifier.out_proj.weight"], before["classifier.out_proj.weight"])
     torch.testing.assert_close(after["longformer.encoder.layer.0.output.dense.weight"],
                                before["longformer.encoder.layer.0.output.dense.weight"], rtol=0, atol=0)
+
+
+def test_a_run_that_fails_before_training_leaves_no_folder(tmp_path, monkeypatch):
+    """Issue 10, defect 4: a run refused after its folder was made (a refused --init-from) left hf_longctx_run.json
+    behind. Whatever stops a fresh run before training starts, its folder goes with it; an earlier run's is kept."""
+    import transformers
+
+    def broken(self, *args, **kwargs):
+        raise ValueError("a Trainer that cannot start")
+
+    monkeypatch.setattr(transformers.Trainer, "__init__", broken)
+    with pytest.raises(ValueError, match="cannot start"):
+        train("kernel-docs", tmp_path / "fresh", **{**RUN, "max_steps": 1})
+    assert not (tmp_path / "fresh").exists()
+    (tmp_path / "empty").mkdir()  # a folder the user made stays, empty as it was
+    with pytest.raises(ValueError, match="cannot start"):
+        train("kernel-docs", tmp_path / "empty", **{**RUN, "max_steps": 1})
+    assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())

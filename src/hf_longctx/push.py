@@ -26,15 +26,19 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
 
 
-def check_can_push(repo_id: str, token: str | None = None) -> str:
-    """The token a push to ``repo_id`` would use; :class:`PushError` when the id is malformed, no token is found
-    or the Hub is out of reach (``train --push-to-hub`` checks this before it trains)."""
+def check_repo_id(repo_id: str) -> None:
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     try:
         validate_repo_id(repo_id)
     except HFValidationError as err:
         raise PushError(f"{repo_id!r} is not a Hub repository id (user/name): {err}") from None
+
+
+def check_can_push(repo_id: str, token: str | None = None) -> str:
+    """The token a push to ``repo_id`` would use; :class:`PushError` when the id is malformed, no token is found
+    or the Hub is out of reach (``train --push-to-hub`` checks this before it trains)."""
+    check_repo_id(repo_id)
     token = token or os.environ.get("HF_TOKEN") or get_token()
     if not token:
         raise PushError("no Hugging Face token: set HF_TOKEN or run `hf auth login`; nothing was uploaded")
@@ -66,6 +70,7 @@ def push_folder(folder, repo_id: str, *, private: bool | None = None, token: str
     if not any(folder.glob("*.safetensors")):
         raise PushError(f"{folder} holds no *.safetensors weights")
     if dry_run:
+        check_repo_id(repo_id)
         return files_to_push(folder)
     token = check_can_push(repo_id, token)
     api = api or HfApi()

@@ -56,9 +56,11 @@ def run(args) -> int:
               f"prompt it generates {budget} of the {args.max_new_tokens} new tokens asked for", file=sys.stderr)
     model = AutoModelForCausalLM.from_pretrained(folder).eval().to(device)
     set_seed(args.seed)
+    # Temperature and top-k only with --sample: greedy decoding ignores them, and transformers warns when given.
+    sampling = dict(do_sample=True, temperature=args.temperature, top_k=args.top_k) if args.sample else \
+        dict(do_sample=False)
     model.generate(
-        **inputs.to(device), max_new_tokens=budget, do_sample=args.sample, temperature=args.temperature,
-        top_k=args.top_k, streamer=TextStreamer(tokenizer, skip_special_tokens=True),
-        pad_token_id=tokenizer.pad_token_id,
+        **inputs.to(device), max_new_tokens=budget, streamer=TextStreamer(tokenizer, skip_special_tokens=True),
+        pad_token_id=tokenizer.pad_token_id, **sampling,
     )
     return 0
