@@ -111,8 +111,11 @@ def train_arguments(p) -> None:
     p.add_argument("--task", choices=TASK_NAMES, help="a shipped task to train on (see `hf-longctx data list`)")
     p.add_argument("--data-dir", help="or your own documents: a folder with train.jsonl, validation.jsonl and "
                    'test.jsonl, one {"text": ..., "label": ...} per line (a BPE is trained on its train split)')
-    p.add_argument("--variant", default="longformer", help="model family (an unknown one is refused with the list)")
-    p.add_argument("--preset", default="small", help="model size: tiny, small or base")
+    # No argparse defaults for what describes a new model: given with --init-from (whose checkpoint decides them)
+    # they would do nothing, so train refuses them there (hf_longctx.train.NEW_MODEL_DEFAULTS fills them in).
+    p.add_argument("--variant", help="model family of a new model (default: longformer; an unknown one is refused "
+                   "with the list)")
+    p.add_argument("--preset", help="size of a new model: tiny, small or base (default: small)")
     p.add_argument("--output-dir", required=True, help="run folder: hf_longctx_run.json, checkpoints/ and, at the "
                    "end, model/")
     p.add_argument("--max-length", type=positive_int, default=1024, help="tokens per example (longer ones are "
@@ -122,7 +125,7 @@ def train_arguments(p) -> None:
                    "-1: use --epochs; default: -1)")
     p.add_argument("--batch-size", type=positive_int, default=4)
     p.add_argument("--learning-rate", type=non_negative_float, default=5e-4, help="peak AdamW learning rate")
-    p.add_argument("--dropout", type=probability, default=0.0)
+    p.add_argument("--dropout", type=probability, help="dropout of a new model (default: 0.0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init-from", help="start from this saved or converted model instead of a random one")
     p.add_argument("--max-train-samples", type=positive_int, help="use only N training examples (a seeded random "
@@ -158,8 +161,9 @@ def generate_arguments(p) -> None:
     p.add_argument("--max-new-tokens", type=positive_int, default=200, help="at most this many tokens, and never "
                    "past the model's length")
     p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    p.add_argument("--temperature", type=positive_float, default=1.0, help="with --sample")
-    p.add_argument("--top-k", type=positive_int, default=50, help="with --sample")
+    # No argparse defaults: given without --sample they would do nothing, so generate refuses them there.
+    p.add_argument("--temperature", type=positive_float, help="with --sample (default: 1.0)")
+    p.add_argument("--top-k", type=positive_int, help="with --sample (default: 50)")
     p.add_argument("--seed", type=int, default=0)
     _device(p, bf16=False)
 

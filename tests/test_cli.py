@@ -80,8 +80,24 @@ def test_train_byte_lm_then_generate_and_evaluate_bits_per_byte(tmp_path, capsys
         assert out.out == "" and message in out.err
     # A causal LM is refused as the start of a classifier, before a run folder exists (defect 4).
     assert main(["train", "--task", "kernel-docs", "--init-from", str(run / "model"), "--max-length", "32",
-                 "--output-dir", str(tmp_path / "refused"), *FAST]) == 1
+                 "--output-dir", str(tmp_path / "refused"), *FAST[2:]]) == 1
     assert "holds a causal language model" in capsys.readouterr().err and not (tmp_path / "refused").exists()
+    # Flags that would do nothing are refused (defect 9's siblings): a new model's shape with --init-from,
+    # sampling settings without --sample.
+    assert main(["train", "--task", "wiki-bytes", "--init-from", str(run / "model"), "--preset", "base",
+                 "--dropout", "0.1", "--output-dir", str(tmp_path / "refused"), *FAST[2:]]) == 1
+    assert "--preset and --dropout describe a new model" in capsys.readouterr().err
+    assert main(["generate", str(run / "model"), "--prompt", "<page>", "--temperature", "0.7"]) == 1
+    assert "add --sample" in capsys.readouterr().err
+    assert main(["generate", str(run / "model"), "--prompt", "<page>", "--sample", "--temperature", "0.7",
+                 "--max-new-tokens", "4"]) == 0
+    assert capsys.readouterr().out.startswith("<page>")
+    # Missing weights: a named error, not an OSError traceback.
+    (run / "model" / "model.safetensors").unlink()
+    assert main(["evaluate", str(run / "model"), "--task", "wiki-bytes", "--max-samples", "2"]) == 1
+    assert "cannot load the model" in capsys.readouterr().err
+    assert main(["generate", str(run / "model"), "--prompt", "<page>"]) == 1
+    assert "cannot load the model" in capsys.readouterr().err
 
 
 def test_train_passkey_question_answering(tmp_path):

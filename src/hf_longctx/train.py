@@ -249,7 +249,7 @@ def command_line(run_record: dict) -> str:
     parts.append(f"--max-length {r['max_length']}")
     parts.append(f"--max-steps {r['max_steps']}" if r["max_steps"] > 0 else f"--epochs {r['epochs']}")
     parts.append(f"--batch-size {r['batch_size']} --learning-rate {r['learning_rate']} --seed {r['seed']}")
-    if r["dropout"]:
+    if r["dropout"] and not r["init_from"]:
         parts.append(f"--dropout {r['dropout']}")
     for flag in ("max_train_samples", "max_eval_samples"):
         if r[flag]:
@@ -356,7 +356,8 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
           log=print) -> dict:
     """Train ``variant`` on the shipped task ``task_name``, or on the classification folder ``data_dir``
     (:data:`hf_longctx.data.files.FOLDER_FORMAT`); returns the summary written next to the model. With
-    ``push_to_hub``, the model is then exported to ``output_dir/hub`` and pushed to that Hub repository."""
+    ``push_to_hub``, the model is then exported to ``output_dir/hub`` and pushed to that Hub repository.
+    With ``init_from``, the checkpoint's config replaces ``variant``, ``preset`` and ``dropout``."""
     import transformers
     from transformers import Trainer, set_seed
 
@@ -371,6 +372,8 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
         raise TrainError(f"max-steps must be a positive number of steps, or -1 to use epochs; got {max_steps!r}")
     if not 0.0 <= dropout < 1.0:
         raise TrainError(f"dropout must be in [0, 1), got {dropout!r}")
+    if dropout and init_from is not None:  # it would be silently ignored: the checkpoint's config decides
+        raise TrainError(f"dropout describes a new model, but --init-from {init_from} brings its own config")
     overrides = dict(overrides or {})
     check_overrides(overrides)
     task = _task(task_name, data_dir)  # a --data-dir folder is read and checked here
@@ -430,7 +433,10 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
             label_args = {} if labels is None else dict(
                 num_labels=len(labels), id2label=dict(enumerate(labels)),
                 label2id={n: i for i, n in enumerate(labels)}, ignore_mismatched_sizes=True)
-            model = auto_class.from_pretrained(init_from, **label_args)
+            try:
+                model = auto_class.from_pretrained(init_from, **label_args)
+            except (OSError, ValueError) as err:  # missing or damaged weights
+                raise TrainError(f"--init-from {init_from}: cannot load the model: {err}") from None
             # The label names a classifier checkpoint was trained on (other heads have none that matter).
             is_classifier = any(a.endswith("ForSequenceClassification") for a in init_config.architectures or [])
             earlier = [init_config.id2label[i] for i in range(init_config.num_labels)] if is_classifier else None
@@ -562,7 +568,10 @@ def evaluate_model(model_dir, task_name: str | None, *, data_dir=None, split: st
         raise TrainError(f"task {task.name} has splits {list(data)}, not {split!r}")
     check_model_fits_task(config, task, labels, model_dir)
     data = subsample(data, split, max_samples)
-    model = getattr(transformers, task.head).from_pretrained(model_dir)
+    try:
+        model = getattr(transformers, task.head).from_pretrained(model_dir)
+    except (OSError, ValueError) as err:  # missing or damaged weights
+        raise TrainError(f"cannot load the model in {model_dir}: {err}") from None
     with tempfile.TemporaryDirectory() as tmp:
         args = training_arguments({"output_dir": tmp, "per_device_eval_batch_size": batch_size, "report_to": "none",
                                    **device_args}, {})
@@ -597,12 +606,23 @@ def _interrupted(args) -> int:
     return 130
 
 
+# What --variant, --preset and --dropout are when not given; with --init-from the checkpoint decides them.
+NEW_MODEL_DEFAULTS = {"variant": "longformer", "preset": "small", "dropout": 0.0}
+
+
 def run(args) -> int:
+    given = [f"--{name}" for name in NEW_MODEL_DEFAULTS if getattr(args, name) is not None]
+    if args.init_from is not None and given:
+        print(f"hf-longctx train: {' and '.join(given)} describe{'s' if len(given) == 1 else ''} a new model, but --init-from {args.init_from} "
+              "brings its own; leave them out", file=sys.stderr)
+        return 1
+    new_model = {name: default if getattr(args, name) is None else getattr(args, name)
+                 for name, default in NEW_MODEL_DEFAULTS.items()}
     try:
-        train(args.task, args.output_dir, data_dir=args.data_dir, variant=args.variant, preset=args.preset,
-              max_length=args.max_length,
+        train(args.task, args.output_dir, data_dir=args.data_dir, variant=new_model["variant"],
+              preset=new_model["preset"], max_length=args.max_length,
               epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
-              learning_rate=args.learning_rate, dropout=args.dropout, seed=args.seed, init_from=args.init_from,
+              learning_rate=args.learning_rate, dropout=new_model["dropout"], seed=args.seed, init_from=args.init_from,
               overwrite=args.overwrite, resume=args.resume, max_train_samples=args.max_train_samples,
               max_eval_samples=args.max_eval_samples, overrides=_parse_overrides(args.set), device=args.device,
               bf16=args.bf16, push_to_hub=args.push_to_hub)

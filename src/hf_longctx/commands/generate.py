@@ -26,6 +26,10 @@ def generation_budget(prompt_tokens: int, max_new_tokens: int, max_input_tokens:
 
 def run(args) -> int:
     folder = Path(args.model_dir)
+    if not args.sample and (args.temperature is not None or args.top_k is not None):
+        print("hf-longctx generate: --temperature and --top-k shape sampling; add --sample (greedy decoding would "
+              "ignore them)", file=sys.stderr)
+        return 1
     if not (folder / "config.json").is_file():
         print(f"hf-longctx generate: {folder} is not a model folder (no config.json)", file=sys.stderr)
         return 1
@@ -42,7 +46,9 @@ def run(args) -> int:
         return 1
     tokenizer = AutoTokenizer.from_pretrained(folder)
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)  # no end-of-text after the prompt
+    # No end-of-text after the prompt; verbose=False: a prompt past model_max_length is refused below, with the
+    # numbers, instead of transformers' "indexing errors" warning.
+    inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False, verbose=False)
     prompt_tokens = inputs["input_ids"].shape[1]
     longest = getattr(config, "max_input_tokens", None) or config.max_position_embeddings
     try:
@@ -54,11 +60,15 @@ def run(args) -> int:
     if budget < args.max_new_tokens:
         print(f"hf-longctx generate: the model reads at most {longest} tokens, so after this {prompt_tokens}-token "
               f"prompt it generates {budget} of the {args.max_new_tokens} new tokens asked for", file=sys.stderr)
-    model = AutoModelForCausalLM.from_pretrained(folder).eval().to(device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder).eval().to(device)
+    except (OSError, ValueError) as err:  # missing or damaged weights
+        print(f"hf-longctx generate: cannot load the model in {folder}: {err}", file=sys.stderr)
+        return 1
     set_seed(args.seed)
     # Temperature and top-k only with --sample: greedy decoding ignores them, and transformers warns when given.
-    sampling = dict(do_sample=True, temperature=args.temperature, top_k=args.top_k) if args.sample else \
-        dict(do_sample=False)
+    sampling = dict(do_sample=True, temperature=args.temperature or 1.0, top_k=args.top_k or 50) if args.sample \
+        else dict(do_sample=False)
     model.generate(
         **inputs.to(device), max_new_tokens=budget, streamer=TextStreamer(tokenizer, skip_special_tokens=True),
         pad_token_id=tokenizer.pad_token_id, **sampling,
