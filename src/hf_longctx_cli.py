@@ -120,13 +120,13 @@ def train_arguments(p) -> None:
                    "end, model/")
     p.add_argument("--max-length", type=positive_int, default=1024, help="tokens per example (longer ones are "
                    "truncated)")
-    p.add_argument("--epochs", type=positive_float, default=1.0)
+    p.add_argument("--epochs", type=positive_float, default=1.0, help="passes over the training split")
     p.add_argument("--max-steps", type=steps, default=-1, help="stop after this many steps (overrides --epochs; "
                    "-1: use --epochs; default: -1)")
-    p.add_argument("--batch-size", type=positive_int, default=4)
+    p.add_argument("--batch-size", type=positive_int, default=4, help="examples per step, in training and evaluation")
     p.add_argument("--learning-rate", type=non_negative_float, default=5e-4, help="peak AdamW learning rate")
     p.add_argument("--dropout", type=probability, help="dropout of a new model (default: 0.0)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights, the data order and the sample draws")
     p.add_argument("--init-from", help="start from this saved or converted model instead of a random one")
     p.add_argument("--max-train-samples", type=positive_int, help="use only N training examples (a seeded random "
                    "draw)")
@@ -149,7 +149,7 @@ def evaluate_arguments(p) -> None:
     p.add_argument("--data-dir", help="or a folder of your own documents, as for `hf-longctx train --data-dir`")
     p.add_argument("--split", default="test", help="train, validation or test")
     p.add_argument("--max-length", type=positive_int, help="tokens per example (default: the model's longest input)")
-    p.add_argument("--batch-size", type=positive_int, default=4)
+    p.add_argument("--batch-size", type=positive_int, default=4, help="examples per forward pass")
     p.add_argument("--max-samples", type=positive_int, help="evaluate on N examples of the split (a seeded random "
                    "draw)")
     _device(p)
@@ -164,7 +164,7 @@ def generate_arguments(p) -> None:
     # No argparse defaults: given without --sample they would do nothing, so generate refuses them there.
     p.add_argument("--temperature", type=positive_float, help="with --sample (default: 1.0)")
     p.add_argument("--top-k", type=positive_int, help="with --sample (default: 50)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling")
     _device(p, bf16=False)
 
 
@@ -214,7 +214,7 @@ def push_arguments(p) -> None:
     p.add_argument("repo_id", help="the Hub repository, e.g. user/my-longformer")
     p.add_argument("--private", action="store_true", help="create the repository as private")
     p.add_argument("--revision", help="the branch to commit to (created from main if missing; default: main)")
-    p.add_argument("--commit-message", default="Upload hf_longctx model")
+    p.add_argument("--commit-message", default="Upload hf_longctx model", help="the commit's message on the Hub")
     p.add_argument("--dry-run", action="store_true", help="list the files that would be uploaded; upload nothing")
     p.add_argument("--token", help="a Hub token (default: HF_TOKEN or the saved login)")
 

@@ -291,7 +291,7 @@ def test_every_help_shows_its_defaults_and_every_flag_has_one_spelling():
         for action in sub._actions:
             if action.option_strings:
                 spellings.setdefault(action.dest, set()).add(tuple(action.option_strings))
-            if action.default not in (None, False, [], argparse.SUPPRESS) and action.help:
+            if action.default not in (None, False, [], argparse.SUPPRESS):
                 assert f"default: {action.default}" in text, f"{name} {action.dest}: default not shown"
     # --lr (train) and --learning-rate (demo) were two spellings of one flag
     assert {dest: s for dest, s in spellings.items() if len(s) > 1} == {}
