@@ -74,3 +74,18 @@ def test_stream_trainer_refuses_a_batch_size_other_than_the_stream_count(tmp_pat
     trainer = StreamTrainer(model=_model(), args=args, train_dataset=train)
     with pytest.raises(ValueError, match=r"per_device_train_batch_size \(2\) must equal the number of streams \(3\)"):
         trainer.train()
+
+
+def test_the_memory_efficacy_script_runs(tmp_path):
+    """benchmarks/transfo_xl_memory.py --quick: stream training with and without memory, evaluation table."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "transfo_xl_memory.py"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(script), "--quick"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| 0 | 32 | 128, clamp 63 |" in done.stdout and "| 0 | 0 | 0 |" in done.stdout
