@@ -42,10 +42,10 @@ def test_export_writes_a_folder_that_reloads_with_a_filled_card(trained, tmp_pat
     assert "| text-classification | kernel_docs | test | accuracy | 0.8125 |" in card
     assert 'repo = "someone/tiny-longformer"' in card
     assert "AutoModelForSequenceClassification.from_pretrained(repo, trust_remote_code=True)" in card
-    # The snippet loads the tokenizer and cuts input at the model's length; the metadata names no local data set.
-    assert "tokenizer = AutoTokenizer.from_pretrained(repo)" in card
-    assert f"max_length={model.config.max_input_tokens}," in card
-    assert "datasets:" not in card.split("---")[1]
+    # No tokenizer in this folder: the snippet says so instead of loading one, and gives the model's length.
+    assert "AutoTokenizer" not in card and "No tokenizer was saved" in card
+    assert f"max_length={model.config.max_input_tokens} tokens" in card
+    assert "datasets:" not in card.split("---")[1]  # the metadata names no local data set
     assert "attention window [4, 8]" in card
     assert (out / "modeling_longformer.py").is_file() and (out / "sliding_window_attention.py").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".hub")], "staging folder left behind"
@@ -100,6 +100,13 @@ def test_exported_tokenizer_knows_the_model_length(tmp_path):
     out = export_model(tmp_path / "trained", tmp_path / "hub")
     saved = json.loads((out / "tokenizer_config.json").read_text())
     assert saved["model_max_length"] == config.max_input_tokens
+    card = (out / "README.md").read_text()  # its snippet loads the tokenizer and cuts inputs at the model's length
+    assert "tokenizer = AutoTokenizer.from_pretrained(repo)" in card
+    assert f"truncation=True, max_length={config.max_input_tokens}," in card
+    snippet = card.split("```python\n")[1].split("```")[0].replace("PATH_OR_REPO", str(out))
+    scope = {}
+    exec(snippet, scope)  # the card's own code runs, on the exported folder
+    assert scope["outputs"].logits.shape == (1, 2)
     classify = pipeline("text-classification", model=str(out))
     assert len(classify("a long document " * 2000, truncation=True)) == 1
 

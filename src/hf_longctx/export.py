@@ -58,7 +58,8 @@ def _head_suffix(class_name: str) -> str:
     return "Model"
 
 
-def render_card(config, class_name: str, *, repo_id=None, summary: dict | None = None) -> ModelCard:
+def render_card(config, class_name: str, *, repo_id=None, summary: dict | None = None,
+                has_tokenizer: bool = True) -> ModelCard:
     """Fill the variant's template in ``model_cards/`` with the real configuration and results."""
     summary = summary or {}
     pipeline_tag, auto_class = PIPELINE_TAGS[_head_suffix(class_name)]
@@ -84,7 +85,7 @@ def render_card(config, class_name: str, *, repo_id=None, summary: dict | None =
         data, template_str=template.read_text(), auto_class=auto_class, repo_id=repo_id,
         training=summary.get("training"), results=results, base_model=summary.get("base_model"),
         converted_from_short=summary.get("converted_from_short", False), model_name=summary.get("model_name"),
-        max_input_tokens=config.max_input_tokens, **fields,
+        max_input_tokens=config.max_input_tokens, has_tokenizer=has_tokenizer, **fields,
     )
 
 
@@ -124,7 +125,8 @@ def export_model(model_dir, out_dir, *, overwrite: bool = False, repo_id: str | 
             tokenizer.save_pretrained(staging)
         if summary:
             (staging / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
-        render_card(model.config, model_class.__name__, repo_id=repo_id, summary=summary).save(staging / "README.md")
+        render_card(model.config, model_class.__name__, repo_id=repo_id, summary=summary,
+                    has_tokenizer=(staging / "tokenizer_config.json").is_file()).save(staging / "README.md")
         write_manifest(staging, "export")
         replace_folder(staging, out_dir)  # an existing out_dir is swapped out only once the new one is complete
     finally:
