@@ -68,11 +68,9 @@ def ours_train_flops() -> float:
     (content and position) over memory + segment keys, causal; plus the softmax head. LayerNorm, softmax,
     embedding not counted."""
     B, T, M, C, HD = BATCH, SEGMENT, MEM, D_MODEL, HEADS * D_HEAD
-    K = M + T
     keys = T * M + T * (T + 1) // 2  # causal: query i sees M + i + 1 keys
-    per_layer = (2 * B * T * C * 3 * HD + 2 * B * M * C * 2 * HD + 2 * K * C * HD + 2 * B * T * HD * C
+    per_layer = (2 * B * T * C * 3 * HD + 2 * B * M * C * 2 * HD + 2 * (M + T) * C * HD + 2 * B * T * HD * C
                  + 2 * B * T * C * FFN * 2 + 3 * 2 * B * HD * keys)
-    del K
     return 3 * (LAYERS * per_layer + 2 * B * T * C * VOCAB)
 
 

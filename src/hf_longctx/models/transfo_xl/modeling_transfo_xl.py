@@ -289,10 +289,10 @@ class TransfoXLMemoryCache:
     """Projected keys/values ``(B, H, M, D)`` of the last ``mem_len`` positions per layer, plus which are real.
 
     Equivalent to hidden-state memories (keys are a linear function of them) but each position is projected once,
-    when it is processed, instead of at every later step; the size stays ``mem_len``, so a decoding step costs the
-    same at token 300 and token 10,000. The projected position embeddings ``r`` of the last step are kept too:
-    once the cache is full every step needs the same distances. ``generate()`` passes the object back through
-    ``cache``; beam search calls :meth:`reorder_cache`.
+    when it is processed, instead of at every later step; the size stays ``mem_len``, so once the cache is full a
+    decoding step costs the same at token 1,000 as at token 100,000. The projected position embeddings ``r`` of
+    the last step are kept too: once the cache is full every step needs the same distances. ``generate()`` passes
+    the object back through ``cache``; beam search calls :meth:`reorder_cache`.
     """
 
     is_compileable = False
