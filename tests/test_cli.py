@@ -49,6 +49,8 @@ def test_train_evaluate_export_kernel_docs(tmp_path, capsys):
     # Defect 5: a model of other labels is refused, not scored 0.0 (or crashed with an IndexError).
     assert main(["evaluate", str(run / "model"), "--task", "shakespeare-genre", "--max-samples", "4"]) == 1
     assert "predicts 6 labels" in capsys.readouterr().err
+    assert main(["generate", str(run / "model"), "--prompt", "x"]) == 1  # it printed "a ['...'] model" before
+    assert "holds a LongctxLongformerForSequenceClassification, not a causal LM" in capsys.readouterr().err
 
     # The run folder now exists: a second train refuses it without --overwrite.
     assert main(["train", "--task", "kernel-docs", "--max-length", "96", "--output-dir", str(run), *FAST]) == 1

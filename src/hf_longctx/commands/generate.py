@@ -42,7 +42,8 @@ def run(args) -> int:
 
     config = AutoConfig.from_pretrained(folder)
     if not getattr(config, "causal", False) and "CausalLM" not in "".join(config.architectures or []):
-        print(f"hf-longctx generate: {folder} holds a {config.architectures} model, not a causal LM", file=sys.stderr)
+        kind = (config.architectures or [f"{config.model_type} model"])[0]  # a list, or None, printed as such before
+        print(f"hf-longctx generate: {folder} holds a {kind}, not a causal LM", file=sys.stderr)
         return 1
     tokenizer = AutoTokenizer.from_pretrained(folder)
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
