@@ -210,6 +210,10 @@ def test_data_list_and_show(capsys):
     assert main(["data", "show", "kernel-docs", "--max-length", "64"]) == 0
     shown = capsys.readouterr().out
     assert "train" in shown and "420 examples" in shown and "PROVENANCE_kernel_docs.md" in shown
+    assert "labels: admin-guide, devicetree" in shown
+    assert main(["data", "show", "passkey", "--max-length", "256"]) == 0
+    shown = capsys.readouterr().out
+    assert "None" not in shown and "head: AutoModelForQuestionAnswering" in shown
     with pytest.raises(SystemExit):
         main(["data", "show", "nope"])
     assert "invalid choice: 'nope'" in capsys.readouterr().err

@@ -180,6 +180,13 @@ def test_demo_without_baseline_lists_only_what_it_trained(tmp_path, monkeypatch,
     args.truncated_length, args.output_dir = 32, str(tmp_path / "e")
     assert demo.run(args) == 0 and "long/model, truncated/model, hub/" in capsys.readouterr().out
 
+    def interrupted(settings, output_dir):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "run_demo", interrupted)  # Ctrl-C: one line, and how to start again
+    args.output_dir = str(tmp_path / "f")
+    assert demo.run(args) == 130 and "interrupted; start again with --overwrite" in capsys.readouterr().err
+
 
 def test_demo_tasks_are_the_classification_tasks_and_load_every_label():
     from hf_longctx.demo import DEMO_TASKS

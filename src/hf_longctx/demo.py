@@ -243,7 +243,12 @@ def run(args) -> int:
     print(f"hf_longctx demo: {TASKS[args.task].description}")
     print(f"cpu: {torch.get_num_threads()} torch threads ({os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f}{'' if args.threads else '; --threads overrides'})")
-    results = run_demo(settings, output_dir)
+    try:
+        results = run_demo(settings, output_dir)
+    except KeyboardInterrupt:  # Ctrl-C: a line, not a traceback; the folder is still one --overwrite may replace
+        print(f"\nhf-longctx demo: interrupted; start again with --overwrite (it replaces {output_dir})",
+              file=sys.stderr)
+        return 130
     trained = "long/model, truncated/model" if settings.truncated_length else "long/model"  # 0: no baseline
     print(f"everything is in {output_dir}/: {trained}, hub/, {RESULTS_FILE}")
     print(f"total wall time: {results['wall_seconds']:.0f} s")

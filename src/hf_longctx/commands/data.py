@@ -37,7 +37,9 @@ def run(args) -> int:
         print(f"hf-longctx data: {err}", file=sys.stderr)
         return 1
     print(f"{task.name}: {task.description}")
-    print(f"tokenizer: {type(tokenizer).__name__} with {len(tokenizer)} ids; labels: {labels}")
+    # Only classification tasks have label names ("labels: None" said nothing to a reader).
+    print(f"tokenizer: {type(tokenizer).__name__} with {len(tokenizer)} ids"
+          + (f"; labels: {', '.join(map(str, labels))}" if labels is not None else f"; head: {task.head}"))
     for split, ds in data.items():
         lengths = [len(x) for x in ds["input_ids"]]
         print(f"  {split:10s} {len(ds):6d} examples, {sum(lengths):,} tokens (max {max(lengths)} at --max-length "
