@@ -35,6 +35,7 @@ from .configuration_reformer import LongctxReformerConfig
 from .longctx_common import check_length, check_mask, check_token_inputs
 from .lsh_attention import (
     auto_num_buckets,
+    dropout_keep_mask,
     local_chunked_attention,
     lsh_attention,
     lsh_buckets,
@@ -205,10 +206,16 @@ class ReformerFeedForwardDense(nn.Module):
         self.dropout = dropout
         self.dense = nn.Linear(hidden_size, ff_size)
         self.act_fn = ACT2FN[act]
+        self.relu = act == "relu"
 
     def forward(self, x, generator=None):
         # transformers applies the dropout before the activation (modeling_reformer.py:1446-1450)
-        return self.act_fn(seeded_dropout(self.dense(x), self.dropout if self.training else 0.0, generator))
+        h = self.dense(x)
+        p = self.dropout if self.training else 0.0
+        if p > 0 and self.relu:  # relu(dropout(h)) in one pass: the same mask draw and the same values
+            keep = dropout_keep_mask(h.shape, p, generator, h.device) & (h > 0)
+            return torch.where(keep, h * (1.0 / (1.0 - p)), torch.zeros((), dtype=h.dtype, device=h.device))
+        return self.act_fn(seeded_dropout(h, p, generator))
 
 
 class ReformerFeedForward(nn.Module):
