@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).parent / "scripts" / "ddp_trainer.py"
-VARIANTS = ["longformer"]
+VARIANTS = ["longformer", "reformer", "transfo-xl"]
 
 
 def _free_port() -> int:

@@ -1,8 +1,9 @@
 """A user's own Trainer script on an hf_longctx model, as run under torchrun / accelerate launch (and alone).
 
 Writes the per-step losses, the world size it saw and a checksum of the final weights to OUT (rank 0 only).
-Masked-LM batches without any global token (the Longformer's global projections then take no part), gradient
-checkpointing on, and DDP left to find no unused parameters: the cases that failed for users.
+Masked-LM batches without any global token (the Longformer's global projections then take no part), reversible
+layers (Reformer), memories carried between segments (Transformer-XL), gradient checkpointing on, and DDP left to
+find no unused parameters: the cases that fail when a parameter misses a step.
 
     python ddp_trainer.py OUT VARIANT PER_DEVICE_BATCH
 """
@@ -27,6 +28,19 @@ def build():
             attention_window=8, max_position_embeddings=64, pad_token_id=1, hidden_dropout_prob=0.0,
             attention_probs_dropout_prob=0.0)
         return hf_longctx.LongctxLongformerForMaskedLM(config)
+    if variant == "reformer":  # reversible layers, LSH rotations redrawn every training forward
+        config = hf_longctx.LongctxReformerConfig(
+            vocab_size=VOCAB, hidden_size=32, num_attention_heads=4, attention_head_size=8,
+            attn_layers=["local", "lsh"], num_hashes=2, num_buckets=4, lsh_attn_chunk_length=4,
+            local_attn_chunk_length=8, axial_pos_shape=[8, 8], axial_pos_embds_dim=[16, 16],
+            max_position_embeddings=64, feed_forward_size=64, hidden_dropout_prob=0.0,
+            local_attention_probs_dropout_prob=0.0, lsh_attention_probs_dropout_prob=0.0, pad_token_id=1)
+        return hf_longctx.LongctxReformerForMaskedLM(config)
+    if variant == "transfo-xl":  # three segments of 8 with memories carried (and detached) between them
+        config = hf_longctx.LongctxTransfoXLConfig(
+            vocab_size=VOCAB, d_model=32, n_head=4, d_head=8, d_inner=64, n_layer=2, segment_length=8, mem_len=8,
+            dropout=0.0, dropatt=0.0, pad_token_id=1)
+        return hf_longctx.LongctxTransfoXLForCausalLM(config)
     raise SystemExit(f"unknown variant {variant}")
 
 
@@ -36,8 +50,12 @@ for _ in range(ROWS):
     ids = torch.randint(3, VOCAB, (T,), generator=g)
     labels = torch.full((T,), -100)
     labels[::3] = ids[::3]
-    rows.append({"input_ids": ids, "attention_mask": torch.ones(T, dtype=torch.long),
-                 "global_attention_mask": torch.zeros(T, dtype=torch.long), "labels": labels})
+    row = {"input_ids": ids, "attention_mask": torch.ones(T, dtype=torch.long), "labels": labels}
+    if variant == "longformer":
+        row["global_attention_mask"] = torch.zeros(T, dtype=torch.long)
+    if variant == "transfo-xl":
+        row["labels"] = ids.clone()  # causal LM
+    rows.append(row)
 
 
 class Rows(torch.utils.data.Dataset):
