@@ -361,3 +361,19 @@ def test_config_errors_name_the_field_and_value():
     config.num_hashes = -1  # set after creation: the model re-checks
     with pytest.raises(ValueError, match="num_hashes"):
         LongctxReformerModel(config)
+
+
+def test_plain_layers_with_checkpointing_replay_dropout_and_hashing():
+    """reversible=False under activation checkpointing: the recomputation draws the same dropout and rotations."""
+    config = make_config(is_decoder=True, reversible=False, **DROPOUT)
+    ids, _ = _ids(torch.Generator().manual_seed(1), T=37, ragged=False)
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = LongctxReformerForCausalLM(config).double().train()
+        if checkpointing:
+            model.activation_checkpointing_enable()
+        grads.append(_grads(model, ids, ids)[1])
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-12, atol=1e-12)
