@@ -129,6 +129,12 @@ def test_bad_numbers_and_set_keys_are_refused_before_a_run_folder_exists(tmp_pat
         assert message in capsys.readouterr().err, setting
     assert main([*base, "--set", "save_steps=5", "--set", "save_strategy=epoch"]) == 1
     assert "save_steps has no effect with save_strategy=epoch" in capsys.readouterr().err
+    # Lengths a task cannot use: a traceback from the data builder, and (below the tokenizer's special tokens)
+    # untruncated documents that failed inside the model once the run folder existed.
+    assert main(["train", "--task", "passkey", "--max-length", "8", "--output-dir", str(out)]) == 1
+    assert "task passkey: length 8 is too short" in capsys.readouterr().err
+    assert main([*base, "--max-length", "1"]) == 1
+    assert "--max-length 1 is too short for task kernel-docs" in capsys.readouterr().err
     assert not out.exists()
 
 

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.files import DataError
 from .export import SUMMARY_FILE
 from .folders import FolderError, check_run_folder
 from .tasks import PRESETS, VARIANTS, compute_metrics_for, resolve_task
@@ -279,6 +278,25 @@ def _reset_linear_layers(module, std: float) -> None:
                     layer.bias.zero_()
 
 
+def load_task(task, tokenizer, max_length: int, seed: int):
+    """``task.load(...)``, its refusals (a damaged packaged file, a length too short for the task) as
+    :class:`TrainError`, and every example checked to fit ``max_length``: a tokenizer cannot truncate below its
+    special tokens, so ``--max-length 1`` left whole documents that failed inside the model after the run began."""
+    try:
+        data, labels = task.load(tokenizer, max_length, seed)
+    except ValueError as err:  # DataError included
+        raise TrainError(f"task {task.name}: {err}") from None
+    import pyarrow.compute as pc
+
+    for split, examples in data.items():
+        # Through Arrow: a Python list of wiki-bytes' millions of ids would take seconds and hundreds of MB.
+        longest = pc.max(pc.list_value_length(examples.data.column("input_ids"))).as_py() or 0
+        if longest > max_length:
+            raise TrainError(f"--max-length {max_length} is too short for task {task.name}: its {split} split still "
+                             f"has {longest}-token examples (the tokenizer keeps its special tokens); pass more")
+    return data, labels
+
+
 def lengthen_advice(folder, max_length: int) -> str:
     """The command that makes the hf_longctx model in ``folder`` read ``max_length`` tokens."""
     return f"`hf-longctx convert {folder} LONGER_DIR --max-length {max_length}` lengthens its position table"
@@ -403,10 +421,7 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
     set_seed(seed)
     tokenizer = task.tokenizer()
     init_config = None if init_from is None else _check_init_from(Path(init_from), max_length, task, tokenizer)
-    try:
-        data, labels = task.load(tokenizer, max_length, seed)
-    except DataError as err:  # a damaged packaged file
-        raise TrainError(str(err)) from err
+    data, labels = load_task(task, tokenizer, max_length, seed)
     data = subsample(data, "train", max_train_samples)
     data = subsample(subsample(data, "validation", max_eval_samples), "test", max_eval_samples)
     if init_from is None:
@@ -560,10 +575,7 @@ def evaluate_model(model_dir, task_name: str | None, *, data_dir=None, split: st
         else task.tokenizer()
     check_tokenizer_fits(tokenizer, config)
     max_length = max_length or config.max_input_tokens
-    try:
-        data, labels = task.load(tokenizer, max_length, 0)
-    except DataError as err:  # a damaged packaged file
-        raise TrainError(str(err)) from err
+    data, labels = load_task(task, tokenizer, max_length, 0)
     if split not in data:
         raise TrainError(f"task {task.name} has splits {list(data)}, not {split!r}")
     check_model_fits_task(config, task, labels, model_dir)

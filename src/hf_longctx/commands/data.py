@@ -3,7 +3,6 @@
 import sys
 from importlib import resources
 
-from ..data.files import DataError
 from ..tasks import TASKS
 
 PROVENANCE = {
@@ -31,9 +30,11 @@ def run(args) -> int:
         return 1
     task = TASKS[args.name]
     tokenizer = task.tokenizer()
+    from ..train import TrainError, load_task
+
     try:
-        data, labels = task.load(tokenizer, args.max_length, 0)
-    except DataError as err:  # a damaged packaged file: the message names it and how to restore it
+        data, labels = load_task(task, tokenizer, args.max_length, 0)
+    except TrainError as err:  # a damaged packaged file (the message names it and how to restore it), a bad length
         print(f"hf-longctx data: {err}", file=sys.stderr)
         return 1
     print(f"{task.name}: {task.description}")
