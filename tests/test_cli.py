@@ -136,6 +136,11 @@ def test_bad_numbers_and_set_keys_are_refused_before_a_run_folder_exists(tmp_pat
     assert main([*base, "--max-length", "1"]) == 1
     assert "--max-length 1 is too short for task kernel-docs" in capsys.readouterr().err
     assert not out.exists()
+    (tmp_path / "a_file").write_text("mine")
+    for where in ("a_file", "a_file/run"):
+        assert main(["train", "--task", "kernel-docs", "--output-dir", str(tmp_path / where)]) == 1
+        assert "is a file, not a folder" in capsys.readouterr().err
+    assert (tmp_path / "a_file").read_text() == "mine"
 
 
 def test_set_save_steps_takes_effect(tmp_path):

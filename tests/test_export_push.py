@@ -67,6 +67,9 @@ def test_export_refuses_to_overwrite_and_names_bad_folders(trained, tmp_path):
     assert [p.name for p in out.iterdir()] == ["mine.txt"] and (out / "mine.txt").read_text() == "user data"
     with pytest.raises(ExportError, match="holds the model folder"):
         export_model(folder, folder, overwrite=True)
+    # A file where a folder must go was a FileExistsError traceback.
+    with pytest.raises(ExportError, match="mine.txt is a file, not a folder"):
+        export_model(folder, out / "mine.txt" / "hub")
 
 
 def test_export_overwrite_replaces_only_its_own_unchanged_folder(trained, tmp_path):

@@ -599,6 +599,9 @@ def test_lengthen_an_hf_longctx_longformer(tmp_path, capsys):
     assert main(["convert", str(tmp_path / "long"), str(tmp_path / "x")]) == 1
     assert "pass --max-length N to lengthen it" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+    (tmp_path / "a_file").write_text("mine")  # a file where a folder must go: a FileExistsError before
+    assert main(["convert", str(tmp_path / "long"), str(tmp_path / "a_file" / "x"), "--max-length", "200"]) == 1
+    assert "a_file is a file, not a folder" in capsys.readouterr().err
 
 
 def test_convert_from_a_hub_id(tmp_path, monkeypatch, capsys):

@@ -22,7 +22,7 @@ from .conversion.longformer import (
     extend_position_embeddings,
     lengthen_longformer,
 )
-from .folders import FolderError, check_replaceable
+from .folders import FolderError, check_location, check_replaceable
 
 # model_type of a source folder -> the module under hf_longctx.conversion that converts it
 CONVERTERS = {
@@ -86,10 +86,12 @@ def check_destination(dst, overwrite: bool) -> None:
     if dst.exists() or dst.is_symlink():
         if not overwrite:
             raise FileExistsError(f"destination {dst} already exists; pass --overwrite to replace it")
-        try:
+    try:
+        check_location(dst)
+        if overwrite:
             check_replaceable(dst)
-        except FolderError as err:
-            raise ValueError(str(err)) from None
+    except FolderError as err:
+        raise ValueError(str(err)) from None
 
 
 def source_model_type(src) -> str | None:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .folders import FolderError, check_run_folder
+from .folders import FolderError, check_location, check_run_folder
 from .tasks import TASKS
 
 RESULTS_FILE = "demo_results.json"  # also marks a folder as demo output, which --overwrite may delete
@@ -209,6 +209,10 @@ def pick_threads(requested: int = 0) -> int:
 
 def _prepare_output_dir(path: Path, overwrite: bool) -> str | None:
     """Empty ``path`` for a new run, or return why not (checked before minutes of training, not after)."""
+    try:
+        check_location(path)
+    except FolderError as err:
+        return str(err)
     if not path.exists():
         return None
     if not overwrite:

@@ -14,7 +14,7 @@ from huggingface_hub import ModelCard, ModelCardData
 
 import hf_longctx
 
-from .folders import FolderError, check_replaceable, replace_folder, staging_folder, write_manifest
+from .folders import FolderError, check_location, check_replaceable, replace_folder, staging_folder, write_manifest
 
 # The pipeline each head serves, for the card's metadata and the loading snippet.
 PIPELINE_TAGS = {
@@ -96,6 +96,10 @@ def export_model(model_dir, out_dir, *, overwrite: bool = False, repo_id: str | 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if not (model_dir / "config.json").is_file():
         raise ExportError(f"{model_dir} is not a model folder (no config.json)")
+    try:
+        check_location(out_dir)
+    except FolderError as err:
+        raise ExportError(str(err)) from None
     if out_dir.exists() or out_dir.is_symlink():
         if not overwrite:
             raise ExportError(f"{out_dir} already exists; pass --overwrite to replace it")

@@ -94,6 +94,21 @@ def check_run_folder(dst, marker: str, known: tuple[str, ...], *, flag: str = "-
                           f"it even with {flag}: move them or choose another --output-dir")
 
 
+def check_location(dst) -> None:
+    """Raise :class:`FolderError` when ``dst`` cannot be created: a file stands where it or one of its parent
+    folders must be, or the nearest existing parent is not writable (these were OSError tracebacks)."""
+    dst = Path(dst)
+    if dst.exists() and not dst.is_dir():
+        raise FolderError(f"{dst} is a file, not a folder; choose another path")
+    for parent in dst.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise FolderError(f"cannot create {dst}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise FolderError(f"cannot create {dst}: no permission to write into {parent}")
+            return
+
+
 def staging_folder(dst: Path) -> Path:
     """A fresh temporary sibling of ``dst`` to write into before :func:`replace_folder`."""
     dst.parent.mkdir(parents=True, exist_ok=True)

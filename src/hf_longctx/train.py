@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .export import SUMMARY_FILE
-from .folders import FolderError, check_run_folder
+from .folders import FolderError, check_location, check_run_folder
 from .tasks import PRESETS, VARIANTS, compute_metrics_for, resolve_task
 
 
@@ -400,6 +400,10 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
     if preset not in PRESETS:
         raise TrainError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     output_dir = Path(output_dir)
+    try:
+        check_location(output_dir)
+    except FolderError as err:
+        raise TrainError(f"--output-dir: {err}") from None
     for flag, path in (("--init-from", init_from), ("--data-dir", data_dir)):
         if path is not None and Path(path).resolve().is_relative_to(output_dir.resolve()):
             raise TrainError(f"{flag} {path} lies inside --output-dir {output_dir}, which the run writes (and "

@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from ..folders import FolderError, check_replaceable, replace_folder, staging_folder, write_manifest
+from ..folders import FolderError, check_location, check_replaceable, replace_folder, staging_folder, write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,10 @@ def check_paths(src, dst, overwrite: bool) -> tuple[Path, Path]:
     s, d = src.resolve(), dst.resolve()
     if d == s or d in s.parents:
         raise ValueError(f"refusing to write {dst}: it holds the source {src}")
+    try:
+        check_location(dst)
+    except FolderError as err:
+        raise ValueError(str(err)) from None
     if dst.exists() or dst.is_symlink():
         if not overwrite:
             raise FileExistsError(f"destination {dst} already exists; pass overwrite=True (--overwrite) to replace it")
