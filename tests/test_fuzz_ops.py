@@ -130,3 +130,194 @@ def test_longformer_attention_bf16_within_twice_pytorch_error(case):
     # The floor keeps cases where plain bf16 happens to be exact (one key per query) from demanding exactness.
     floor = 2.0**-8 * (exact.abs().max().item() if exact.numel() else 0.0)
     assert err_ours <= 2 * err_plain + floor, f"bf16 error {err_ours:.3e} vs plain {err_plain:.3e} for {case}"
+
+
+# ---------------------------------------------------------------- helpers shared by the Reformer and TXL ops ---------
+
+
+def _rand(g, *shape, dtype=torch.float64):
+    return torch.randn(*shape, generator=g, dtype=dtype).requires_grad_()
+
+
+def _lengths(g, padding: str, B: int, T: int) -> torch.Tensor:
+    """Real tokens per row: all (none), 1..T (some), or 0..T (heavy: whole rows of padding allowed)."""
+    if padding == "none":
+        return torch.full((B,), T)
+    return torch.randint(0 if padding == "heavy" else 1, T + 1, (B,), generator=g)
+
+
+def _compare_forward_and_grads(fn, ref_fn, tensors: dict, rows: torch.Tensor, case, tol=1e-9):
+    """``fn(**tensors)`` against ``ref_fn(**tensors)`` on the rows that mean something (``rows``, broadcastable to
+    the output), forward and the gradient of every input; the op's other rows must still be finite."""
+    out, ref = fn(**tensors), ref_fn(**tensors)
+    assert torch.isfinite(out).all(), f"non-finite output for {case}"
+    torch.testing.assert_close(out * rows, ref * rows, rtol=tol, atol=tol, msg=lambda m: f"forward, {case}: {m}")
+    cot = torch.randn(out.shape, generator=torch.Generator().manual_seed(7), dtype=out.dtype)
+    names = list(tensors)
+    got = torch.autograd.grad(out * rows, [tensors[n] for n in names], cot, allow_unused=True)
+    want = torch.autograd.grad(ref * rows, [tensors[n] for n in names], cot, allow_unused=True)
+    for name, a, b in zip(names, got, want):
+        a = torch.zeros_like(tensors[name]) if a is None else a
+        b = torch.zeros_like(tensors[name]) if b is None else b
+        assert torch.isfinite(a).all(), f"non-finite grad {name} for {case}"
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol, msg=lambda m, n=name: f"grad {n}, {case}: {m}")
+
+
+def _bf16_within_twice_plain(fn, ref_fn, tensors: dict, rows: torch.Tensor, case):
+    """Our op in bf16 against the float64 reference: error at most 2x the reference itself run in bf16 (plain
+    PyTorch), on the meaningful rows, plus a floor of one bf16 ulp of the output's scale (cases where plain bf16
+    happens to be exact, e.g. one visible key per query, must not demand exactness)."""
+    exact_in = {n: t.detach() for n, t in tensors.items()}
+    low_in = {n: t.to(torch.bfloat16) if t.is_floating_point() else t for n, t in exact_in.items()}
+    exact = ref_fn(**exact_in) * rows
+    ours = fn(**low_in).double()
+    assert torch.isfinite(ours).all(), f"non-finite bf16 output for {case}"
+    ours, plain = ours * rows, ref_fn(**low_in).double() * rows
+    err_ours = (ours - exact).abs().max().item() if ours.numel() else 0.0
+    err_plain = (plain - exact).abs().max().item() if plain.numel() else 0.0
+    floor = 2.0**-8 * (exact.abs().max().item() if exact.numel() else 0.0)
+    assert err_ours <= 2 * err_plain + floor, f"bf16 error {err_ours:.3e} vs plain {err_plain:.3e} for {case}"
+
+
+# ---------------------------------------------------------------- Reformer: LSH and local chunked attention ---------
+
+from hf_longctx.models.reformer.lsh_attention import (  # noqa: E402  (grouped with the tests that use them)
+    local_chunked_attention,
+    lsh_attention,
+    naive_local_attention,
+    naive_lsh_attention,
+)
+
+
+@st.composite
+def reformer_cases(draw, max_len=40):
+    """A valid call of the Reformer ops: lengths 1..max_len (T <= chunk takes the one-chunk path), chunk lengths
+    1..8, 0..2 chunks before and after, 1..3 hashing rounds with fixed random buckets, padding, causal or not."""
+    return dict(
+        B=draw(st.integers(1, 3)), T=draw(st.integers(1, max_len)), chunk=draw(st.integers(1, 8)),
+        before=draw(st.integers(0, 2)), after=draw(st.integers(0, 2)), rounds=draw(st.integers(1, 3)),
+        num_buckets=draw(st.sampled_from([2, 4, 8])), causal=draw(st.booleans()),
+        padding=draw(st.sampled_from(["none", "some", "heavy"])), seed=draw(st.integers(0, 2**16)),
+    )
+
+
+def _reformer_tensors(case, lsh: bool):
+    """(tensors, fixed kwargs, rows): the differentiable inputs, the rest of the call, and the real-query mask."""
+    g = torch.Generator().manual_seed(case["seed"])
+    B, T = case["B"], case["T"]
+    real = torch.arange(T)[None, :] < _lengths(g, case["padding"], B, T)[:, None]  # (B, T)
+    if lsh:
+        tensors = dict(qk=_rand(g, B, H, T, D), v=_rand(g, B, H, T, D))
+        # Fixed buckets (the dense twin must see the same ones): any non-negative values are valid.
+        fixed = dict(buckets=torch.randint(0, case["num_buckets"], (B, H, case["rounds"], T), generator=g))
+    else:
+        tensors, fixed = dict(q=_rand(g, B, H, T, D), k=_rand(g, B, H, T, D), v=_rand(g, B, H, T, D)), {}
+    fixed.update(chunk_length=case["chunk"], num_chunks_before=case["before"], num_chunks_after=case["after"],
+                 causal=case["causal"], attention_mask=None if case["padding"] == "none" else real)
+    return tensors, fixed, real[:, None, :, None]
+
+
+def _bind(fn, fixed):
+    return lambda **t: fn(**t, **fixed)
+
+
+_R = dict(B=1, before=1, after=0, rounds=1, num_buckets=4, causal=False, padding="none", seed=0)
+
+
+@given(case=reformer_cases())
+@example(case={**_R, "T": 1, "chunk": 1})  # one token, one chunk of one: the query sees only itself
+@example(case={**_R, "T": 37, "chunk": 4, "rounds": 3, "causal": True, "padding": "heavy", "B": 3, "seed": 2})
+@example(case={**_R, "T": 8, "chunk": 4, "before": 1, "after": 1})  # 2-chunk cycle: before == after, taken once
+def test_lsh_attention_matches_dense(case):
+    tensors, fixed, rows = _reformer_tensors(case, lsh=True)
+    _compare_forward_and_grads(_bind(lsh_attention, fixed), _bind(naive_lsh_attention, fixed), tensors, rows, case)
+
+
+@given(case=reformer_cases(max_len=61))
+@example(case={**_R, "T": 1, "chunk": 1, "causal": True})
+@example(case={**_R, "T": 31, "chunk": 3, "before": 2, "after": 2, "padding": "heavy", "B": 3, "seed": 5})
+def test_local_chunked_attention_matches_dense(case):
+    tensors, fixed, rows = _reformer_tensors(case, lsh=False)
+    _compare_forward_and_grads(_bind(local_chunked_attention, fixed), _bind(naive_local_attention, fixed), tensors,
+                               rows, case)
+
+
+@settings(max_examples=max(10, settings.default.max_examples // 2))
+@given(case=reformer_cases(), lsh=st.booleans())
+def test_reformer_ops_bf16_within_twice_pytorch_error(case, lsh):
+    tensors, fixed, rows = _reformer_tensors(case, lsh=lsh)
+    fn, ref = (lsh_attention, naive_lsh_attention) if lsh else (local_chunked_attention, naive_local_attention)
+    _bf16_within_twice_plain(_bind(fn, fixed), _bind(ref, fixed), tensors, rows, case)
+
+
+# ---------------------------------------------------------------- Transformer-XL: relative attention ----------------
+
+from hf_longctx.models.transfo_xl.relative_attention import (  # noqa: E402
+    naive_relative_attention,
+    relative_attention,
+    sinusoid_positions,
+)
+
+
+@st.composite
+def relative_cases(draw):
+    """A valid call of :func:`relative_attention`: segments of 1..40 (primes included), memories of 0..3 segments
+    (or any length up to 80), same_length windows, distances clamped before the sinusoid (so rows of ``r`` repeat),
+    key padding (none, some, whole rows)."""
+    T = draw(st.integers(1, 40))
+    M = draw(st.one_of(st.integers(0, 3).map(lambda n: n * T), st.integers(0, 80)))
+    K = M + T
+    return dict(
+        B=draw(st.integers(1, 3)), T=T, M=M, window=draw(st.one_of(st.none(), st.integers(1, K + 2))),
+        clamp=draw(st.one_of(st.none(), st.integers(0, K))), padding=draw(st.sampled_from(["none", "some", "heavy"])),
+        seed=draw(st.integers(0, 2**16)),
+    )
+
+
+def _relative_tensors(case):
+    g = torch.Generator().manual_seed(case["seed"])
+    B, T, M = case["B"], case["T"], case["M"]
+    K = M + T
+    tensors = dict(q=_rand(g, B, H, T, D), k=_rand(g, B, H, K, D), v=_rand(g, B, H, K, D),
+                   r_w_bias=_rand(g, H, D), r_r_bias=_rand(g, H, D))
+    if case["clamp"] is None:
+        tensors["r"] = _rand(g, H, K, D)
+        to_r = dict
+    else:  # as the model builds r: sinusoids of clamped descending distances, projected by W_r (a leaf here)
+        tensors["w_r"] = _rand(g, 2 * D, H * D)
+        R = sinusoid_positions(torch.arange(K - 1, -1, -1).clamp(max=case["clamp"]), 2 * D, dtype=torch.float64)
+
+        def to_r(w_r, **t):
+            return dict(r=(R.to(w_r.dtype) @ w_r).view(K, H, D).transpose(0, 1), **t)  # (H, K, D)
+    key_mask = None
+    if case["padding"] != "none":  # padding anywhere in memory and segment, as the model's left/right padding
+        keep = 0.15 if case["padding"] == "heavy" else 0.8
+        key_mask = torch.rand(B, K, generator=g) < keep
+    # Which queries see at least one key, written from the docstring's rule (not the op's mask helper).
+    i, j = torch.arange(T)[:, None], torch.arange(K)[None, :]
+    d = M + i - j
+    allowed = (d >= 0) & ((d < case["window"]) if case["window"] is not None else True)
+    allowed = allowed[None] & (key_mask[:, None, :] if key_mask is not None else True)  # (B, T, K)
+    rows = allowed.any(dim=-1)[:, None, :, None]  # (B, 1, T, 1)
+    fixed = dict(key_mask=key_mask, window=case["window"])
+    bind = lambda fn: lambda **t: fn(**to_r(**t), **fixed)  # noqa: E731
+    return tensors, bind, rows
+
+
+_X = dict(B=1, window=None, clamp=None, padding="none", seed=0)
+
+
+@given(case=relative_cases())
+@example(case={**_X, "T": 1, "M": 0})  # one token, no memory: a decoding step from scratch
+@example(case={**_X, "T": 1, "M": 16, "clamp": 3, "padding": "heavy", "B": 3})  # one query over a padded memory
+@example(case={**_X, "T": 13, "M": 26, "window": 13, "clamp": 5, "padding": "some", "B": 2, "seed": 4})
+def test_relative_attention_matches_dense(case):
+    tensors, bind, rows = _relative_tensors(case)
+    _compare_forward_and_grads(bind(relative_attention), bind(naive_relative_attention), tensors, rows, case)
+
+
+@settings(max_examples=max(10, settings.default.max_examples // 2))
+@given(case=relative_cases())
+def test_relative_attention_bf16_within_twice_pytorch_error(case):
+    tensors, bind, rows = _relative_tensors(case)
+    _bf16_within_twice_plain(bind(relative_attention), bind(naive_relative_attention), tensors, rows, case)
