@@ -165,8 +165,13 @@ def _compare_forward_and_grads(fn, ref_fn, tensors: dict, rows: torch.Tensor, ca
 
 def _bf16_within_twice_plain(fn, ref_fn, tensors: dict, rows: torch.Tensor, case):
     """Our op in bf16 against the float64 reference: error at most 2x the reference itself run in bf16 (plain
-    PyTorch), on the meaningful rows, plus a floor of one bf16 ulp of the output's scale (cases where plain bf16
-    happens to be exact, e.g. one visible key per query, must not demand exactness)."""
+    PyTorch), on the meaningful rows, plus a floor of one bf16 ulp (2^-7) of the output's scale.
+
+    Why a whole ulp (the Longformer test above uses half): the long profile found two tiny shapes (a 2-token LSH
+    call with chunks of 1, and one Transformer-XL query over 47 memory positions) where ours was 5.4x and 3.5x
+    plain's error, 1.2 and 2.4 ulp of the output. Over 150 random shapes each, the ratio ours/plain has a
+    median of 0.78 (LSH) and 1.00 (relative attention) and exceeds 2 in 1-3% of single draws: a max error of a
+    few roundings against another, not a kernel that loses precision. Both shapes are kept as examples below."""
     exact_in = {n: t.detach() for n, t in tensors.items()}
     low_in = {n: t.to(torch.bfloat16) if t.is_floating_point() else t for n, t in exact_in.items()}
     exact = ref_fn(**exact_in) * rows
@@ -175,7 +180,7 @@ def _bf16_within_twice_plain(fn, ref_fn, tensors: dict, rows: torch.Tensor, case
     ours, plain = ours * rows, ref_fn(**low_in).double() * rows
     err_ours = (ours - exact).abs().max().item() if ours.numel() else 0.0
     err_plain = (plain - exact).abs().max().item() if plain.numel() else 0.0
-    floor = 2.0**-8 * (exact.abs().max().item() if exact.numel() else 0.0)
+    floor = 2.0**-7 * (exact.abs().max().item() if exact.numel() else 0.0)
     assert err_ours <= 2 * err_plain + floor, f"bf16 error {err_ours:.3e} vs plain {err_plain:.3e} for {case}"
 
 
@@ -244,6 +249,8 @@ def test_local_chunked_attention_matches_dense(case):
 
 @settings(max_examples=max(10, settings.default.max_examples // 2))
 @given(case=reformer_cases(), lsh=st.booleans())
+@example(case={**_R, "T": 2, "chunk": 1, "before": 0, "after": 0, "rounds": 2, "num_buckets": 2, "seed": 2},
+         lsh=True)  # found by the long profile: 5.4x plain's error, 1.2 ulp (see _bf16_within_twice_plain)
 def test_reformer_ops_bf16_within_twice_pytorch_error(case, lsh):
     tensors, fixed, rows = _reformer_tensors(case, lsh=lsh)
     fn, ref = (lsh_attention, naive_lsh_attention) if lsh else (local_chunked_attention, naive_local_attention)
@@ -318,6 +325,7 @@ def test_relative_attention_matches_dense(case):
 
 @settings(max_examples=max(10, settings.default.max_examples // 2))
 @given(case=relative_cases())
+@example(case={**_X, "B": 2, "T": 1, "M": 47})  # found by the long profile: 3.5x plain's error, 2.4 ulp
 def test_relative_attention_bf16_within_twice_pytorch_error(case):
     tensors, bind, rows = _relative_tensors(case)
     _bf16_within_twice_plain(bind(relative_attention), bind(naive_relative_attention), tensors, rows, case)
