@@ -14,7 +14,16 @@ from huggingface_hub import ModelCard, ModelCardData
 
 import hf_longctx
 
-from .folders import FolderError, check_location, check_replaceable, replace_folder, staging_folder, write_manifest
+from .folders import (
+    LOAD_ERRORS,
+    FolderError,
+    load_error,
+    check_location,
+    check_replaceable,
+    replace_folder,
+    staging_folder,
+    write_manifest,
+)
 
 # The pipeline each head serves, for the card's metadata and the loading snippet.
 PIPELINE_TAGS = {
@@ -114,15 +123,27 @@ def export_model(model_dir, out_dir, *, overwrite: bool = False, repo_id: str | 
     except (OSError, ValueError) as err:
         raise ExportError(f"cannot read the config in {model_dir}: {err}") from err
     model_class = model_class_for(config)
-    model = model_class.from_pretrained(model_dir)
+    # Everything is read before the staging folder exists: a damaged file in model_dir leaves nothing behind.
+    try:
+        model = model_class.from_pretrained(model_dir)
+    except LOAD_ERRORS as err:  # missing or half-written weights
+        raise ExportError(f"cannot load the model in {model_dir}: {load_error(err)}") from None
+    tokenizer = None
+    if (model_dir / "tokenizer_config.json").is_file():
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        except LOAD_ERRORS as err:
+            raise ExportError(f"cannot load the tokenizer in {model_dir}: {load_error(err)}") from None
     summary_path = model_dir / SUMMARY_FILE
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    try:
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    except ValueError as err:
+        raise ExportError(f"{summary_path} is not valid JSON ({err}); fix or delete it") from None
 
     staging = staging_folder(out_dir)
     try:
         model.save_pretrained(staging)
-        if (model_dir / "tokenizer_config.json").is_file():
-            tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        if tokenizer is not None:
             # A tokenizer without a length limit (model_max_length 1e30) makes `truncation=True` a no-op, and the
             # pipeline then fails on long text: cap it at what the model accepts.
             tokenizer.model_max_length = model.config.max_input_tokens

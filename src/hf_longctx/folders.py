@@ -21,6 +21,22 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from safetensors import SafetensorError
+
+# What from_pretrained raises for a missing, damaged or half-written file in a saved folder: OSError (no weights, a
+# config.json that is not JSON), ValueError (a tokenizer or other JSON file that does not parse) and safetensors'
+# SafetensorError (a truncated model.safetensors), which derives from neither and escaped as a traceback (issue 11).
+LOAD_ERRORS = (OSError, ValueError, SafetensorError)
+
+
+def load_error(err: BaseException) -> str:
+    """One of :data:`LOAD_ERRORS` as one line; safetensors' own text ("incomplete metadata, file not fully
+    covered") does not say which file, so a SafetensorError names the weights."""
+    text = " ".join(str(err).split())
+    if isinstance(err, SafetensorError):
+        return f"its .safetensors weights are damaged or half-written ({text})"
+    return text
+
 MANIFEST = ".hf_longctx_written.json"
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .export import SUMMARY_FILE
-from .folders import FolderError, check_location, check_run_folder
+from .folders import LOAD_ERRORS, FolderError, check_location, check_run_folder, load_error
 from .tasks import PRESETS, VARIANTS, compute_metrics_for, resolve_task
 
 
@@ -454,8 +454,8 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
                 label2id={n: i for i, n in enumerate(labels)}, ignore_mismatched_sizes=True)
             try:
                 model = auto_class.from_pretrained(init_from, **label_args)
-            except (OSError, ValueError) as err:  # missing or damaged weights
-                raise TrainError(f"--init-from {init_from}: cannot load the model: {err}") from None
+            except LOAD_ERRORS as err:  # missing, damaged or half-written weights
+                raise TrainError(f"--init-from {init_from}: cannot load the model: {load_error(err)}") from None
             # The label names a classifier checkpoint was trained on (other heads have none that matter).
             is_classifier = any(a.endswith("ForSequenceClassification") for a in init_config.architectures or [])
             earlier = [init_config.id2label[i] for i in range(init_config.num_labels)] if is_classifier else None
@@ -575,8 +575,11 @@ def evaluate_model(model_dir, task_name: str | None, *, data_dir=None, split: st
     device_args = device_arguments(device, bf16)
     label_names = [config.id2label[i] for i in range(config.num_labels)] if data_dir is not None else None
     task = _task(task_name, data_dir, label_names)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir) if (model_dir / "tokenizer_config.json").is_file() \
-        else task.tokenizer()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir) if (model_dir / "tokenizer_config.json").is_file() \
+            else task.tokenizer()
+    except LOAD_ERRORS as err:  # a damaged tokenizer file was a JSONDecodeError traceback
+        raise TrainError(f"cannot load the tokenizer in {model_dir}: {load_error(err)}") from None
     check_tokenizer_fits(tokenizer, config)
     max_length = max_length or config.max_input_tokens
     data, labels = load_task(task, tokenizer, max_length, 0)
@@ -586,8 +589,8 @@ def evaluate_model(model_dir, task_name: str | None, *, data_dir=None, split: st
     data = subsample(data, split, max_samples)
     try:
         model = getattr(transformers, task.head).from_pretrained(model_dir)
-    except (OSError, ValueError) as err:  # missing or damaged weights
-        raise TrainError(f"cannot load the model in {model_dir}: {err}") from None
+    except LOAD_ERRORS as err:  # missing, damaged or half-written weights
+        raise TrainError(f"cannot load the model in {model_dir}: {load_error(err)}") from None
     with tempfile.TemporaryDirectory() as tmp:
         args = training_arguments({"output_dir": tmp, "per_device_eval_batch_size": batch_size, "report_to": "none",
                                    **device_args}, {})

@@ -38,14 +38,23 @@ def run(args) -> int:
         return 1
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, TextStreamer, set_seed
 
+    from ..folders import LOAD_ERRORS, load_error
     from ..train import TrainError, pick_device
 
-    config = AutoConfig.from_pretrained(folder)
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except LOAD_ERRORS as err:  # a config.json that is not JSON
+        print(f"hf-longctx generate: cannot read the config in {folder}: {load_error(err)}", file=sys.stderr)
+        return 1
     if not getattr(config, "causal", False) and "CausalLM" not in "".join(config.architectures or []):
         kind = (config.architectures or [f"{config.model_type} model"])[0]  # a list, or None, printed as such before
         print(f"hf-longctx generate: {folder} holds a {kind}, not a causal LM", file=sys.stderr)
         return 1
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except LOAD_ERRORS as err:  # a damaged tokenizer file
+        print(f"hf-longctx generate: cannot load the tokenizer in {folder}: {load_error(err)}", file=sys.stderr)
+        return 1
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     # No end-of-text after the prompt; verbose=False: a prompt past model_max_length is refused below, with the
     # numbers, instead of transformers' "indexing errors" warning.
@@ -63,8 +72,8 @@ def run(args) -> int:
               f"prompt it generates {budget} of the {args.max_new_tokens} new tokens asked for", file=sys.stderr)
     try:
         model = AutoModelForCausalLM.from_pretrained(folder).eval().to(device)
-    except (OSError, ValueError) as err:  # missing or damaged weights
-        print(f"hf-longctx generate: cannot load the model in {folder}: {err}", file=sys.stderr)
+    except LOAD_ERRORS as err:  # missing, damaged or half-written weights
+        print(f"hf-longctx generate: cannot load the model in {folder}: {load_error(err)}", file=sys.stderr)
         return 1
     set_seed(args.seed)
     # Temperature and top-k only with --sample: greedy decoding ignores them, and transformers warns when given.

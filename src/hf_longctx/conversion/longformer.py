@@ -16,7 +16,6 @@ sibling renamed into place), so a failed or interrupted run never leaves a half-
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
@@ -32,7 +31,7 @@ from .. import (
     LongctxLongformerForTokenClassification,
     LongctxLongformerModel,
 )
-from .common import TOKENIZER_FILES, build_exact, check_paths, load_weights, save_converted
+from .common import TOKENIZER_FILES, build_exact, check_paths, load_weights, read_config, save_converted
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +180,7 @@ def lengthen_longformer(src, dst, *, max_length: int, overwrite: bool = False) -
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
         raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
     src, dst = check_paths(src, dst, overwrite)
-    raw = json.loads((src / "config.json").read_text())
+    raw = read_config(src)  # a config.json that is not JSON is named, not a bare JSONDecodeError (issue 11)
     if raw.get("model_type") != "longctx_longformer":
         raise ValueError(f"{src} holds a {raw.get('model_type')!r} model, not an hf_longctx Longformer")
     config = LongctxLongformerConfig.from_pretrained(src)
@@ -232,7 +231,7 @@ def extend_position_embeddings(table: torch.Tensor, max_length: int, *, pad_toke
 
 def _read_source(src: Path, families: dict) -> tuple[dict, str, str]:
     """Return (raw config.json, model_type, head suffix), or a ValueError saying what is supported."""
-    raw = json.loads((src / "config.json").read_text())
+    raw = read_config(src)  # a config.json that is not JSON is named, not a bare JSONDecodeError (issue 11)
     model_type = raw.get("model_type")
     known = {**LONG_FAMILIES, **SHORT_FAMILIES}
     if model_type not in known:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from huggingface_hub.dataclasses import strict
 from transformers import PretrainedConfig
+from transformers.activations import ACT2FN
 
 
 @strict
@@ -86,6 +87,19 @@ class LongctxLongformerConfig(PretrainedConfig):
             p = getattr(self, name)
             if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        # Position ids start after pad_token_id (max_input_tokens): a pad id outside the vocabulary was a bare
+        # AssertionError from nn.Embedding, None a TypeError inside the position-id helper (issue 11).
+        pad = self.pad_token_id
+        if isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad < self.vocab_size:
+            raise ValueError(f"pad_token_id must be an id in the vocabulary [0, {self.vocab_size}) (positions start "
+                             f"after it), got {pad!r}")
+        if isinstance(self.max_position_embeddings, bool) or not isinstance(self.max_position_embeddings, int) \
+                or self.max_position_embeddings < pad + 2:
+            raise ValueError(f"max_position_embeddings must be at least pad_token_id + 2 = {pad + 2} (positions "
+                             f"start after the pad id), got {self.max_position_embeddings!r}")
+        if self.hidden_act not in ACT2FN:  # a KeyError from transformers' table when the model was built
+            raise ValueError(f"hidden_act must be one of transformers' activations ({', '.join(sorted(ACT2FN))}), "
+                             f"got {self.hidden_act!r}")
 
     def _per_layer(self, name: str) -> list:
         value = getattr(self, name)

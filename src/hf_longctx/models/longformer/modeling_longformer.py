@@ -656,6 +656,7 @@ class LongctxLongformerForSequenceClassification(LongctxLongformerPreTrainedMode
                 position_ids=None, inputs_embeds=None, labels=None, output_attentions=None,
                 output_hidden_states=None, return_dict=None, **kwargs):
         if global_attention_mask is None:
+            check_token_inputs(input_ids, inputs_embeds, self.config.vocab_size)  # before indexing them below
             ref = input_ids if input_ids is not None else inputs_embeds[..., 0]
             global_attention_mask = torch.zeros(ref.shape[:2], dtype=torch.long, device=ref.device)
             global_attention_mask[:, 0] = 1
@@ -710,6 +711,8 @@ class LongctxLongformerForQuestionAnswering(LongctxLongformerPreTrainedModel):
                 position_ids=None, inputs_embeds=None, start_positions=None, end_positions=None,
                 output_attentions=None, output_hidden_states=None, return_dict=None, **kwargs):
         if global_attention_mask is None and input_ids is not None:
+            # Bad ids get their own error first, not "no separator" (or an IndexError) from the search below.
+            check_token_inputs(input_ids, inputs_embeds, self.config.vocab_size)
             question_end = _first_separator(input_ids, self.config.sep_token_id, type(self).__name__)
             positions = torch.arange(input_ids.shape[1], device=input_ids.device)
             global_attention_mask = (positions[None, :] < question_end[:, None]).long()
@@ -748,13 +751,17 @@ class LongctxLongformerForMultipleChoice(LongctxLongformerPreTrainedModel):
                 labels=None, position_ids=None, inputs_embeds=None, output_attentions=None,
                 output_hidden_states=None, return_dict=None, **kwargs):
         # transformers' LongformerForMultipleChoice order (token_type_ids second), unlike the other heads.
-        ref = input_ids if input_ids is not None else inputs_embeds[..., 0]
-        if ref is None or ref.dim() != 3:
-            raise ValueError("multiple choice inputs must have shape (batch, num_choices, seq_len)")
+        ref = input_ids if input_ids is not None else None if inputs_embeds is None else inputs_embeds[..., 0]
+        if not isinstance(ref, torch.Tensor) or ref.dim() != 3:
+            got = tuple(ref.shape) if isinstance(ref, torch.Tensor) else type(ref).__name__  # say what came
+            raise ValueError(f"multiple choice inputs must have shape (batch, num_choices, seq_len), got {got}")
         num_choices = ref.shape[1]
-        flat = lambda x: None if x is None else x.reshape(-1, *x.shape[2:])  # noqa: E731  (B*choices, ...)
+        # (B*choices, ...); the product, not -1, so that an empty input reaches the checks; what is not a tensor
+        # passes unchanged to the model's checks, which name it
+        flat = lambda x: x.reshape(x.shape[0] * x.shape[1], *x.shape[2:]) if isinstance(x, torch.Tensor) else x  # noqa: E731
         if global_attention_mask is None and input_ids is not None:
             ids = flat(input_ids)
+            check_token_inputs(ids, None, self.config.vocab_size)  # bad ids first, as in question answering
             question_end = _first_separator(ids, self.config.sep_token_id, type(self).__name__)
             positions = torch.arange(ids.shape[1], device=ids.device)
             global_attention_mask = (positions[None, :] > question_end[:, None] + 1).long().view(input_ids.shape)

@@ -18,6 +18,15 @@ def check_token_inputs(input_ids, inputs_embeds, vocab_size: int) -> tuple[int, 
     """
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("pass exactly one of input_ids and inputs_embeds")
+    given, name = (input_ids, "input_ids") if input_ids is not None else (inputs_embeds, "inputs_embeds")
+    if not isinstance(given, torch.Tensor):  # a list reached `.dim()` and failed with an AttributeError
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(given).__name__}")
+    shape = tuple(given.shape[:2])
+    # Nothing to attend to: without this, batch 0 or length 0 ended in a ZeroDivisionError, an IndexError or a
+    # reshape error deep inside the attention op, or in an empty output that silently stood in for a result.
+    if given.dim() >= 2 and 0 in shape:
+        raise ValueError(f"the input is empty (batch size {shape[0]}, sequence length {shape[1]}): give at least "
+                         "one row of at least one token")
     if input_ids is not None:
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}")
@@ -38,6 +47,8 @@ def check_mask(name: str, mask, shape: tuple[int, int]) -> torch.Tensor | None:
     """Check a ``(batch, seq_len)`` 0/1 mask and return it as bool (``None`` stays ``None``)."""
     if mask is None:
         return None
+    if not isinstance(mask, torch.Tensor):  # a list failed with an AttributeError on `.shape`
+        raise ValueError(f"{name} must be a torch.Tensor of shape {tuple(shape)}, got {type(mask).__name__}")
     if tuple(mask.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)} like the input, got {tuple(mask.shape)}")
     if mask.dtype != torch.bool and mask.numel() and not bool(((mask == 0) | (mask == 1)).all()):
