@@ -9,7 +9,7 @@ process (ours, theirs, ours, theirs, ...) and report medians, so a machine share
 side alike. Peak memory is measured in a fresh process per (side, mode, length). See benchmarks/README.md for
 the FLOP formula and the method.
 
-    hf-longctx bench longformer                 # full run, ~15 min: bench_results/longformer_cpu.{md,png,json}
+    hf-longctx bench longformer                 # full run, ~15-20 min: bench_results/longformer_cpu.{md,png,json}
     hf-longctx bench longformer --quick         # smoke run, 1024 and 2048, one repeat, < 2 min
     hf-longctx bench longformer --out benchmarks/results/longformer_cpu   # refresh the results of record
     python -m hf_longctx.benchmarks.longformer --sweep-blocks  # block sizes of the fused attention op
