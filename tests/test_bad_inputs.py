@@ -291,11 +291,23 @@ FORWARD_CASES = [
     ("ids as a list", lambda v, h: dict(input_ids=_ids_like(v, h, 1, 6).tolist()), "input_ids must be a torch.Tensor"),
     ("no input", lambda v, h: dict(attention_mask=_mask_like(v, h, 1, 6)), "exactly one of input_ids and inputs_embeds"),
     ("longer than the positions", lambda v, h: dict(input_ids=_ids_like(v, h, 1, _longest(v) + 1)), "at most"),
+    ("embeddings of the wrong width", lambda v, h: dict(inputs_embeds=torch.randn(1, *((2,) if h == "mc" else ()), 6, 7)),
+     "inputs_embeds must be 32 wide"),
+    ("position ids past the table", lambda v, h: dict(input_ids=_ids_like(v, h, 1, 6),
+                                                      position_ids=_ids_like(v, h, 1, 6, value=500)),
+     "at most 128|must be in \\[0, 64\\)"),
+    ("negative position ids", lambda v, h: dict(input_ids=_ids_like(v, h, 1, 6),
+                                                position_ids=_ids_like(v, h, 1, 6, value=-1)),
+     "position_ids must be (>= 0|in \\[0, 64\\))"),
     ("batch of 0", lambda v, h: dict(input_ids=_ids_like(v, h, 0, 6)), "the input is empty \\(batch size 0"),
     ("length 0", lambda v, h: dict(input_ids=_ids_like(v, h, 1, 0)), "the input is empty"),
 ]
-# The Transformer-XL has no position table (relative positions, recurrence over segments): any length is valid.
-NOT_APPLICABLE = {("transfo_xl", "longer than the positions")}
+# The Transformer-XL has no position table (relative positions, recurrence over segments): any length is valid,
+# and it takes no position_ids. The Longformer's causal LM takes none either: it counts positions itself (from the
+# mask and the cache), so that generate() cannot hand it 0-based ids.
+NOT_APPLICABLE = {("transfo_xl", "longer than the positions"), ("transfo_xl", "position ids past the table"),
+                  ("transfo_xl", "negative position ids"), ("longformer causal", "position ids past the table"),
+                  ("longformer causal", "negative position ids")}
 # The multiple-choice head takes (batch, num_choices, seq_len) and names that shape for any other input.
 MC_SHAPE = "multiple choice inputs must have shape \\(batch, num_choices, seq_len\\), got"
 MC_MATCH = {"ids with an extra dimension": MC_SHAPE + " \\(1, 2, 6, 1\\)", "ids without a batch dimension":
@@ -303,7 +315,7 @@ MC_MATCH = {"ids with an extra dimension": MC_SHAPE + " \\(1, 2, 6, 1\\)", "ids 
 for variant, spec in SPECS.items():
     for head in spec.heads:
         for id_, make_kwargs, match in FORWARD_CASES:
-            if (variant, id_) in NOT_APPLICABLE:
+            if (variant, id_) in NOT_APPLICABLE or (f"{variant} {head}", id_) in NOT_APPLICABLE:
                 continue
             if head == "mc":
                 match = MC_MATCH.get(id_, match)

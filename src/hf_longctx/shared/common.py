@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch
 
 
-def check_token_inputs(input_ids, inputs_embeds, vocab_size: int) -> tuple[int, int]:
-    """Check that exactly one of ``input_ids`` / ``inputs_embeds`` is given and ids are in the vocabulary.
+def check_token_inputs(input_ids, inputs_embeds, vocab_size: int, hidden_size: int | None = None) -> tuple[int, int]:
+    """Check that exactly one of ``input_ids`` / ``inputs_embeds`` is given, ids are in the vocabulary and (given
+    ``hidden_size``) embeddings are that wide.
 
     Returns ``(batch_size, seq_len)``.
     """
@@ -39,6 +40,9 @@ def check_token_inputs(input_ids, inputs_embeds, vocab_size: int) -> tuple[int, 
         return tuple(input_ids.shape)
     if inputs_embeds.dim() != 3:
         raise ValueError(f"inputs_embeds must have shape (batch, seq_len, hidden), got {tuple(inputs_embeds.shape)}")
+    if hidden_size is not None and inputs_embeds.shape[-1] != hidden_size:  # else a shape error inside a matmul
+        raise ValueError(f"inputs_embeds must be {hidden_size} wide (the model's hidden size), got "
+                         f"{inputs_embeds.shape[-1]}")
     return tuple(inputs_embeds.shape[:2])
 
 

@@ -445,7 +445,7 @@ class LongctxLongformerModel(LongctxLongformerPreTrainedModel):
         c = self.config
         output_hidden_states = output_hidden_states if output_hidden_states is not None else c.output_hidden_states
         return_dict = self._return_dict(return_dict)
-        B, T = check_token_inputs(input_ids, inputs_embeds, c.vocab_size)
+        B, T = check_token_inputs(input_ids, inputs_embeds, c.vocab_size, c.hidden_size)
         device = input_ids.device if input_ids is not None else inputs_embeds.device
         if cache is not None and attention_mask is not None and attention_mask.shape[-1] == cache.seen + T:
             attention_mask = attention_mask[:, -T:]  # generate() passes the mask of past + new tokens
@@ -469,6 +469,8 @@ class LongctxLongformerModel(LongctxLongformerPreTrainedModel):
             counted = real if (c.causal or input_ids is None) else input_ids.ne(c.pad_token_id)
             position_ids = roberta_position_ids(counted, c.pad_token_id, past_real)
         check_length(int(position_ids.max()) + 1 if position_ids.numel() else 0, c.max_position_embeddings)
+        if position_ids.numel() and int(position_ids.min()) < 0:  # else an IndexError inside nn.Embedding
+            raise ValueError(f"position_ids must be >= 0, got {int(position_ids.min())}")
 
         if c.causal:
             rank = torch.cumsum(real.long(), dim=1) - 1 + (past_real[:, None] if past_real is not None else 0)

@@ -478,7 +478,7 @@ class LongctxTransfoXLModel(LongctxTransfoXLPreTrainedModel):
             raise ValueError("output_attentions=True is not supported: the attention probabilities are never kept")
         output_hidden_states = output_hidden_states if output_hidden_states is not None else c.output_hidden_states
         return_dict = return_dict if return_dict is not None else c.return_dict
-        B, T = check_token_inputs(input_ids, inputs_embeds, c.vocab_size)
+        B, T = check_token_inputs(input_ids, inputs_embeds, c.vocab_size, c.d_model)
         device = input_ids.device if input_ids is not None else inputs_embeds.device
         if cache is not None and attention_mask is not None and attention_mask.shape[-1] == cache.seen + T:
             attention_mask = attention_mask[:, -T:]  # generate() passes the mask of past + new tokens
