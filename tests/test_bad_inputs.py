@@ -13,9 +13,9 @@ family converters, the data-folder loader, and every ``hf-longctx`` subcommand r
 and must leave the user's files as they were: every file under the case's workspace is compared byte for byte
 before and after, and no file or folder may appear (a half-written output is a defect).
 
-The workspace holds copies of tiny pristine folders built once per session: a Longformer causal LM with its byte
-tokenizer (``lm``), a sequence classifier (``cls``), transformers source checkpoints for the converters
-(``tf_longformer``, ``tf_reformer``, ``tf_transfo_xl``) and a ``--data-dir`` folder (``docs``). A case names the
+The workspace holds copies of tiny pristine folders built once per module: a Longformer causal LM with its byte
+tokenizer (``lm``), a sequence classifier (``cls``), an exported folder (``hub``), source checkpoints for the
+converters (``tf_longformer``, ``tf_reformer``, ``tf_transfo_xl``) and a ``--data-dir`` folder (``docs``). A case names the
 folders it needs and may damage them first (a truncated ``model.safetensors``, a ``config.json`` that is not JSON,
 a missing tokenizer).
 """
