@@ -7,6 +7,7 @@ A benchmark module defines its cases, a ``build(impl, max_len)`` and a ``memory_
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import os
@@ -163,3 +164,19 @@ def write_outputs(results: dict, out: Path, write_markdown, write_plot) -> None:
     write_markdown(results, out.with_suffix(".md"))
     write_plot(results, out.with_suffix(".png"))
     print(out.with_suffix(".md").read_text())
+
+
+def parser(variant: str, doc: str, *, out_name: str, repeats: int, quick: str, lengths: str,
+           memory_child_args: tuple[str, ...] = ("IMPL", "T")) -> argparse.ArgumentParser:
+    """The flags every benchmark takes (``hf-longctx bench`` forwards them), plus the hidden ``--memory-child``;
+    a module adds its own after."""
+    p = argparse.ArgumentParser(prog=f"hf-longctx bench {variant}", description=doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help=quick)
+    p.add_argument("--lengths", type=int, nargs="+", help=lengths)
+    p.add_argument("--repeats", type=int, default=repeats, help="interleaved rounds (default: %(default)s)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR / out_name,
+                   help="output path without suffix (default: %(default)s)")
+    p.add_argument("--memory-child", nargs=len(memory_child_args), metavar=memory_child_args, help=argparse.SUPPRESS)
+    return p

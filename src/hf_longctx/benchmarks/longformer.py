@@ -17,7 +17,6 @@ the FLOP formula and the method.
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 import time
@@ -28,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .harness import (
-    DEFAULT_OUT_DIR, Case, fmt_s, load_average, machine_info, measure_memory, paired_median, peak_growth, pyplot,
+    Case, fmt_s, load_average, machine_info, measure_memory, paired_median, parser, peak_growth, pyplot,
     time_length, write_outputs,
 )
 
@@ -646,21 +645,14 @@ def profile_breakdown(T: int, rounds: int = 3, dropout: float = 0.0) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="hf-longctx bench longformer", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="lengths 1024 and 2048, one repeat, no plot of note")
-    p.add_argument("--lengths", type=int, nargs="+", help=f"default {' '.join(map(str, LENGTHS))}")
-    p.add_argument("--repeats", type=int, default=7, help="rounds per length (fewer for slow steps)")
+    p = parser("longformer", __doc__, out_name="longformer_cpu", repeats=7,
+                       quick="lengths 1024 and 2048, one repeat", lengths=f"default {' '.join(map(str, LENGTHS))}")
     p.add_argument("--max-step-s", type=float, default=60.0, help="skip a case predicted to exceed this per step")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     p.add_argument("--skip", nargs="+", default=[], metavar="CASE",
                    help="leave out cases whose name contains any of these strings (e.g. RoBERTa 'op:')")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR / "longformer_cpu",
-                   help="output path without suffix (default: %(default)s)")
     p.add_argument("--sweep-blocks", action="store_true", help="time the fused op's block sizes instead")
     p.add_argument("--profile", action="store_true", help="where a step of ours spends its time, instead")
     p.add_argument("--dropout", type=float, default=0.0, help="dropout of the --profile model (default 0)")
-    p.add_argument("--memory-child", nargs=2, metavar=("IMPL", "T"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     torch.set_num_threads(1)

@@ -17,7 +17,6 @@ tests/test_reformer_model.py (reversible = plain gradients, cache rule).
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 from typing import Callable
@@ -25,7 +24,7 @@ from typing import Callable
 import torch
 
 from .harness import (
-    DEFAULT_OUT_DIR, Case, fmt_s, load_average, machine_info, measure_memory, paired_median, peak_growth, pyplot,
+    Case, fmt_s, load_average, machine_info, measure_memory, paired_median, parser, peak_growth, pyplot,
     time_length, write_outputs,
 )
 
@@ -191,15 +190,10 @@ def write_plot(results: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="hf-longctx bench reformer", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="1024 and 4096, two rounds, no memory")
-    p.add_argument("--lengths", type=int, nargs="+", help=f"default {' '.join(map(str, LENGTHS))}")
-    p.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
+    p = parser("reformer", __doc__, out_name="reformer_cpu", repeats=5,
+                       quick="1024 and 4096, two rounds, no memory", lengths=f"default {' '.join(map(str, LENGTHS))}",
+                       memory_child_args=("IMPL", "T", "LAYERS"))
     p.add_argument("--no-dense", action="store_true", help="skip the dense GPT-2 line")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR / "reformer_cpu", help="output path without suffix")
-    p.add_argument("--memory-child", nargs=3, metavar=("IMPL", "T", "LAYERS"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     torch.set_num_threads(1)

@@ -20,7 +20,6 @@ generation).
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 from typing import Callable
@@ -28,7 +27,7 @@ from typing import Callable
 import torch
 
 from .harness import (
-    DEFAULT_OUT_DIR, Case, fmt_s, load_average, machine_info, measure_memory, paired_median, peak_growth, pyplot,
+    Case, fmt_s, load_average, machine_info, measure_memory, paired_median, parser, peak_growth, pyplot,
     time_length, write_outputs,
 )
 
@@ -278,15 +277,9 @@ def write_plot(results: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="hf-longctx bench transfo-xl", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="decode at 300 and 1000 only, two rounds")
-    p.add_argument("--lengths", type=int, nargs="+", help=f"decode positions, default {' '.join(map(str, POSITIONS))}")
-    p.add_argument("--repeats", type=int, default=9, help="interleaved rounds")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR / "transfo_xl_cpu",
-                   help="output path without suffix (default: %(default)s)")
-    p.add_argument("--memory-child", nargs=2, metavar=("IMPL", "T"), help=argparse.SUPPRESS)
+    p = parser("transfo-xl", __doc__, out_name="transfo_xl_cpu", repeats=9,
+                       quick="decode at 300 and 1000 only, two rounds",
+                       lengths=f"decode positions, default {' '.join(map(str, POSITIONS))}")
     args = p.parse_args(argv)
 
     torch.set_num_threads(1)
