@@ -271,6 +271,14 @@ def _ids_like(variant, head, B, T, value=5, dtype=torch.long):
     return ids
 
 
+LM_HEADS, CLASS_HEADS = ("mlm", "causal"), ("seqcls", "tokcls", "mc")  # classes: 2 labels, 2 choices
+
+
+def _labels(variant, head, B, T, value):
+    """``labels`` of one value, per row (sequence classification, multiple choice) or per token."""
+    return {"labels": torch.full((B,) if head in ("seqcls", "mc") else (B, T), value, dtype=torch.long)}
+
+
 def _mask_like(variant, head, B, T, value=1, dtype=torch.long):
     return _ids_like(variant, head, B, T, value, dtype)
 
@@ -299,6 +307,13 @@ FORWARD_CASES = [
     ("negative position ids", lambda v, h: dict(input_ids=_ids_like(v, h, 1, 6),
                                                 position_ids=_ids_like(v, h, 1, 6, value=-1)),
      "position_ids must be (>= 0|in \\[0, 64\\))"),
+    # A label past the head's classes (a dataset counting from 1, say); language models' classes are the vocabulary.
+    ("label past the classes", lambda v, h: dict(input_ids=_ids_like(v, h, 2, 6), **_labels(v, h, 2, 6, 2)),
+     "labels hold \\[2\\] but there are 2 classes"),
+    ("label past the vocabulary", lambda v, h: dict(input_ids=_ids_like(v, h, 2, 6), **_labels(v, h, 2, 6, 99)),
+     "labels hold \\[99\\] but there are 99 classes"),
+    ("negative label", lambda v, h: dict(input_ids=_ids_like(v, h, 2, 6), **_labels(v, h, 2, 6, -3)),
+     "labels hold \\[-3\\]"),
     ("batch of 0", lambda v, h: dict(input_ids=_ids_like(v, h, 0, 6)), "the input is empty \\(batch size 0"),
     ("length 0", lambda v, h: dict(input_ids=_ids_like(v, h, 1, 0)), "the input is empty"),
 ]
@@ -317,6 +332,10 @@ for variant, spec in SPECS.items():
         for id_, make_kwargs, match in FORWARD_CASES:
             if (variant, id_) in NOT_APPLICABLE or (f"{variant} {head}", id_) in NOT_APPLICABLE:
                 continue
+            if (id_ == "label past the classes" and head not in CLASS_HEADS) or (
+                    id_ == "label past the vocabulary" and head not in LM_HEADS) or (
+                    id_ == "negative label" and head not in LM_HEADS + CLASS_HEADS):
+                continue  # the labels of the other heads (none, or start/end positions) are not classes
             if head == "mc":
                 match = MC_MATCH.get(id_, match)
             case(f"forward {variant}", f"{head}, {id_}",

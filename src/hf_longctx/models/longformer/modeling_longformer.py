@@ -32,7 +32,7 @@ from transformers.modeling_outputs import (
 )
 
 from .configuration_longformer import LongctxLongformerConfig
-from .longctx_common import check_length, check_mask, check_token_inputs
+from .longctx_common import check_class_labels, check_length, check_mask, check_token_inputs
 from .sliding_window_attention import (
     _MASKED_SCORE,
     _softmax_dtype,
@@ -551,6 +551,7 @@ class LongctxLongformerForMaskedLM(LongctxLongformerPreTrainedModel):
         loss = None
         if labels is not None:
             # num_items_in_batch arrives through kwargs, so gradient accumulation averages over all tokens.
+            check_class_labels(labels, self.config.vocab_size)
             loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
         result = MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
         return result if self._return_dict(return_dict) else result.to_tuple()
@@ -635,6 +636,7 @@ class LongctxLongformerForCausalLM(LongctxLongformerPreTrainedModel, GenerationM
         logits = self.lm_head(hidden)
         loss = None
         if labels is not None:
+            check_class_labels(labels, self.config.vocab_size)
             loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
         result = CausalLMOutputWithPast(
             loss=loss, logits=logits, cache=out.get("cache") if use_cache else None, hidden_states=out.hidden_states
@@ -667,6 +669,8 @@ class LongctxLongformerForSequenceClassification(LongctxLongformerPreTrainedMode
             output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
         )
         logits = self.classifier(out.last_hidden_state)
+        if self.config.num_labels > 1:  # one label is regression
+            check_class_labels(labels, self.config.num_labels)
         loss = self.loss_function(labels, logits, self.config) if labels is not None else None
         result = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
         return result if self._return_dict(return_dict) else result.to_tuple()
@@ -692,6 +696,7 @@ class LongctxLongformerForTokenClassification(LongctxLongformerPreTrainedModel):
         loss = None
         if labels is not None:
             # Token-level loss: num_items_in_batch (through kwargs) makes accumulation average over all tokens.
+            check_class_labels(labels, self.config.num_labels)
             loss = self.loss_function(logits, labels, self.config, **kwargs)
         result = TokenClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
         return result if self._return_dict(return_dict) else result.to_tuple()
@@ -773,6 +778,7 @@ class LongctxLongformerForMultipleChoice(LongctxLongformerPreTrainedModel):
             output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
         )
         logits = self.classifier(self.dropout(out.pooler_output)).view(-1, num_choices)
+        check_class_labels(labels, num_choices)
         loss = F.cross_entropy(logits, labels) if labels is not None else None
         result = MultipleChoiceModelOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
         return result if self._return_dict(return_dict) else result.to_tuple()

@@ -67,3 +67,15 @@ def check_length(seq_len: int, max_len: int, what: str = "max_position_embedding
             f"the input has {seq_len} positions but this model supports at most {max_len} ({what}); "
             "split the document into segments or convert the model to a longer length"
         )
+
+
+def check_class_labels(labels, num_classes: int, name: str = "labels") -> None:
+    """Integer labels must be classes in ``[0, num_classes)`` or -100 (ignored by the loss): a label past them
+    was an ``IndexError: Target 7 is out of bounds`` from inside torch's cross-entropy. Float labels (regression,
+    multi-label) are not classes and pass."""
+    if not isinstance(labels, torch.Tensor) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        return
+    bad = labels[(labels != -100) & ((labels < 0) | (labels >= num_classes))]
+    if bad.numel():
+        raise ValueError(f"{name} hold {sorted(set(bad.tolist()))[:8]} but there are {num_classes} classes: each "
+                         f"label must be in [0, {num_classes}), or -100 to be ignored")

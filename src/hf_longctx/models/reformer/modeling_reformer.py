@@ -32,7 +32,7 @@ from transformers.modeling_outputs import (
 )
 
 from .configuration_reformer import LongctxReformerConfig
-from .longctx_common import check_length, check_mask, check_token_inputs
+from .longctx_common import check_class_labels, check_length, check_mask, check_token_inputs
 from .lsh_attention import (
     auto_num_buckets,
     dropout_keep_mask,
@@ -705,6 +705,7 @@ class LongctxReformerForCausalLM(LongctxReformerPreTrainedModel, GenerationMixin
         loss = None
         if labels is not None:
             # num_items_in_batch arrives through kwargs, so gradient accumulation averages over all tokens.
+            check_class_labels(labels, self.config.vocab_size)
             loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
         result = CausalLMOutputWithPast(
             loss=loss, logits=logits, cache=out.get("cache") if use_cache else None, hidden_states=out.hidden_states
@@ -735,6 +736,7 @@ class LongctxReformerForMaskedLM(LongctxReformerPreTrainedModel):
         logits = self.lm_head(out.last_hidden_state)
         loss = None
         if labels is not None:
+            check_class_labels(labels, self.config.vocab_size)
             loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
         return _finish(MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states), return_dict, self.config)
 
@@ -759,6 +761,8 @@ class LongctxReformerForSequenceClassification(LongctxReformerPreTrainedModel):
                             output_hidden_states=output_hidden_states, output_attentions=output_attentions,
                             return_dict=True)
         logits = self.classifier(out.last_hidden_state)
+        if self.config.num_labels > 1:  # one label is regression
+            check_class_labels(labels, self.config.num_labels)
         loss = self.loss_function(labels, logits, self.config) if labels is not None else None
         return _finish(SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states), return_dict, self.config)
 

@@ -33,7 +33,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import ModelOutput
 
 from .configuration_transfo_xl import LongctxTransfoXLConfig
-from .longctx_common import check_mask, check_token_inputs
+from .longctx_common import check_class_labels, check_mask, check_token_inputs
 from .relative_attention import relative_attention, sinusoid_positions
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -638,6 +638,8 @@ class LongctxTransfoXLForCausalLM(LongctxTransfoXLPreTrainedModel, GenerationMix
         if labels is not None or shift_labels is not None:
             # Cross-entropy of log-probs equals their NLL (log_softmax is idempotent on them); num_items_in_batch
             # arrives through kwargs, so gradient accumulation averages over all tokens.
+            check_class_labels(labels, self.config.vocab_size)
+            check_class_labels(shift_labels, self.config.vocab_size, "shift_labels")
             loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, shift_labels=shift_labels,
                                       **kwargs)
         result = TransfoXLCausalLMOutput(
@@ -678,6 +680,8 @@ class LongctxTransfoXLForSequenceClassification(LongctxTransfoXLPreTrainedModel)
         logits = self.classifier(self.dropout(pooled))
         if labels is not None and labels.shape[0] != B:
             raise ValueError(f"labels must have one entry per row ({B}), got shape {tuple(labels.shape)}")
+        if self.config.num_labels > 1:  # one label is regression
+            check_class_labels(labels, self.config.num_labels)
         loss = self.loss_function(labels, logits, self.config) if labels is not None else None
         result = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
