@@ -9,6 +9,7 @@ iteration") before the Longformer's unused global projections got a zero gradien
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -68,3 +69,66 @@ def _check_two_match_one(one, cmd, out):
         assert abs(a - b) <= 1e-5 * abs(a), (one["losses"], two["losses"])
     for name, total in one["weights"].items():
         assert abs(two["weights"][name] - total) <= 1e-4 + 1e-5 * abs(total), name
+
+
+# ------------------------------------------------- `hf-longctx train` itself under torchrun ----------------------------
+
+CLI_RUN = ["train", "--task", "kernel-docs", "--preset", "tiny", "--max-length", "64", "--max-steps", "3",
+           "--max-train-samples", "12", "--max-eval-samples", "4", "--device", "cpu", "--set", "logging_steps=1",
+           "--set", "save_steps=2", "--set", "save_total_limit=null", "--set", 'eval_strategy="no"',
+           "--set", "disable_tqdm=true"]
+
+
+def _cli(out: Path, per_device: int, processes: int, *extra) -> dict:
+    """``hf-longctx train`` on 1 process, or on ``processes`` through torchrun; returns the run's summary."""
+    args = ["-m", "hf_longctx", *CLI_RUN, "--batch-size", str(per_device), "--output-dir", str(out), *extra]
+    launch = [] if processes == 1 else ["-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+                                        "--master_addr", "127.0.0.1", "--master_port", str(_free_port())]
+    cmd = [sys.executable, *launch, *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stderr[-4000:]}"
+    # Only the main process logs the run's last line.
+    assert sum(line.startswith('{"model": ') for line in done.stdout.splitlines()) == 1, done.stdout[-2000:]
+    return json.loads((out / "model" / "hf_longctx_summary.json").read_text())
+
+
+def test_cli_train_under_torchrun_matches_one_process_and_resumes(tmp_path):
+    """`torchrun --nproc_per_node 2 -m hf_longctx train` (per-device batch 2) against one process with batch 4:
+    the same losses step by step and the same final weights; one model/ folder, written by the main process, that
+    loads in one process; and --resume under 2 processes continues from the checkpoint every process reads."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    one = _cli(tmp_path / "one", 4, 1)
+    two = _cli(tmp_path / "two", 2, 2)
+    assert (one["world_size"], two["world_size"]) == (1, 2), "torchrun did not start two training processes"
+    assert "3 steps" in two["training"] and "2 processes" in two["training"]
+    assert len(one["train_losses"]) == len(two["train_losses"]) == 3
+    for a, b in zip(one["train_losses"], two["train_losses"]):
+        assert abs(a - b) <= 1e-5 * abs(a), (one["train_losses"], two["train_losses"])
+    expected, got = (load_file(str(tmp_path / run / "model" / "model.safetensors")) for run in ("one", "two"))
+    assert expected.keys() == got.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
+    # One run record, one model/, the checkpoints, and no staging folder left by either process.
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["checkpoints", "hf_longctx_run.json", "model"]
+    assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-3"]
+    import hf_longctx  # noqa: F401  (registers our classes with the Auto classes)
+
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "two" / "model")
+    assert type(model).__name__.startswith("LongctxLongformer") and model.config.num_labels == 6
+    loaded = {name: t.detach() for name, t in model.state_dict().items()}
+    for name in got:
+        torch.testing.assert_close(loaded[name], got[name], rtol=0, atol=0, msg=name)
+
+    # An interruption after step 2, then --resume under 2 processes: it ends with the uninterrupted run's weights.
+    shutil.rmtree(tmp_path / "two" / "checkpoints" / "checkpoint-3")
+    shutil.rmtree(tmp_path / "two" / "model")
+    resumed = _cli(tmp_path / "two", 2, 2, "--resume")
+    assert resumed["world_size"] == 2 and resumed["resumed_from"].endswith("checkpoint-2")
+    again = load_file(str(tmp_path / "two" / "model" / "model.safetensors"))
+    for name in expected:
+        torch.testing.assert_close(again[name], got[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert not [p.name for p in (tmp_path / "two").iterdir() if p.name.startswith(".")]

@@ -195,8 +195,14 @@ RUN_FILE = "hf_longctx_run.json"  # the arguments of a run; also marks a folder 
 RUN_ENTRIES = ("checkpoints", "model", "hub")  # what a run writes beside RUN_FILE (and staging folders .model.*)
 
 
-def _prepare_run_dir(output_dir: Path, run_record: dict, *, overwrite: bool, resume: bool) -> str | None:
+def _prepare_run_dir(output_dir: Path, run_record: dict, *, overwrite: bool, resume: bool, main: bool = True,
+                     barrier=lambda: None) -> str | None:
     """Make ``output_dir`` ready for the run described by ``run_record``; return the checkpoint to resume from.
+
+    Under several processes (torchrun, accelerate launch) every process runs the checks, on the folder as it was
+    before any of them wrote, so all refuse the same bad arguments; ``barrier()`` (a wait for every process) then
+    lets only the ``main`` one delete (``--overwrite``) and write, and a second ``barrier()`` holds the others until
+    the folder is ready. (Each process preparing the folder made the second find the first's run file.)
 
     Checked before any data is loaded, so a wrong flag costs a second, not a training run:
     a fresh run needs an empty or missing folder; ``--overwrite`` deletes only a folder this command wrote
@@ -224,8 +230,10 @@ def _prepare_run_dir(output_dir: Path, run_record: dict, *, overwrite: bool, res
         if last is None:
             raise TrainError(f"nothing to resume in {output_dir}: no checkpoints/checkpoint-* yet (a checkpoint is "
                              "saved every epoch by default; --set save_steps=N saves every N steps)")
+        barrier()  # nothing is written: every process reads the same checkpoint
         return last
-    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
+    replace = output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir()))
+    if replace:
         if not overwrite:
             raise TrainError(f"{output_dir} already exists and is not empty; pass --overwrite to replace an earlier "
                              "run, or --resume to continue it")
@@ -233,9 +241,13 @@ def _prepare_run_dir(output_dir: Path, run_record: dict, *, overwrite: bool, res
             check_run_folder(output_dir, RUN_FILE, RUN_ENTRIES)
         except FolderError as err:
             raise TrainError(str(err)) from None
-        shutil.rmtree(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    record_file.write_text(json.dumps(run_record, indent=2) + "\n")
+    barrier()  # every process has checked the folder as it was
+    if main:
+        if replace:
+            shutil.rmtree(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        record_file.write_text(json.dumps(run_record, indent=2) + "\n")
+    barrier()  # the folder is ready for all
     return None
 
 
@@ -414,7 +426,15 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
         "learning_rate": learning_rate, "warmup_steps": 0.1, "lr_scheduler_type": "linear",
         "eval_strategy": "epoch", "save_strategy": "epoch", "save_total_limit": 1, "logging_steps": 10,
         "report_to": "none", "seed": seed, **device_arguments(device, bf16),
+        # Every parameter of our models takes part in every step (issue 11), so DDP needs no extra graph pass.
+        "ddp_find_unused_parameters": False,
     }, overrides)
+    # Under torchrun / accelerate launch, TrainingArguments has joined the process group: only the main process
+    # writes the run folder, the model and the export, and logs; the others wait for it where it writes.
+    main = args.process_index == 0
+    barrier = args.distributed_state.wait_for_everyone if args.world_size > 1 else (lambda: None)
+    if not main:
+        log = lambda message: None  # noqa: E731
     if push_to_hub is not None:
         from .push import PushError, check_can_push
 
@@ -443,7 +463,8 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
         "max_eval_samples": max_eval_samples, "overrides": overrides,
     }
     existed = output_dir.exists()
-    resume_from = _prepare_run_dir(output_dir, run_record, overwrite=overwrite, resume=resume)
+    resume_from = _prepare_run_dir(output_dir, run_record, overwrite=overwrite, resume=resume, main=main,
+                                   barrier=barrier)
     auto_class = getattr(transformers, task.head)
     try:
         if init_from is not None:
@@ -473,7 +494,7 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
             compute_metrics=compute_metrics_for(task),
         )
     except BaseException:
-        if resume_from is None:  # nothing trained yet: a refused run leaves no folder behind
+        if resume_from is None and main:  # nothing trained yet: a refused run leaves no folder behind
             _cleanup_refused_run(output_dir, existed)
         raise
     if resume_from:
@@ -488,7 +509,8 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
     summary = {
         "task": task.name, "variant": variant, "preset": preset, "max_length": max_length,
         "training": f"`{command_line(run_record)}`: {trainer.state.global_step} steps, {train_seconds:.0f} s on "
-                    f"{args.device}",
+                    + (f"{args.device}" if args.world_size == 1 else f"{args.world_size} processes ({args.device.type})"),
+        "world_size": args.world_size,
         "results": results, "train_seconds": round(train_seconds, 1),
         "resumed_from": resume_from,
         # Logged every logging_steps; a shorter run logs none, so its mean training loss stands in.
@@ -500,18 +522,29 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
     # The saved tokenizer must know the model's length (it had model_max_length 1e30, so `truncation=True`
     # did nothing and a pipeline failed on long text: issue 10, defect 2).
     tokenizer.model_max_length = model.config.max_input_tokens
-    staging = Path(tempfile.mkdtemp(prefix=".model.", dir=output_dir))
+    # One staging folder, made by the main process and named to all: every process calls save_model (FSDP and
+    # DeepSpeed gather the weights there), Trainer writes on the main one, which alone renames it to model/.
+    staging = Path(tempfile.mkdtemp(prefix=".model.", dir=output_dir)) if main else None
+    if args.world_size > 1:
+        import torch.distributed
+
+        named = [None if staging is None else str(staging)]
+        torch.distributed.broadcast_object_list(named, src=0)
+        staging = Path(named[0])
     try:
         trainer.save_model(str(staging))
-        (staging / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
-        if model_dir.exists():
-            shutil.rmtree(model_dir)
-        staging.rename(model_dir)
+        if main:
+            (staging / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+            if model_dir.exists():
+                shutil.rmtree(model_dir)
+            staging.rename(model_dir)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if main:
+            shutil.rmtree(staging, ignore_errors=True)
+    barrier()  # no process returns before model/ is in place
     # One line of JSON, the last of the run, naming the split its figures come from.
     log(json.dumps({"model": str(model_dir), "split": "test", **{r["metric"]: r["value"] for r in results}}))
-    if push_to_hub is not None:
+    if push_to_hub is not None and main:
         summary["pushed"] = _export_and_push(model_dir, output_dir / "hub", push_to_hub, log)
     return summary
 
