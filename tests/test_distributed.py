@@ -39,6 +39,8 @@ def _launchers(out: Path, variant: str):
     return {
         "torchrun": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
                      "127.0.0.1", "--master_port", port, str(SCRIPT), str(out), variant, "2"],
+        "fsdp": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                 "127.0.0.1", "--master_port", port, str(SCRIPT), str(out), variant, "2", "fsdp"],
         # `--cpu` alone starts a single process unless MPI is set up; --multi_gpu starts two, on CPU here.
         "accelerate": [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
@@ -54,9 +56,10 @@ def single(request, tmp_path_factory):
 
 
 def test_two_processes_match_one(single, tmp_path):
-    """torchrun for every variant; accelerate launch (the same DDP underneath) once, for the Longformer."""
+    """torchrun for every variant; accelerate launch (the same DDP underneath) and FSDP (full_shard, one unit per
+    transformer block) once each, for the Longformer."""
     variant, one = single
-    for launcher in ("torchrun", "accelerate") if variant == "longformer" else ("torchrun",):
+    for launcher in ("torchrun", "accelerate", "fsdp") if variant == "longformer" else ("torchrun",):
         _check_two_match_one(one, _launchers(tmp_path / f"{launcher}.json", variant)[launcher],
                              tmp_path / f"{launcher}.json")
 

@@ -5,7 +5,7 @@ Masked-LM batches without any global token (the Longformer's global projections 
 layers (Reformer), memories carried between segments (Transformer-XL), gradient checkpointing on, and DDP left to
 find no unused parameters: the cases that fail when a parameter misses a step.
 
-    python ddp_trainer.py OUT VARIANT PER_DEVICE_BATCH
+    python ddp_trainer.py OUT VARIANT PER_DEVICE_BATCH [fsdp]
 """
 
 import json
@@ -17,6 +17,8 @@ from transformers import Trainer, TrainingArguments
 import hf_longctx
 
 out, variant, per_device = sys.argv[1], sys.argv[2], int(sys.argv[3])
+fsdp = sys.argv[4:] == ["fsdp"]  # shard with FSDP (full_shard, one unit per transformer block) instead of DDP
+LAYER = {"longformer": "LongformerLayer", "reformer": "ReformerLayer", "transfo-xl": "TransfoXLLayer"}
 torch.manual_seed(0)
 VOCAB, T, ROWS = 97, 24, 16
 
@@ -71,6 +73,7 @@ args = TrainingArguments(
     output_dir=out + ".checkpoints", per_device_train_batch_size=per_device, max_steps=3, learning_rate=1e-2,
     logging_steps=1, report_to="none", use_cpu=True, seed=0, save_strategy="no", activation_checkpointing=True,
     ddp_find_unused_parameters=False, dataloader_drop_last=True, disable_tqdm=True,
+    **(dict(fsdp="full_shard auto_wrap", fsdp_config={"transformer_layer_cls_to_wrap": [LAYER[variant]]}) if fsdp else {}),
 )
 trainer = Trainer(model=model, args=args, train_dataset=Rows())
 trainer._get_train_sampler = lambda *a, **k: torch.utils.data.SequentialSampler(trainer.train_dataset)
