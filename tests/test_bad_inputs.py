@@ -318,11 +318,12 @@ FORWARD_CASES = [
     ("length 0", lambda v, h: dict(input_ids=_ids_like(v, h, 1, 0)), "the input is empty"),
 ]
 # The Transformer-XL has no position table (relative positions, recurrence over segments): any length is valid,
-# and it takes no position_ids. The Longformer's causal LM takes none either: it counts positions itself (from the
-# mask and the cache), so that generate() cannot hand it 0-based ids.
+# and it takes no position_ids.
 NOT_APPLICABLE = {("transfo_xl", "longer than the positions"), ("transfo_xl", "position ids past the table"),
-                  ("transfo_xl", "negative position ids"), ("longformer causal", "position ids past the table"),
-                  ("longformer causal", "negative position ids")}
+                  ("transfo_xl", "negative position ids")}
+# The Longformer's causal LM counts positions itself (from the mask and the cache, so that generate() stays exact):
+# position_ids of any value are refused rather than silently ignored.
+CAUSAL_POSITIONS = "position_ids are not accepted by the causal Longformer"
 # The multiple-choice head takes (batch, num_choices, seq_len) and names that shape for any other input.
 MC_SHAPE = "multiple choice inputs must have shape \\(batch, num_choices, seq_len\\), got"
 MC_MATCH = {"ids with an extra dimension": MC_SHAPE + " \\(1, 2, 6, 1\\)", "ids without a batch dimension":
@@ -338,6 +339,8 @@ for variant, spec in SPECS.items():
                 continue  # the labels of the other heads (none, or start/end positions) are not classes
             if head == "mc":
                 match = MC_MATCH.get(id_, match)
+            if (variant, head) == ("longformer", "causal") and "position ids" in id_:
+                match = CAUSAL_POSITIONS
             case(f"forward {variant}", f"{head}, {id_}",
                  lambda ws, v=variant, h=head, mk=make_kwargs: _forward(v, h, **mk(v, h)), ValueError, match)
 

@@ -447,7 +447,7 @@ class LongctxLongformerModel(LongctxLongformerPreTrainedModel):
         return_dict = self._return_dict(return_dict)
         B, T = check_token_inputs(input_ids, inputs_embeds, c.vocab_size, c.hidden_size)
         device = input_ids.device if input_ids is not None else inputs_embeds.device
-        if cache is not None and attention_mask is not None and attention_mask.shape[-1] == cache.seen + T:
+        if cache is not None and isinstance(attention_mask, torch.Tensor) and attention_mask.shape[-1] == cache.seen + T:
             attention_mask = attention_mask[:, -T:]  # generate() passes the mask of past + new tokens
         real = check_mask("attention_mask", attention_mask, (B, T))
         if real is None:
@@ -625,6 +625,9 @@ class LongctxLongformerForCausalLM(LongctxLongformerPreTrainedModel, GenerationM
     def forward(self, input_ids=None, attention_mask=None, global_attention_mask=None, token_type_ids=None,
                 inputs_embeds=None, labels=None, cache=None, use_cache=None, logits_to_keep: int = 0,
                 output_attentions=None, output_hidden_states=None, return_dict=None, **kwargs):
+        if kwargs.get("position_ids") is not None:  # generate() passes none; a user's would be silently ignored
+            raise ValueError("position_ids are not accepted by the causal Longformer: it numbers positions itself "
+                             "from the attention mask and the cache (RoBERTa-style), so that generation stays exact")
         out = self.longformer(
             input_ids, attention_mask, global_attention_mask, token_type_ids, None, inputs_embeds,
             cache=cache, use_cache=use_cache, output_attentions=output_attentions,

@@ -480,7 +480,7 @@ class LongctxTransfoXLModel(LongctxTransfoXLPreTrainedModel):
         return_dict = return_dict if return_dict is not None else c.return_dict
         B, T = check_token_inputs(input_ids, inputs_embeds, c.vocab_size, c.d_model)
         device = input_ids.device if input_ids is not None else inputs_embeds.device
-        if cache is not None and attention_mask is not None and attention_mask.shape[-1] == cache.seen + T:
+        if cache is not None and isinstance(attention_mask, torch.Tensor) and attention_mask.shape[-1] == cache.seen + T:
             attention_mask = attention_mask[:, -T:]  # generate() passes the mask of past + new tokens
         real = check_mask("attention_mask", attention_mask, (B, T))
         if real is not None and bool(real.all()):
