@@ -233,6 +233,9 @@ def bench_arguments(p) -> None:
     p.add_argument("--repeats", type=positive_int, help="interleaved rounds per length (default: the variant's)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     p.add_argument("--out", help="output path without suffix (default: bench_results/<variant>_cpu)")
+    p.epilog = ("Flags a variant's benchmark adds (e.g. reformer's --no-dense) pass through to it: "
+                "`hf-longctx bench reformer --help-variant` lists them.")
+    p.add_argument("--help-variant", action="store_true", help="show the variant benchmark's own flags and exit")
 
 
 SUBCOMMANDS = {
@@ -290,7 +293,11 @@ def data_list(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args, unknown = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if unknown:
+        if args.command != "bench":  # only a variant's benchmark has flags this parser does not know
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        args.variant_args = unknown  # hf_longctx.commands.bench hands them on; the variant's parser checks them
     if args.command is None:
         parser.print_help()
         return 2

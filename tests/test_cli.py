@@ -249,6 +249,24 @@ def test_bench_command_runs_as_the_readme_writes_it(tmp_path, monkeypatch, capsy
     assert "invalid choice" in capsys.readouterr().err
 
 
+def test_bench_passes_a_variants_own_flags_on_and_rejects_unknown_ones(monkeypatch, capsys):
+    """`hf-longctx bench reformer --no-dense` was refused ("unrecognized arguments") although the Reformer benchmark
+    has the flag; a flag no parser knows must still fail, naming it, and other commands must not swallow it."""
+    import importlib
+
+    seen = {}
+    module = importlib.import_module("hf_longctx.benchmarks.reformer")
+    monkeypatch.setattr(module, "main", lambda argv: seen.setdefault("argv", argv))
+    assert main(["bench", "reformer", "--quick", "--no-dense"]) == 0
+    assert seen["argv"] == ["--quick", "--no-dense"]
+    with pytest.raises(SystemExit):  # the longformer benchmark has no --no-dense: its parser names it
+        main(["bench", "longformer", "--no-dense"])
+    assert "unrecognized arguments: --no-dense" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["export", "a", "b", "--no-dense"])
+    assert "unrecognized arguments: --no-dense" in capsys.readouterr().err
+
+
 def _light(code: str) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter that has imported only hf_longctx_cli; it prints whether torch got in."""
     script = f"import sys, hf_longctx_cli\ntry:\n    {code}\nexcept SystemExit:\n    pass\n" \

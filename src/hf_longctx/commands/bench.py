@@ -19,6 +19,9 @@ def run(args) -> int:
         print(f"hf-longctx bench: no benchmark for {args.variant} yet (have: {', '.join(VARIANT_MODULES)})",
               file=sys.stderr)
         return 1
+    if getattr(args, "help_variant", False):
+        importlib.import_module(f"hf_longctx.benchmarks.{VARIANT_MODULES[args.variant]}").main(["--help"])
+        return 0
     argv = [*(["--quick"] if args.quick else []), *(["--no-memory"] if args.no_memory else [])]
     if args.lengths:
         argv += ["--lengths", *map(str, args.lengths)]
@@ -26,5 +29,6 @@ def run(args) -> int:
         argv += ["--repeats", str(args.repeats)]
     if args.out:
         argv += ["--out", args.out]
+    argv += getattr(args, "variant_args", [])  # its own flags, e.g. reformer's --no-dense; its parser rejects others
     importlib.import_module(f"hf_longctx.benchmarks.{VARIANT_MODULES[args.variant]}").main(argv)
     return 0
