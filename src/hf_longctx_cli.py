@@ -25,6 +25,9 @@ TASKS_LISTING = {
     "passkey": ("QuestionAnswering", "find a 5-digit pass key hidden at a random depth of real text (extractive QA)"),
 }
 TASK_NAMES = tuple(TASKS_LISTING)
+PRETRAINING_TASK_NAMES = ("mlm", "clm")  # hf_longctx.tasks.PRETRAINING_TASKS
+CORPUS_NAMES = ("kernel-docs", "shakespeare-genre", "wiki-bytes")  # hf_longctx.data.raw_text.CORPORA
+PRETRAINING_TOKENIZERS = ("kernel-docs", "shakespeare-genre", "bytes")  # hf_longctx.tasks.PRETRAINING_TOKENIZERS
 DEMO_TASK_NAMES = ("kernel-docs", "shakespeare-genre")  # hf_longctx.demo.DEMO_TASKS
 BENCH_VARIANTS = ("longformer", "reformer", "transfo-xl")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -108,9 +111,19 @@ def _device(parser, *, bf16: bool = True) -> None:
 
 
 def train_arguments(p) -> None:
-    p.add_argument("--task", choices=TASK_NAMES, help="a shipped task to train on (see `hf-longctx data list`)")
+    p.add_argument("--task", choices=TASK_NAMES + PRETRAINING_TASK_NAMES, help="a shipped task to train on (see "
+                   "`hf-longctx data list`), or mlm / clm: masked or causal language modelling on raw text (the "
+                   "shipped corpora's training splits, or --data-dir)")
     p.add_argument("--data-dir", help="or your own documents: a folder with train.jsonl, validation.jsonl and "
-                   'test.jsonl, one {"text": ..., "label": ...} per line (a BPE is trained on its train split)')
+                   'test.jsonl, one {"text": ..., "label": ...} per line (a BPE is trained on its train split); with '
+                   '--task mlm or clm, a folder of raw *.txt files (one document each) and/or *.jsonl files (one '
+                   '{"text": ...} per line), 5%% of the documents held out for validation and 5%% for test')
+    p.add_argument("--corpora", nargs="+", choices=CORPUS_NAMES, metavar="CORPUS", help="with --task mlm or clm: "
+                   f"pretrain on the training splits of these shipped corpora only ({', '.join(CORPUS_NAMES)}; "
+                   "default: all)")
+    p.add_argument("--tokenizer", metavar="NAME_OR_DIR", help="with --task mlm or clm and a new model: "
+                   f"{', '.join(PRETRAINING_TOKENIZERS)} or a folder with a saved tokenizer (default: a byte-level "
+                   "BPE of 8,192 ids trained on the training text)")
     # No argparse defaults for what describes a new model: given with --init-from (whose checkpoint decides them)
     # they would do nothing, so train refuses them there (hf_longctx.train.NEW_MODEL_DEFAULTS fills them in).
     p.add_argument("--variant", help="model family of a new model (default: longformer; an unknown one is refused "
@@ -127,7 +140,9 @@ def train_arguments(p) -> None:
     p.add_argument("--learning-rate", type=non_negative_float, default=5e-4, help="peak AdamW learning rate")
     p.add_argument("--dropout", type=probability, help="dropout of a new model (default: 0.0)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights, the data order and the sample draws")
-    p.add_argument("--init-from", help="start from this saved or converted model instead of a random one")
+    p.add_argument("--init-from", help="start from this saved or converted model (or the name of a checkpoint "
+                   "shipped in hf_longctx/pretrained/) instead of a random one; its tokenizer, when it saved one, "
+                   "replaces the task's")
     p.add_argument("--max-train-samples", type=positive_int, help="use only N training examples (a seeded random "
                    "draw)")
     p.add_argument("--max-eval-samples", type=positive_int, help="evaluate on N validation/test examples (a seeded "

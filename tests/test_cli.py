@@ -295,6 +295,12 @@ def test_cli_copies_of_names_match_the_package():
     assert hf_longctx_cli.TASKS_LISTING == {name: (t.head.replace("AutoModelFor", ""), t.description)
                                             for name, t in TASKS.items()}
     assert list(hf_longctx_cli.DEMO_TASK_NAMES) == DEMO_TASKS
+    from hf_longctx.data.raw_text import CORPORA
+    from hf_longctx.tasks import PRETRAINING_TASKS, PRETRAINING_TOKENIZERS
+
+    assert hf_longctx_cli.PRETRAINING_TASK_NAMES == tuple(PRETRAINING_TASKS)
+    assert hf_longctx_cli.CORPUS_NAMES == tuple(CORPORA)
+    assert hf_longctx_cli.PRETRAINING_TOKENIZERS == PRETRAINING_TOKENIZERS
     assert set(VARIANT_MODULES) <= set(hf_longctx_cli.BENCH_VARIANTS)
     import argparse
 

@@ -138,4 +138,63 @@ class LongContextCollator:
         return out
 
 
-__all__ = ["LongContextCollator", "PAD_VALUES"]
+def mask_tokens(input_ids: torch.Tensor, *, mask_token_id: int, maskable: torch.Tensor, vocab_size: int,
+                replaceable: torch.Tensor | None = None, mlm_probability: float = 0.15,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's masking as RoBERTa applies it (Liu et al. 2019, section 4.1; transformers'
+    ``DataCollatorForLanguageModeling.torch_mask_tokens``): each ``maskable`` token is chosen with probability
+    ``mlm_probability``; a chosen token becomes ``mask_token_id`` 80% of the time, a random id 10% and stays itself
+    10%. Returns ``(inputs, labels)``: ``labels`` holds the original id at chosen positions and -100 elsewhere.
+
+    ``maskable``: a bool tensor shaped like ``input_ids``, False on padding and special tokens. ``replaceable``: the
+    ids a random replacement draws from (default: all of ``range(vocab_size)``; pass the non-special ones so that no
+    ``<pad>`` or ``<s>`` is put inside the text).
+    """
+    chosen = (torch.rand(input_ids.shape, generator=generator) < mlm_probability) & maskable
+    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
+    draw = torch.rand(input_ids.shape, generator=generator)
+    inputs = input_ids.clone()
+    inputs[chosen & (draw < 0.8)] = mask_token_id
+    randomise = chosen & (draw >= 0.8) & (draw < 0.9)  # the last 10% keep their token
+    pool = torch.arange(vocab_size) if replaceable is None else replaceable
+    picks = torch.randint(len(pool), input_ids.shape, generator=generator)
+    inputs[randomise] = pool[picks][randomise]
+    return inputs, labels
+
+
+@dataclass
+class MaskedLMCollator:
+    """:class:`LongContextCollator`, then :func:`mask_tokens` on every batch that has no ``labels`` yet (training:
+    a new draw each time a piece is seen, RoBERTa's dynamic masking); a batch that brings its ``labels`` (evaluation,
+    masked once with a fixed seed so every run is scored on the same masks) is only padded. Padding, special tokens
+    and ``global_attention_mask`` are padded as :class:`LongContextCollator` does; special tokens are never masked.
+    """
+
+    pad_token_id: int
+    mask_token_id: int
+    special_ids: tuple[int, ...]
+    vocab_size: int
+    mlm_probability: float = 0.15
+    pad_to_multiple_of: int | None = None
+
+    def __post_init__(self):
+        if not 0.0 < self.mlm_probability < 1.0:
+            raise ValueError(f"mlm_probability must be in (0, 1), got {self.mlm_probability!r}")
+        self._pad = LongContextCollator(self.pad_token_id, self.pad_to_multiple_of)
+        special = torch.tensor(sorted({*self.special_ids, self.pad_token_id, self.mask_token_id}))
+        self._special = special
+        ids = torch.arange(self.vocab_size)
+        self._replaceable = ids[~torch.isin(ids, special)]
+
+    def __call__(self, examples):
+        batch = self._pad(examples)
+        if "labels" in batch:
+            return batch
+        maskable = batch["attention_mask"].bool() & ~torch.isin(batch["input_ids"], self._special)
+        batch["input_ids"], batch["labels"] = mask_tokens(
+            batch["input_ids"], mask_token_id=self.mask_token_id, maskable=maskable, vocab_size=self.vocab_size,
+            replaceable=self._replaceable, mlm_probability=self.mlm_probability)
+        return batch
+
+
+__all__ = ["LongContextCollator", "MaskedLMCollator", "PAD_VALUES", "mask_tokens"]

@@ -25,6 +25,11 @@ class Task:
     load: Callable[..., tuple]  # (tokenizer, max_length, seed) -> (tokenized DatasetDict, label names or None)
     tokenizer: Callable[[], object]
     metrics: tuple[str, ...]
+    # What the model is trained on, for the model card (pretraining tasks; a shipped task's name says it already).
+    source: str = ""
+    # Its examples are ids of its own tokenizer, made without calling it (wiki-bytes' bytes + 3): a checkpoint's
+    # tokenizer given by --init-from cannot replace it. Every other task tokenizes its text with the one it is given.
+    fixed_tokenizer: bool = False
 
 
 def _classification(load_raw):
@@ -104,7 +109,7 @@ TASKS = {
                               _classification(_shakespeare), _shakespeare_bpe, ("accuracy", "macro_f1")),
     "wiki-bytes": Task("wiki-bytes", "AutoModelForCausalLM",
                        "byte-level language modelling on real Wikipedia XML (enwik8-style), bits per byte",
-                       _wiki_bytes, _bytes, ("bits_per_byte",)),
+                       _wiki_bytes, _bytes, ("bits_per_byte",), fixed_tokenizer=True),
     "passkey": Task("passkey", "AutoModelForQuestionAnswering",
                     "find a 5-digit pass key hidden at a random depth of real text (extractive QA)",
                     _passkey, _bpe, ("squad_span",)),
@@ -134,17 +139,165 @@ def folder_task(data_dir, label_names: list[str] | None = None) -> Task:
                 _classification(lambda: raw), tokenizer, ("accuracy", "macro_f1"))
 
 
-def resolve_task(name: str | None, data_dir=None, label_names: list[str] | None = None) -> Task:
-    """The shipped task ``name``, or the folder task of ``data_dir``; ``ValueError`` says what is wrong."""
+def resolve_task(name: str | None, data_dir=None, label_names: list[str] | None = None, *, corpora=None,
+                 tokenizer: str | None = None) -> Task:
+    """The shipped task ``name``, the folder task of ``data_dir``, or a pretraining task (``name`` in
+    :data:`PRETRAINING_TASKS`, on ``data_dir``'s raw text or the shipped ``corpora``); ``ValueError`` says what is
+    wrong."""
+    if name in PRETRAINING_TASKS:
+        return pretraining_task(name, data_dir=data_dir, corpora=corpora, tokenizer=tokenizer)
+    for flag, value in (("--corpora", corpora), ("--tokenizer", tokenizer)):
+        if value is not None:
+            raise ValueError(f"{flag} chooses the text and tokenizer of pretraining: it goes with --task "
+                             f"{' or '.join(PRETRAINING_TASKS)}, not {'--data-dir' if name is None else f'--task {name}'}")
     if data_dir is not None:
         if name not in (None, FOLDER_TASK):
-            raise ValueError(f"--data-dir is a {FOLDER_TASK} folder; it does not go with --task {name}")
+            raise ValueError(f"--data-dir is a {FOLDER_TASK} folder; it does not go with --task {name} (pretraining "
+                             f"on your own raw text: --task {' or --task '.join(PRETRAINING_TASKS)} --data-dir)")
         return folder_task(data_dir, label_names)
     if name is None:
-        raise ValueError(f"pass --task (one of {', '.join(TASKS)}) or --data-dir with your own documents")
+        raise ValueError(f"pass --task (one of {', '.join([*TASKS, *PRETRAINING_TASKS])}) or --data-dir with your own "
+                         "documents")
     if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}, or --data-dir")
+        raise ValueError(f"unknown task {name!r}; choose one of {', '.join([*TASKS, *PRETRAINING_TASKS])}, or "
+                         "--data-dir")
     return TASKS[name]
+
+
+# ------------------------------------------------------------- pretraining ---------------------------------------
+# Masked and causal language modelling on raw text: whole documents cut into --max-length pieces
+# (hf_longctx.data.raw_text), for `train --task mlm|clm` and as the first step of an --init-from chain.
+
+PRETRAINING_TASKS = {
+    "mlm": ("AutoModelForMaskedLM", "masked language modelling (RoBERTa's 15% masking) on raw text: the shipped "
+            "corpora's training splits, or --data-dir"),
+    "clm": ("AutoModelForCausalLM", "causal language modelling on raw text: the shipped corpora's training splits, "
+            "or --data-dir"),
+}
+MLM_PROBABILITY = 0.15  # BERT's and RoBERTa's
+EVAL_MASK_SEED = 0  # validation and test pieces are masked once with this seed: every run is scored on the same masks
+PRETRAINING_TOKENIZERS = ("kernel-docs", "shakespeare-genre", "bytes")  # --tokenizer names; else a folder
+
+
+def pretraining_tokenizer(choice: str | None, train_documents: list[str]):
+    """The tokenizer of ``--tokenizer choice``: a shipped BPE (kernel-docs, shakespeare-genre), ``bytes``
+    (ByT5's, 259 ids), a folder holding a saved tokenizer, or (``None``) a byte-level BPE of
+    :data:`FOLDER_BPE_VOCAB` ids trained on ``train_documents`` (deterministic: the same text gives the same
+    vocabulary, so ``--resume`` rebuilds the same one)."""
+    from .data.tokenizers import byte_tokenizer, shipped_bpe, train_bpe
+
+    if choice is None:
+        return train_bpe(train_documents, FOLDER_BPE_VOCAB)
+    if choice == "bytes":
+        return byte_tokenizer()
+    if choice in PRETRAINING_TOKENIZERS:
+        return shipped_bpe(choice.replace("-", "_"))
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    if not (Path(choice) / "tokenizer_config.json").is_file():
+        raise ValueError(f"--tokenizer {choice}: neither one of {', '.join(PRETRAINING_TOKENIZERS)} nor a folder "
+                         "with a saved tokenizer (tokenizer_config.json)")
+    return AutoTokenizer.from_pretrained(choice)
+
+
+def pretraining_task(name: str, *, data_dir=None, corpora=None, tokenizer: str | None = None) -> Task:
+    """Masked (``"mlm"``) or causal (``"clm"``) language modelling on the raw text of ``data_dir``
+    (:data:`hf_longctx.data.raw_text.TEXT_FOLDER_FORMAT`) or of the shipped ``corpora`` (default: all of
+    :data:`hf_longctx.data.raw_text.CORPORA`, their training splits for training, their validation and test splits
+    for evaluation). The documents are read (and checked) here; tokenizing waits for ``load``."""
+    from .data import raw_text
+
+    head, description = PRETRAINING_TASKS[name]
+    if data_dir is not None:
+        if corpora is not None:
+            raise ValueError("--corpora names shipped text and --data-dir your own: pass one of them")
+        documents = raw_text.read_text_folder(data_dir)
+        from pathlib import Path
+
+        source = f"the raw text in `{Path(data_dir).resolve().name}` ({len(documents['train'])} training documents)"
+    else:
+        documents = raw_text.shipped_documents(corpora)
+        names = list(dict.fromkeys(corpora or raw_text.CORPORA))
+        source = (f"the training splits of the shipped corpora {', '.join(names)} ({len(documents['train'])} "
+                  "documents; no validation or test text of any shipped task)")
+    if tokenizer is not None and not isinstance(tokenizer, str):
+        raise ValueError(f"--tokenizer takes a name or a folder, got {tokenizer!r}")
+
+    def load(tok, max_length: int, seed: int, limits: dict | None = None):
+        return _pretraining_splits(name, documents, tok, max_length, seed, limits or {}), None
+
+    metrics = ("masked_accuracy", "perplexity") if name == "mlm" else ("perplexity", "bits_per_byte")
+    return Task(name, head, description, load, lambda: pretraining_tokenizer(tokenizer, documents["train"]), metrics,
+                source=source)
+
+
+def check_pretraining_tokenizer(task: Task, tokenizer) -> None:
+    """Masked LM needs a ``<mask>`` token; ByT5's byte tokenizer has none."""
+    if task.name == "mlm" and tokenizer.mask_token_id is None:
+        raise ValueError(f"masked language modelling needs a tokenizer with a mask token; {type(tokenizer).__name__} "
+                         "has none (use a BPE: leave --tokenizer out, or name a shipped one)")
+
+
+def _pretraining_splits(name, documents, tokenizer, max_length, seed, limits):
+    import torch
+    from datasets import Dataset, DatasetDict
+
+    from .collator import mask_tokens
+    from .data import raw_text
+
+    splits = {}
+    for split in raw_text.SPLITS:
+        pieces = raw_text.chunk_documents(documents[split], tokenizer, max_length, limit=limits.get(split), seed=seed)
+        if not pieces:
+            raise ValueError(f"the {split} documents give no piece of text at --max-length {max_length}")
+        columns = {"input_ids": pieces}
+        if name == "mlm":
+            columns["global_attention_mask"] = [long_docs.global_mask_first_token(len(p)) for p in pieces]
+            if split != "train":  # masked once, reproducibly; training pieces are masked afresh in every batch
+                generator = torch.Generator().manual_seed(EVAL_MASK_SEED)
+                special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
+                ids = torch.arange(len(tokenizer))
+                replaceable = ids[~torch.isin(ids, special)]
+                masked, labels = [], []
+                for piece in pieces:
+                    piece = torch.tensor(piece)
+                    inputs, target = mask_tokens(
+                        piece, mask_token_id=tokenizer.mask_token_id, maskable=~torch.isin(piece, special),
+                        vocab_size=len(tokenizer), replaceable=replaceable, mlm_probability=MLM_PROBABILITY,
+                        generator=generator)
+                    masked.append(inputs.tolist())
+                    labels.append(target.tolist())
+                columns["input_ids"], columns["labels"] = masked, labels
+        else:
+            columns["labels"] = pieces  # the model shifts them: token t + 1 is predicted from tokens <= t
+            # For bits per byte: every token but the first is predicted, and the text they spell has n_bytes
+            # UTF-8 bytes (special tokens spell none). Trainer drops both columns before the model sees a batch.
+            columns["n_predicted"] = [len(p) - 1 for p in pieces]
+            columns["n_bytes"] = [len(tokenizer.decode(p[1:], skip_special_tokens=True).encode("utf-8"))
+                                  for p in pieces]
+        splits[split] = Dataset.from_dict(columns)
+    return DatasetDict(splits)
+
+
+def language_model_metrics(task: Task, metrics: dict, data, prefix: str) -> dict:
+    """``metrics`` of ``trainer.evaluate(data, metric_key_prefix=prefix)`` with what a pretraining task derives
+    from the mean loss: perplexity (of the masked tokens for MLM), and bits per byte for CLM (the loss summed over
+    every predicted token, spread over the UTF-8 bytes of their text: comparable across tokenizers). Trainer's loss
+    is a mean over batches of per-batch means, so with pieces of unequal length both are close approximations."""
+    import math
+
+    loss = metrics.get(f"{prefix}_loss")
+    if task.name not in PRETRAINING_TASKS or loss is None:
+        return metrics
+    out = dict(metrics)
+    out[f"{prefix}_perplexity"] = math.exp(min(loss, 700.0))  # exp overflows past ~709
+    if task.name == "clm":
+        from .data.wiki_bytes import bits_per_byte
+
+        out[f"{prefix}_bits_per_byte"] = bits_per_byte(loss, sum(data["n_predicted"]), sum(data["n_bytes"]))
+    return out
 
 
 # Size presets: the fields every variant's config shares. A variant maps them onto its own config.
@@ -249,4 +402,25 @@ def compute_metrics_for(task: Task):
             return {"exact_span": float((hit_start & hit_end).mean()), "start_accuracy": float(hit_start.mean())}
 
         return compute
+    if task.head == "AutoModelForMaskedLM":
+
+        def compute(pred):
+            labels = np.asarray(pred.label_ids)
+            scored = labels != -100
+            hits = (np.asarray(pred.predictions) == labels) & scored
+            return {"masked_accuracy": float(hits.sum() / max(scored.sum(), 1))}
+
+        return compute
     return None  # language modelling reports eval_loss; bits per byte is derived from it
+
+
+def logits_for_metrics(task: Task):
+    """Trainer's ``preprocess_logits_for_metrics`` for ``task``: a masked LM's predicted ids instead of its logits
+    (evaluation would otherwise gather pieces x length x vocabulary floats: 8 GB for 256 pieces of 1,024 tokens)."""
+    if task.head != "AutoModelForMaskedLM":
+        return None
+
+    def argmax(logits, labels):
+        return logits.argmax(-1)
+
+    return argmax

@@ -22,7 +22,16 @@ import numpy as np
 
 from .export import SUMMARY_FILE
 from .folders import LOAD_ERRORS, FolderError, check_location, check_run_folder, load_error
-from .tasks import PRESETS, VARIANTS, compute_metrics_for, resolve_task
+from .tasks import (
+    PRESETS,
+    PRETRAINING_TASKS,
+    VARIANTS,
+    check_pretraining_tokenizer,
+    compute_metrics_for,
+    language_model_metrics,
+    logits_for_metrics,
+    resolve_task,
+)
 
 
 class TrainError(RuntimeError):
@@ -254,7 +263,15 @@ def _prepare_run_dir(output_dir: Path, run_record: dict, *, overwrite: bool, res
 def command_line(run_record: dict) -> str:
     """The ``hf-longctx train`` command that repeats the run of ``run_record``, for the model card."""
     r = run_record
-    parts = ["hf-longctx train", f"--data-dir {r['data_dir']}" if r["data_dir"] else f"--task {r['task']}"]
+    parts = ["hf-longctx train"]
+    if r["task"] in PRETRAINING_TASKS:
+        parts.append(f"--task {r['task']}")
+        if r.get("corpora"):
+            parts.append("--corpora " + " ".join(r["corpora"]))
+        if r.get("tokenizer"):
+            parts.append(f"--tokenizer {r['tokenizer']}")
+    if r["data_dir"] or r["task"] not in PRETRAINING_TASKS:
+        parts.append(f"--data-dir {r['data_dir']}" if r["data_dir"] else f"--task {r['task']}")
     parts.append(f"--init-from {r['init_from']}" if r["init_from"]
                  else f"--variant {r['variant']} --preset {r['preset']}")
     parts.append(f"--max-length {r['max_length']}")
@@ -270,10 +287,15 @@ def command_line(run_record: dict) -> str:
 
 
 def folder_sha256(data_dir) -> str:
-    """One sha256 over a --data-dir folder's three files, so --resume notices edited data."""
+    """One sha256 over a --data-dir folder's data files (a classification folder's three splits, or a raw-text
+    folder's *.txt and *.jsonl), so --resume notices edited data."""
     digest = hashlib.sha256()
-    for split in ("train", "validation", "test"):
-        digest.update((Path(data_dir) / f"{split}.jsonl").read_bytes())
+    folder = Path(data_dir)
+    splits = [folder / f"{split}.jsonl" for split in ("train", "validation", "test")]
+    files = splits if all(p.is_file() for p in splits) else sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix in (".txt", ".jsonl"))
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 
@@ -290,12 +312,14 @@ def _reset_linear_layers(module, std: float) -> None:
                     layer.bias.zero_()
 
 
-def load_task(task, tokenizer, max_length: int, seed: int):
+def load_task(task, tokenizer, max_length: int, seed: int, limits: dict | None = None):
     """``task.load(...)``, its refusals (a damaged packaged file, a length too short for the task) as
     :class:`TrainError`, and every example checked to fit ``max_length``: a tokenizer cannot truncate below its
-    special tokens, so ``--max-length 1`` left whole documents that failed inside the model after the run began."""
+    special tokens, so ``--max-length 1`` left whole documents that failed inside the model after the run began.
+    ``limits`` (split -> at most that many examples) lets a pretraining task tokenize only what it needs."""
     try:
-        data, labels = task.load(tokenizer, max_length, seed)
+        extra = {"limits": limits} if task.name in PRETRAINING_TASKS and limits else {}
+        data, labels = task.load(tokenizer, max_length, seed, **extra)
     except ValueError as err:  # DataError included
         raise TrainError(f"task {task.name}: {err}") from None
     import pyarrow.compute as pc
@@ -332,18 +356,59 @@ def _check_init_from(folder: Path, max_length: int, task, tokenizer):
     if max_length > longest:
         raise TrainError(f"--max-length {max_length} is longer than the {longest} tokens --init-from {folder} takes; "
                          f"pass a smaller --max-length, or {lengthen_advice(folder, max_length)}")
+    check_has_head(config.model_type, task, f"--init-from {folder} holds a")
     causal_task = task.head == "AutoModelForCausalLM"
-    if getattr(config, "causal", False) != causal_task:
-        kind = "a causal language model" if getattr(config, "causal", False) else "a bidirectional encoder"
+    # The Longformer's `causal` and the Reformer's `is_decoder` fix the attention for every head; a Transformer-XL
+    # is causal whatever its head (its classifier reads the last token), so it fits every task it has a head for.
+    causal = getattr(config, "causal", False) or getattr(config, "is_decoder", False)
+    if config.model_type != "longctx_transfo_xl" and causal != causal_task:
+        kind = "a causal language model" if causal else "a bidirectional encoder"
         raise TrainError(f"--init-from {folder} holds {kind}, but task {task.name} needs "
                          f"{'a causal' if causal_task else 'a bidirectional'} model")
-    check_tokenizer_fits(tokenizer, config)
+    if tokenizer is not None:
+        check_tokenizer_fits(tokenizer, config)
     return config
 
 
-def _task(name, data_dir=None, label_names=None):
+VARIANT_NAMES = {"longctx_longformer": "longformer", "longctx_reformer": "reformer",
+                 "longctx_transfo_xl": "transfo-xl"}  # model_type -> --variant
+
+
+def check_has_head(model_type: str, task, what: str = "the variant") -> None:
+    """A variant without the head ``task`` trains (the Transformer-XL has no masked-LM head) is refused by name,
+    before anything is built (``AutoModelForMaskedLM.from_config`` said only "Unrecognized configuration class")."""
+    import hf_longctx
+    import transformers
+
+    heads = hf_longctx.REGISTRY[model_type][1] if model_type in hf_longctx.REGISTRY else {}
+    if heads and getattr(transformers, task.head) not in heads:
+        have = sorted(cls.__name__.replace("AutoModelFor", "") for cls in heads if cls.__name__ != "AutoModel")
+        others = [VARIANT_NAMES[t] for t, (_, h) in hf_longctx.REGISTRY.items() if getattr(transformers, task.head) in h]
+        raise TrainError(f"{what} {VARIANT_NAMES.get(model_type, model_type)} model, which has no "
+                         f"{task.head.replace('AutoModelFor', '')} head (its heads: {', '.join(have)}); task "
+                         f"{task.name} needs one: use {' or '.join(others) or 'another variant'}")
+
+
+def init_tokenizer(folder: Path, task, tokenizer_choice: str | None = None):
+    """The tokenizer a run from ``--init-from folder`` uses: the folder's own when it saved one (a model pretrained
+    with one tokenizer must read its fine-tuning data with it: the task's shipped BPE gives other ids for the same
+    text), else the task's. A task whose data are ids of its own tokenizer (wiki-bytes) keeps it."""
+    from transformers import AutoTokenizer
+
+    if task.fixed_tokenizer or not (folder / "tokenizer_config.json").is_file():
+        return None
+    if tokenizer_choice is not None:
+        raise TrainError(f"--tokenizer {tokenizer_choice}: --init-from {folder} brings its own tokenizer, which the "
+                         "run must use; leave --tokenizer out")
     try:
-        return resolve_task(name, data_dir, label_names)
+        return AutoTokenizer.from_pretrained(folder)
+    except LOAD_ERRORS as err:
+        raise TrainError(f"--init-from {folder}: cannot load its tokenizer: {load_error(err)}") from None
+
+
+def _task(name, data_dir=None, label_names=None, **pretraining):
+    try:
+        return resolve_task(name, data_dir, label_names, **pretraining)
     except ValueError as err:  # an unknown task, or a --data-dir folder that is missing or malformed (DataError)
         raise TrainError(str(err)) from err
 
@@ -378,20 +443,56 @@ def result_rows(task, test_metrics: dict, dataset_name: str, data) -> list[dict]
     return results
 
 
+def collator_for(task, tokenizer):
+    """The batching of ``task``: masking for masked LM (:class:`~hf_longctx.collator.MaskedLMCollator`), padding
+    alone otherwise."""
+    from .collator import LongContextCollator, MaskedLMCollator
+    from .tasks import MLM_PROBABILITY
+
+    if task.head == "AutoModelForMaskedLM":
+        return MaskedLMCollator(pad_token_id=tokenizer.pad_token_id, mask_token_id=tokenizer.mask_token_id,
+                                special_ids=tuple(tokenizer.all_special_ids), vocab_size=len(tokenizer),
+                                mlm_probability=MLM_PROBABILITY)
+    return LongContextCollator(pad_token_id=tokenizer.pad_token_id)
+
+
+def _shipped_corpora() -> list[str]:
+    from .data.raw_text import CORPORA
+
+    return list(CORPORA)
+
+
+def _data_sentence(task, init_from) -> str:
+    """What the card says the model read: the pretraining text, and what an --init-from checkpoint was pretrained
+    on (from its own summary)."""
+    text = f". Trained on {task.source}." if task.source else "."
+    if init_from is not None:
+        try:
+            earlier = json.loads((Path(init_from) / SUMMARY_FILE).read_text())
+        except (OSError, ValueError):
+            earlier = {}
+        if earlier.get("pretraining_data"):
+            text += f" Initialised from `{Path(init_from).name}`, pretrained on {earlier['pretraining_data']}."
+    return text
+
+
 def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "longformer", preset: str = "small",
           max_length: int = 1024, epochs: float = 1.0, max_steps: int = -1, batch_size: int = 4,
           learning_rate: float = 5e-4, dropout: float = 0.0, seed: int = 0, init_from=None, overwrite: bool = False,
           resume: bool = False, max_train_samples: int | None = None, max_eval_samples: int | None = None,
           overrides: dict | None = None, device: str = "auto", bf16: bool = False, push_to_hub: str | None = None,
-          log=print) -> dict:
+          corpora: list[str] | None = None, tokenizer: str | None = None, log=print) -> dict:
     """Train ``variant`` on the shipped task ``task_name``, or on the classification folder ``data_dir``
     (:data:`hf_longctx.data.files.FOLDER_FORMAT`); returns the summary written next to the model. With
     ``push_to_hub``, the model is then exported to ``output_dir/hub`` and pushed to that Hub repository.
-    With ``init_from``, the checkpoint's config replaces ``variant``, ``preset`` and ``dropout``."""
+    With ``init_from`` (a folder, or the name of a checkpoint in :mod:`hf_longctx.pretrained`), the checkpoint's
+    config replaces ``variant``, ``preset`` and ``dropout``, and its tokenizer (when it saved one) the task's.
+
+    ``task_name`` ``"mlm"`` or ``"clm"`` pretrains on raw text (:data:`hf_longctx.tasks.PRETRAINING_TASKS`): the
+    ``data_dir`` folder of ``*.txt`` / ``*.jsonl`` documents, or the shipped ``corpora`` (default all);
+    ``tokenizer`` names its tokenizer (:func:`hf_longctx.tasks.pretraining_tokenizer`)."""
     import transformers
     from transformers import Trainer, set_seed
-
-    from .collator import LongContextCollator
 
     # Everything that can be wrong with the arguments or the data is found before the run folder is touched.
     check_positive(max_length=max_length, epochs=epochs, batch_size=batch_size, max_train_samples=max_train_samples,
@@ -406,7 +507,16 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
         raise TrainError(f"dropout describes a new model, but --init-from {init_from} brings its own config")
     overrides = dict(overrides or {})
     check_overrides(overrides)
-    task = _task(task_name, data_dir)  # a --data-dir folder is read and checked here
+    task = _task(task_name, data_dir, corpora=corpora, tokenizer=tokenizer)  # a --data-dir folder is read here
+    tokenizer_choice = tokenizer
+    init_name = init_from  # as given (a shipped checkpoint's name stays a name in the run record)
+    if init_from is not None:
+        from .pretrained import resolve
+
+        try:
+            init_from = resolve(init_from)
+        except ValueError as err:
+            raise TrainError(f"--init-from {err}") from None
     if variant not in VARIANTS:
         raise TrainError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     if preset not in PRESETS:
@@ -443,9 +553,15 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
         except PushError as err:
             raise TrainError(f"--push-to-hub: {err}") from None
     set_seed(seed)
-    tokenizer = task.tokenizer()
+    tokenizer = None if init_from is None else init_tokenizer(Path(init_from), task, tokenizer_choice)
+    tokenizer = task.tokenizer() if tokenizer is None else tokenizer
+    try:
+        check_pretraining_tokenizer(task, tokenizer)
+    except ValueError as err:
+        raise TrainError(str(err)) from None
     init_config = None if init_from is None else _check_init_from(Path(init_from), max_length, task, tokenizer)
-    data, labels = load_task(task, tokenizer, max_length, seed)
+    limits = {"train": max_train_samples, "validation": max_eval_samples, "test": max_eval_samples}
+    data, labels = load_task(task, tokenizer, max_length, seed, limits)
     data = subsample(data, "train", max_train_samples)
     data = subsample(subsample(data, "validation", max_eval_samples), "test", max_eval_samples)
     if init_from is None:
@@ -453,15 +569,18 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
             config = VARIANTS[variant](PRESETS[preset], tokenizer, max_length, task, labels, dropout)
         except ValueError as err:
             raise TrainError(f"cannot build a {variant} {preset} model: {err}") from None
+        check_has_head(config.model_type, task, "--variant")
         check_tokenizer_fits(tokenizer, config)
     run_record = {
         "task": task.name, "data_dir": None if data_dir is None else str(data_dir),
         "data_sha256": None if data_dir is None else folder_sha256(data_dir), "variant": variant, "preset": preset,
         "max_length": max_length, "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
         "learning_rate": learning_rate, "dropout": dropout, "seed": seed,
-        "init_from": None if init_from is None else str(init_from), "max_train_samples": max_train_samples,
+        "init_from": None if init_name is None else str(init_name), "max_train_samples": max_train_samples,
         "max_eval_samples": max_eval_samples, "overrides": overrides,
     }
+    if task.name in PRETRAINING_TASKS:  # only then, so that earlier runs' records still --resume
+        run_record.update(corpora=None if corpora is None else list(corpora), tokenizer=tokenizer_choice)
     existed = output_dir.exists()
     resume_from = _prepare_run_dir(output_dir, run_record, overwrite=overwrite, resume=resume, main=main,
                                    barrier=barrier)
@@ -490,8 +609,8 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
         check_tokenizer_fits(tokenizer, model.config)
         trainer = Trainer(
             model=model, args=args, train_dataset=data["train"], eval_dataset=data["validation"],
-            data_collator=LongContextCollator(pad_token_id=tokenizer.pad_token_id), processing_class=tokenizer,
-            compute_metrics=compute_metrics_for(task),
+            data_collator=collator_for(task, tokenizer), processing_class=tokenizer,
+            compute_metrics=compute_metrics_for(task), preprocess_logits_for_metrics=logits_for_metrics(task),
         )
     except BaseException:
         if resume_from is None and main:  # nothing trained yet: a refused run leaves no folder behind
@@ -502,14 +621,17 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
     start = time.perf_counter()
     outcome = trainer.train(resume_from_checkpoint=resume_from)
     train_seconds = time.perf_counter() - start
-    test = trainer.evaluate(data["test"], metric_key_prefix="test")
+    test = language_model_metrics(task, trainer.evaluate(data["test"], metric_key_prefix="test"), data["test"], "test")
     dataset_name = task.name if data_dir is None else Path(data_dir).resolve().name
+    if task.name in PRETRAINING_TASKS and data_dir is None:
+        dataset_name = "+".join(dict.fromkeys(corpora or _shipped_corpora()))
     results = result_rows(task, test, dataset_name, data)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     summary = {
         "task": task.name, "variant": variant, "preset": preset, "max_length": max_length,
         "training": f"`{command_line(run_record)}`: {trainer.state.global_step} steps, {train_seconds:.0f} s on "
-                    + (f"{args.device}" if args.world_size == 1 else f"{args.world_size} processes ({args.device.type})"),
+                    + (f"{args.device}" if args.world_size == 1 else f"{args.world_size} processes ({args.device.type})")
+                    + _data_sentence(task, init_from),
         "world_size": args.world_size,
         "results": results, "train_seconds": round(train_seconds, 1),
         "resumed_from": resume_from,
@@ -518,6 +640,8 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
         # A --data-dir folder is no Hub data set: the card's metadata must not name it as one.
         "hub_datasets": [],
     }
+    if task.source:
+        summary["pretraining_data"] = task.source
     model_dir = output_dir / "model"
     # The saved tokenizer must know the model's length (it had model_max_length 1e30, so `truncation=True`
     # did nothing and a pipeline failed on long text: issue 10, defect 2).
@@ -589,8 +713,6 @@ def evaluate_model(model_dir, task_name: str | None, *, data_dir=None, split: st
     import transformers
     from transformers import AutoConfig, AutoTokenizer, Trainer
 
-    from .collator import LongContextCollator
-
     check_positive(max_length=max_length, batch_size=batch_size, max_samples=max_samples)
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
@@ -607,7 +729,7 @@ def evaluate_model(model_dir, task_name: str | None, *, data_dir=None, split: st
                          f"takes; leave --max-length out, or {lengthen_advice(model_dir, max_length)}")
     device_args = device_arguments(device, bf16)
     label_names = [config.id2label[i] for i in range(config.num_labels)] if data_dir is not None else None
-    task = _task(task_name, data_dir, label_names)
+    task = _task(task_name, data_dir, label_names if task_name not in PRETRAINING_TASKS else None)
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir) if (model_dir / "tokenizer_config.json").is_file() \
             else task.tokenizer()
@@ -615,7 +737,13 @@ def evaluate_model(model_dir, task_name: str | None, *, data_dir=None, split: st
         raise TrainError(f"cannot load the tokenizer in {model_dir}: {load_error(err)}") from None
     check_tokenizer_fits(tokenizer, config)
     max_length = max_length or config.max_input_tokens
-    data, labels = load_task(task, tokenizer, max_length, 0)
+    try:
+        check_pretraining_tokenizer(task, tokenizer)
+    except ValueError as err:
+        raise TrainError(str(err)) from None
+    # A pretraining task tokenizes only what is scored (one piece of each other split: the corpora are ~5M tokens).
+    data, labels = load_task(task, tokenizer, max_length, 0,
+                             {name: max_samples if name == split else 1 for name in ("train", "validation", "test")})
     if split not in data:
         raise TrainError(f"task {task.name} has splits {list(data)}, not {split!r}")
     check_model_fits_task(config, task, labels, model_dir)
@@ -627,9 +755,11 @@ def evaluate_model(model_dir, task_name: str | None, *, data_dir=None, split: st
     with tempfile.TemporaryDirectory() as tmp:
         args = training_arguments({"output_dir": tmp, "per_device_eval_batch_size": batch_size, "report_to": "none",
                                    **device_args}, {})
-        trainer = Trainer(model=model, args=args, data_collator=LongContextCollator(pad_token_id=tokenizer.pad_token_id),
-                          compute_metrics=compute_metrics_for(task))
-        metrics = trainer.evaluate(data[split], metric_key_prefix=split)
+        trainer = Trainer(model=model, args=args, data_collator=collator_for(task, tokenizer),
+                          compute_metrics=compute_metrics_for(task),
+                          preprocess_logits_for_metrics=logits_for_metrics(task))
+        metrics = language_model_metrics(task, trainer.evaluate(data[split], metric_key_prefix=split), data[split],
+                                         split)
     if "bits_per_byte" in task.metrics:
         from .data.wiki_bytes import bits_per_byte
 
@@ -677,7 +807,8 @@ def run(args) -> int:
               learning_rate=args.learning_rate, dropout=new_model["dropout"], seed=args.seed, init_from=args.init_from,
               overwrite=args.overwrite, resume=args.resume, max_train_samples=args.max_train_samples,
               max_eval_samples=args.max_eval_samples, overrides=_parse_overrides(args.set), device=args.device,
-              bf16=args.bf16, push_to_hub=args.push_to_hub)
+              bf16=args.bf16, push_to_hub=args.push_to_hub, corpora=getattr(args, "corpora", None),
+              tokenizer=getattr(args, "tokenizer", None))
     except TrainError as err:
         print(f"hf-longctx train: {err}", file=sys.stderr)
         return 1
