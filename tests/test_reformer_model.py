@@ -292,10 +292,12 @@ def test_bf16_finite_with_all_padding_rows():
 
 def test_local_only_model_generates_the_same_tokens_cached_and_uncached():
     torch.manual_seed(0)
-    config = make_config(is_decoder=True, attn_layers=["local", "local"], local_attn_chunk_length=4)
+    # 100 new tokens: past the cache buffers' first capacity (64), so they drop old chunks and shift in place
+    config = make_config(is_decoder=True, attn_layers=["local", "local"], local_attn_chunk_length=4,
+                         axial_pos_shape=[16, 8], max_position_embeddings=128)
     model = LongctxReformerForCausalLM(config).eval()
     prompt = torch.randint(3, VOCAB, (2, 7), generator=torch.Generator().manual_seed(7))
-    kwargs = dict(max_new_tokens=20, do_sample=False, pad_token_id=PAD)
+    kwargs = dict(max_new_tokens=100, do_sample=False, pad_token_id=PAD)
     cached = model.generate(prompt, use_cache=True, **kwargs)
     uncached = model.generate(prompt, use_cache=False, **kwargs)
     assert torch.equal(cached, uncached)
@@ -314,7 +316,8 @@ def test_cached_generation_with_lsh_short_prompt_and_automatic_buckets_is_quiet(
 
 
 def test_lsh_cache_step_equals_the_dense_rule():
-    """One decode step through the model's LSH cache equals naive_lsh_decode_attention over the cached keys."""
+    """One decode step through the model's LSH cache (bucket index, in-place buffers) equals
+    naive_lsh_decode_attention over every cached key."""
     from hf_longctx.models.reformer.lsh_attention import naive_lsh_decode_attention
 
     torch.manual_seed(0)
@@ -322,7 +325,7 @@ def test_lsh_cache_step_equals_the_dense_rule():
     ids = torch.randint(3, VOCAB, (2, 19), generator=torch.Generator().manual_seed(9))
     with torch.no_grad():
         cache = model(input_ids=ids[:, :18], use_cache=True).cache
-        state = {k: v.clone() for k, v in cache.layers[0].items()}
+        before = cache.layers[0].view("k").clone()
         captured = {}
         original = modeling_reformer.lsh_decode_attention
 
@@ -335,9 +338,13 @@ def test_lsh_cache_step_equals_the_dense_rule():
             model(input_ids=ids[:, 18:], cache=cache, use_cache=True)
         finally:
             modeling_reformer.lsh_decode_attention = original
-    q, q_pos, q_buckets, keys, v, k_pos, k_buckets, k_real, chunk = captured["args"]
-    assert keys.shape[2] == 19 and torch.equal(keys[:, :, :18], state["k"])  # the cache held every earlier key
-    torch.testing.assert_close(captured["out"], naive_lsh_decode_attention(*captured["args"]), rtol=1e-12, atol=1e-12)
+    q, q_pos, q_buckets, q_ends, keys, v, k_real, slots, chunk = captured["args"]
+    state = cache.layers[0]
+    assert state.end == 19 and torch.equal(keys[:, :, :18], before)  # the cache held every earlier key
+    assert int(state.extra["counts"].sum()) == state.extra["counts"].shape[:3].numel() * 19  # all in the index
+    dense_args = (q, q_pos, q_buckets, keys[:, :, :19], v[:, :, :19], torch.arange(19), state.view("buckets"),
+                  k_real[:, :19], chunk)
+    torch.testing.assert_close(captured["out"], naive_lsh_decode_attention(*dense_args), rtol=1e-12, atol=1e-12)
 
 
 def test_config_errors_name_the_field_and_value():

@@ -150,3 +150,42 @@ def test_bad_arguments_raise_value_errors():
         local_chunked_attention(qk, qk, v, 4, attention_mask=torch.ones(B, 11))
     with pytest.raises(ValueError, match="chunk_length"):
         local_chunked_attention(qk, qk, v, 0)
+
+
+@pytest.mark.parametrize("rounds, steps", [(1, [20, 1, 1, 1]), (3, [17, 1, 4, 2, 1]), (2, [3, 1, 9, 30, 1])])
+def test_lsh_decode_over_a_bucket_index_matches_dense(rounds, steps):
+    """The cached-decoding rule read from a growing bucket index (several rounds, several new tokens per step,
+    padded keys, full buckets whose older keys drop out of reach, an index that has to grow) equals its dense
+    twin over all keys so far, for every real query."""
+    from hf_longctx.models.reformer.lsh_attention import (
+        bucket_index_insert, lsh_decode_attention, naive_lsh_decode_attention, unit_keys,
+    )
+
+    g = torch.Generator().manual_seed(11)
+    B, H, D, NB, chunk = 2, 2, 4, 3, 4
+    S = sum(steps)
+    qk = torch.randn(B, H, S, D, generator=g, dtype=torch.float64)
+    v = torch.randn(B, H, S, D, generator=g, dtype=torch.float64)
+    buckets = torch.randint(0, NB, (B, H, rounds, S), generator=g)
+    real = torch.rand(B, S, generator=g) > 0.2
+    keys = unit_keys(qk)
+    slots = torch.full((B, H, rounds, NB + 1, 1), -1, dtype=torch.long)
+    counts = torch.zeros(B, H, rounds, NB + 1, dtype=torch.long)
+    start, compared = 0, 0
+    for n in steps:
+        pos = torch.arange(start, start + n)
+        slots, ends = bucket_index_insert(slots, counts, buckets[..., pos], pos, real[:, pos])
+        if start:
+            out = lsh_decode_attention(qk[:, :, pos], pos, buckets[..., pos], ends, keys, v, real, slots, chunk)
+            ref = naive_lsh_decode_attention(qk[:, :, pos], pos, buckets[..., pos], keys[:, :, : start + n],
+                                             v[:, :, : start + n], torch.arange(start + n), buckets[..., : start + n],
+                                             real[:, : start + n], chunk)
+            rows = real[:, pos][:, None, :, None].expand_as(out)
+            torch.testing.assert_close(out[rows], ref[rows], rtol=1e-12, atol=1e-12)
+            compared += int(rows.sum())
+        start += n
+    assert compared > 0
+    in_buckets = torch.where(real[:, None, None, :], buckets, torch.full_like(buckets, NB))
+    assert torch.equal(counts, torch.nn.functional.one_hot(in_buckets, NB + 1).sum(dim=3))
+    held = [slots[0, 1, 0, b, : counts[0, 1, 0, b]].tolist() for b in range(NB + 1)]
+    assert held == [[t for t in range(S) if int(in_buckets[0, 1, 0, t]) == b] for b in range(NB + 1)]

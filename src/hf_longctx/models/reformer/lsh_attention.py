@@ -472,67 +472,146 @@ def naive_lsh_attention(
     return out * real[:, None, :, None]
 
 
+def bucket_index_insert(
+    slots: torch.Tensor, counts: torch.Tensor, buckets: torch.Tensor, positions: torch.Tensor, real: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Append tokens to a bucket index (the LSH generation cache's structure).
+
+    Args:
+        slots: ``(B, H, R, NB + 1, cap)`` long, the positions held by each bucket of each round in position order
+            (the last bucket holds padding, which no query reads); entries at or past ``counts`` are unused.
+        counts: ``(B, H, R, NB + 1)`` long, how many positions each bucket holds; updated in place.
+        buckets: ``(B, H, R, Tn)`` buckets of the new tokens; ``positions`` ``(Tn,)`` their positions, after every
+            held one; ``real`` ``(B, Tn)``.
+
+    Returns ``(slots, ends)``: ``slots`` maybe regrown (a bucket that would overflow doubles ``cap`` for all, one
+    copy: amortised O(1) per token), and ``ends`` ``(B, H, R, Tn)``, how many real tokens of each new token's
+    bucket come before it (for a padding token: those held before this call). An insert costs ``O(Tn log Tn)``,
+    independent of how many tokens the index holds.
+    """
+    B, H, R, NB1, cap = slots.shape
+    Tn = buckets.shape[-1]
+    into = torch.where(real[:, None, None, :], buckets, torch.full_like(buckets, NB1 - 1))
+    if Tn == 1:
+        rank = torch.zeros_like(into)
+    else:  # each new token's rank among the new tokens of its bucket (a stable sort, then place - group start)
+        sorted_b, order = into.sort(dim=-1, stable=True)
+        idx = torch.arange(Tn, device=into.device).expand_as(sorted_b)
+        starts = torch.ones_like(sorted_b, dtype=torch.bool)
+        starts[..., 1:] = sorted_b[..., 1:] != sorted_b[..., :-1]
+        first = torch.where(starts, idx, torch.zeros_like(idx)).cummax(dim=-1).values
+        rank = torch.empty_like(into).scatter_(-1, order, idx - first)
+    slot = counts.gather(-1, into) + rank  # (B, H, R, Tn)
+    ends = torch.where(real[:, None, None, :], slot, counts.gather(-1, buckets))
+    need = int(slot.max()) + 1 if slot.numel() else 0
+    if need > cap:
+        new_cap = max(2 * cap, 1 << (need - 1).bit_length())
+        grown = slots.new_full((B, H, R, NB1, new_cap), -1)
+        grown[..., :cap] = slots
+        slots, cap = grown, new_cap
+    slots.view(B, H, R, NB1 * cap).scatter_(-1, into * cap + slot, positions.expand(B, H, R, Tn))
+    counts.scatter_add_(-1, into, torch.ones_like(into))
+    return slots, ends
+
+
 def lsh_decode_attention(
     q: torch.Tensor,
     q_pos: torch.Tensor,
     q_buckets: torch.Tensor,
+    q_ends: torch.Tensor,
     keys: torch.Tensor,
     v: torch.Tensor,
-    k_pos: torch.Tensor,
-    k_buckets: torch.Tensor,
     k_real: torch.Tensor,
+    slots: torch.Tensor,
     chunk_length: int,
 ) -> torch.Tensor:
     """Causal LSH attention of new tokens over a generation cache (the cached-decoding rule).
 
     Args:
-        q: ``(B, H, Tq, D)`` shared-QK vectors of the new tokens (unscaled); ``q_pos`` ``(Tq,)`` their positions;
-            ``q_buckets`` ``(B, H, R, Tq)`` their buckets.
-        keys, v: ``(B, H, S, D)`` :func:`unit_keys` and values of every cached token and the new ones;
-            ``k_pos`` ``(S,)``, ``k_buckets`` ``(B, H, R, S)``, ``k_real`` ``(B, S)``.
+        q: ``(B, H, Tq, D)`` shared-QK vectors of the new tokens (unscaled); ``q_pos`` ``(Tq,)`` their positions,
+            consecutive; ``q_buckets`` ``(B, H, R, Tq)`` their buckets; ``q_ends`` ``(B, H, R, Tq)`` how many real
+            tokens of their bucket come before them (:func:`bucket_index_insert` returns it).
+        keys, v: ``(B, H, S, D)`` :func:`unit_keys` and values by position (row ``s`` is position ``s``; the new
+            tokens included, rows past them unused); ``k_real`` ``(B, S)``.
+        slots: the bucket index of every cached and new token (:func:`bucket_index_insert`).
 
-    The rule: a new token at position ``t`` attends to the real earlier keys that share its bucket in at least one
-    round, plus every real earlier key of its own position chunk and the chunk before it
-    (``position >= (t // chunk_length - 1) * chunk_length``); its own key scores ``-1e5`` as in
-    :func:`lsh_attention`; one softmax over that set (each key once). Re-sorting the whole prefix at every step
-    would change earlier neighbourhoods (transformers' cached and uncached tokens differ for the same reason), so
-    this rule is not the uncached chunked attention; it keeps what LSH is for (similar keys, wherever they are) and
-    costs ``O(S)`` per new token. Returns ``(B, H, Tq, D)``.
+    The rule: a new token at position ``t`` attends to every real earlier key of its own position chunk and the
+    chunk before it (``position >= (t // chunk_length - 1) * chunk_length``), plus, in each round, the
+    ``chunk_length`` latest real earlier keys that share its bucket; its own key scores ``-1e5`` as in
+    :func:`lsh_attention`; one softmax over that set (each key once). The bucket part is the reach of the uncached
+    op: there a causal query sees its sorted chunk and the one before, i.e. at most ``2 * chunk_length - 1``
+    earlier keys of its bucket, the latest ones. Re-sorting the whole prefix at every step would change earlier
+    neighbourhoods (transformers' cached and uncached tokens differ for the same reason), so this is not the
+    uncached chunked attention; it keeps what LSH is for (similar keys, wherever they are).
+
+    Cost per new token: ``R * chunk_length`` index entries and a slice of at most two chunks, whatever the length
+    of the cache and however full its buckets. Returns ``(B, H, Tq, D)``. :func:`naive_lsh_decode_attention` is
+    its twin.
     """
+    B, H, Tq, D = q.shape
+    R, NB1, cap = slots.shape[2:]
+    c = chunk_length
     sdt = _score_dtype(q)
-    match = (q_buckets[..., :, None] == k_buckets[..., None, :]).any(dim=2)  # (B, H, Tq, S)
-    near = k_pos[None, :] >= (q_pos[:, None] // chunk_length - 1) * chunk_length  # (Tq, S)
-    earlier = k_pos[None, :] < q_pos[:, None]
-    visible = (match | near) & earlier & k_real[:, None, None, :]
-    scores = (q @ keys.transpose(-1, -2)).to(sdt)  # (B, H, Tq, S)
-    scores = torch.where(visible, scores, torch.tensor(_FORBIDDEN, dtype=sdt, device=q.device))
-    is_self = k_pos[None, :] == q_pos[:, None]
-    scores = torch.where(is_self, torch.tensor(_SELF, dtype=sdt, device=q.device), scores)
-    return torch.softmax(scores, dim=-1).to(v.dtype) @ v
+    forbidden = torch.tensor(_FORBIDDEN, dtype=sdt, device=q.device)
+    t0, t1 = int(q_pos[0]), int(q_pos[-1])
+    near_lo = max(0, (t0 // c - 1) * c)
+    near_start = (q_pos // c - 1) * c  # (Tq,) each query's first near position
+
+    # Near part: one contiguous slice of positions [near_lo, t1], masked per query (causal, own chunks, real).
+    k_near, v_near = keys[:, :, near_lo : t1 + 1], v[:, :, near_lo : t1 + 1]
+    pos_near = torch.arange(near_lo, t1 + 1, device=q.device)
+    ok_near = (pos_near[None, :] >= near_start[:, None]) & (pos_near[None, :] < q_pos[:, None])  # (Tq, L)
+    ok_near = ok_near[None, None] & k_real[:, None, None, near_lo : t1 + 1]
+    is_self = pos_near[None, :] == q_pos[:, None]
+    s_near = (q @ k_near.transpose(-1, -2)).to(sdt)  # (B, H, Tq, L)
+    s_near = torch.where(ok_near, s_near, forbidden)
+    s_near = torch.where(is_self, torch.tensor(_SELF, dtype=sdt, device=q.device), s_near)
+
+    # Bucket part: per round the last c entries before the query in its bucket's list, earlier than its near
+    # chunks (those are in the slice already), each key once.
+    take = q_ends[..., None] - c + torch.arange(c, device=q.device)  # (B, H, R, Tq, c) places in the list
+    flat_idx = q_buckets[..., None] * cap + take.clamp(min=0)
+    far_pos = slots.view(B, H, R, NB1 * cap).gather(3, flat_idx.view(B, H, R, Tq * c)).view(B, H, R, Tq, c)
+    far = (take >= 0) & (far_pos < near_start[:, None])
+    far_pos = torch.where(far, far_pos, torch.full_like(far_pos, -1)).permute(0, 1, 3, 2, 4).reshape(B, H, Tq, R * c)
+    if R > 1:  # a key sharing buckets in several rounds counts once: sort, drop repeats
+        far_pos = far_pos.sort(dim=-1).values
+        repeat = torch.zeros_like(far_pos, dtype=torch.bool)
+        repeat[..., 1:] = far_pos[..., 1:] == far_pos[..., :-1]
+        far_pos = far_pos.masked_fill(repeat, -1)
+    ok_far = far_pos >= 0
+    index = far_pos.clamp(min=0).reshape(B, H, Tq * R * c, 1).expand(-1, -1, -1, D)
+    k_far = keys.gather(2, index).view(B, H, Tq, R * c, D)
+    v_far = v.gather(2, index).view(B, H, Tq, R * c, D)
+    s_far = (q[..., None, :] @ k_far.transpose(-1, -2)).squeeze(-2).to(sdt)  # (B, H, Tq, R*c)
+    s_far = torch.where(ok_far, s_far, forbidden)
+
+    probs = torch.softmax(torch.cat([s_near, s_far], dim=-1), dim=-1).to(v.dtype)
+    L = s_near.shape[-1]
+    out = probs[..., :L] @ v_near
+    return out + (probs[..., None, L:] @ v_far).squeeze(-2)
 
 
 def naive_lsh_decode_attention(q, q_pos, q_buckets, keys, v, k_pos, k_buckets, k_real, chunk_length):
-    """Dense twin of :func:`lsh_decode_attention`, one query and one key at a time (tests only)."""
+    """Dense twin of :func:`lsh_decode_attention`, one query and one key at a time (tests only; rows of padding
+    queries are not defined by the rule)."""
     B, H, Tq, D = q.shape
+    R = q_buckets.shape[2]
     out = torch.zeros_like(q)
     for b in range(B):
         for h in range(H):
             for i in range(Tq):
                 t = int(q_pos[i])
-                chosen, scores = [], []
-                for j in range(keys.shape[2]):
-                    s = int(k_pos[j])
-                    if s == t:
-                        chosen.append(j)
-                        scores.append(q.new_tensor(_SELF))
-                        continue
-                    shares = any(int(q_buckets[b, h, r, i]) == int(k_buckets[b, h, r, j]) for r in range(q_buckets.shape[2]))
-                    in_chunks = s >= (t // chunk_length - 1) * chunk_length
-                    if s < t and bool(k_real[b, j]) and (shares or in_chunks):
-                        chosen.append(j)
-                        scores.append(q[b, h, i] @ keys[b, h, j])
-                p = torch.softmax(torch.stack(scores), dim=0)
-                out[b, h, i] = p @ v[b, h, chosen]
+                earlier = [j for j in range(keys.shape[2]) if int(k_pos[j]) < t and bool(k_real[b, j])]
+                chosen = {j for j in earlier if int(k_pos[j]) >= (t // chunk_length - 1) * chunk_length}
+                for r in range(R):
+                    same = [j for j in earlier if int(k_buckets[b, h, r, j]) == int(q_buckets[b, h, r, i])]
+                    chosen |= set(sorted(same, key=lambda j: int(k_pos[j]))[-chunk_length:])
+                chosen = sorted(chosen)
+                scores = [q[b, h, i] @ keys[b, h, j] for j in chosen]
+                self_j = [j for j in range(keys.shape[2]) if int(k_pos[j]) == t]
+                p = torch.softmax(torch.stack(scores + [q.new_tensor(_SELF)] * len(self_j)), dim=0)
+                out[b, h, i] = p @ v[b, h, chosen + self_j]
     return out
 
 
@@ -649,6 +728,7 @@ __all__ = [
     "naive_local_attention",
     "naive_lsh_attention",
     "random_rotations",
+    "bucket_index_insert",
     "dropout_keep_mask",
     "seeded_dropout",
     "unit_keys",
