@@ -165,9 +165,14 @@ def mask_tokens(input_ids: torch.Tensor, *, mask_token_id: int, maskable: torch.
 @dataclass
 class MaskedLMCollator:
     """:class:`LongContextCollator`, then :func:`mask_tokens` on every batch that has no ``labels`` yet (training:
-    a new draw each time a piece is seen, RoBERTa's dynamic masking); a batch that brings its ``labels`` (evaluation,
-    masked once with a fixed seed so every run is scored on the same masks) is only padded. Padding, special tokens
-    and ``global_attention_mask`` are padded as :class:`LongContextCollator` does; special tokens are never masked.
+    RoBERTa's dynamic masking, new masks every epoch); a batch that brings its ``labels`` (evaluation, masked once
+    with a fixed seed so every run is scored on the same masks) is only padded. ``global_attention_mask`` is padded
+    as :class:`LongContextCollator` does; padding and special tokens are never masked.
+
+    Each piece's masks are drawn from a generator seeded by ``seed``, ``epoch`` and the piece's ids, not from torch's
+    global generator: Trainer collates the first batch after ``--resume`` before it restores its random state
+    (transformers' ``trainer.py``, ``rng_to_sync``), so global draws would give that batch other masks than the
+    uninterrupted run did. Set ``epoch`` at the start of each epoch (``hf_longctx.train`` does, with a callback).
     """
 
     pad_token_id: int
@@ -176,6 +181,8 @@ class MaskedLMCollator:
     vocab_size: int
     mlm_probability: float = 0.15
     pad_to_multiple_of: int | None = None
+    seed: int = 0
+    epoch: int = 0
 
     def __post_init__(self):
         if not 0.0 < self.mlm_probability < 1.0:
@@ -186,14 +193,24 @@ class MaskedLMCollator:
         ids = torch.arange(self.vocab_size)
         self._replaceable = ids[~torch.isin(ids, special)]
 
+    def _generator(self, ids: torch.Tensor) -> torch.Generator:
+        import hashlib
+
+        digest = hashlib.sha256(f"{self.seed}/{self.epoch}/".encode() + ids.numpy().tobytes()).digest()
+        return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
     def __call__(self, examples):
         batch = self._pad(examples)
         if "labels" in batch:
             return batch
-        maskable = batch["attention_mask"].bool() & ~torch.isin(batch["input_ids"], self._special)
-        batch["input_ids"], batch["labels"] = mask_tokens(
-            batch["input_ids"], mask_token_id=self.mask_token_id, maskable=maskable, vocab_size=self.vocab_size,
-            replaceable=self._replaceable, mlm_probability=self.mlm_probability)
+        batch["labels"] = torch.full_like(batch["input_ids"], -100)
+        for i, n in enumerate(batch["attention_mask"].sum(-1).tolist()):  # right padding: the piece is [:n]
+            piece = batch["input_ids"][i, :n]
+            # Masked alone, so that its masks do not depend on how long the rest of the batch is.
+            batch["input_ids"][i, :n], batch["labels"][i, :n] = mask_tokens(
+                piece, mask_token_id=self.mask_token_id, maskable=~torch.isin(piece, self._special),
+                vocab_size=self.vocab_size, replaceable=self._replaceable, mlm_probability=self.mlm_probability,
+                generator=self._generator(piece))
         return batch
 
 

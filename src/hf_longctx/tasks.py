@@ -222,8 +222,16 @@ def pretraining_task(name: str, *, data_dir=None, corpora=None, tokenizer: str |
         names = list(dict.fromkeys(corpora or raw_text.CORPORA))
         source = (f"the training splits of the shipped corpora {', '.join(names)} ({len(documents['train'])} "
                   "documents; no validation or test text of any shipped task)")
-    if tokenizer is not None and not isinstance(tokenizer, str):
-        raise ValueError(f"--tokenizer takes a name or a folder, got {tokenizer!r}")
+    if tokenizer is not None:  # checked here, before the run: building it may take a while
+        from pathlib import Path
+
+        if not isinstance(tokenizer, str) or (tokenizer not in PRETRAINING_TOKENIZERS
+                                              and not (Path(tokenizer) / "tokenizer_config.json").is_file()):
+            raise ValueError(f"--tokenizer {tokenizer}: neither one of {', '.join(PRETRAINING_TOKENIZERS)} nor a "
+                             "folder with a saved tokenizer (tokenizer_config.json)")
+        if name == "mlm" and tokenizer == "bytes":
+            raise ValueError("masked language modelling needs a tokenizer with a mask token; --tokenizer bytes has "
+                             "none (leave --tokenizer out, or name a BPE)")
 
     def load(tok, max_length: int, seed: int, limits: dict | None = None):
         return _pretraining_splits(name, documents, tok, max_length, seed, limits or {}), None

@@ -433,7 +433,7 @@ def result_rows(task, test_metrics: dict, dataset_name: str, data) -> list[dict]
     skip = ("test_runtime", "test_samples_per_second", "test_steps_per_second")
     results = [{**row, "metric": key[len("test_"):], "value": round(float(value), 4)}
                for key, value in test_metrics.items() if key.startswith("test_") and key not in skip]
-    if "bits_per_byte" in task.metrics and "test_loss" in test_metrics:
+    if "bits_per_byte" in task.metrics and "test_loss" in test_metrics and "test_bits_per_byte" not in test_metrics:
         from .data.wiki_bytes import bits_per_byte
 
         results.append({**row, "metric": "bits_per_byte", "value": round(bits_per_byte(test_metrics["test_loss"]), 4)})
@@ -443,7 +443,14 @@ def result_rows(task, test_metrics: dict, dataset_name: str, data) -> list[dict]
     return results
 
 
-def collator_for(task, tokenizer):
+def label_arguments(task) -> dict:
+    """``label_names`` for a language model: Trainer takes every forward argument with "label" in its name as a
+    label, so the Transformer-XL's optional ``shift_labels`` made it wait for one that never comes and evaluate
+    without a loss (no eval_loss, no perplexity)."""
+    return {"label_names": ["labels"]} if task.head in ("AutoModelForCausalLM", "AutoModelForMaskedLM") else {}
+
+
+def collator_for(task, tokenizer, seed: int = 0):
     """The batching of ``task``: masking for masked LM (:class:`~hf_longctx.collator.MaskedLMCollator`), padding
     alone otherwise."""
     from .collator import LongContextCollator, MaskedLMCollator
@@ -452,8 +459,23 @@ def collator_for(task, tokenizer):
     if task.head == "AutoModelForMaskedLM":
         return MaskedLMCollator(pad_token_id=tokenizer.pad_token_id, mask_token_id=tokenizer.mask_token_id,
                                 special_ids=tuple(tokenizer.all_special_ids), vocab_size=len(tokenizer),
-                                mlm_probability=MLM_PROBABILITY)
+                                mlm_probability=MLM_PROBABILITY, seed=seed)
     return LongContextCollator(pad_token_id=tokenizer.pad_token_id)
+
+
+def _epoch_callbacks(collator) -> list:
+    """New masks every epoch: tell a masking collator which epoch starts (from the state, so a resumed run agrees)."""
+    if not hasattr(collator, "epoch"):
+        return []
+    import math
+
+    from transformers import TrainerCallback
+
+    class MaskEpoch(TrainerCallback):
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            collator.epoch = math.floor((state.epoch or 0) + 1e-6)  # 0.5 when resumed half-way through epoch 0
+
+    return [MaskEpoch()]
 
 
 def _shipped_corpora() -> list[str]:
@@ -537,7 +559,7 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
         "eval_strategy": "epoch", "save_strategy": "epoch", "save_total_limit": 1, "logging_steps": 10,
         "report_to": "none", "seed": seed, **device_arguments(device, bf16),
         # Every parameter of our models takes part in every step (issue 11), so DDP needs no extra graph pass.
-        "ddp_find_unused_parameters": False,
+        "ddp_find_unused_parameters": False, **label_arguments(task),
     }, overrides)
     # Under torchrun / accelerate launch, TrainingArguments has joined the process group: only the main process
     # writes the run folder, the model and the export, and logs; the others wait for it where it writes.
@@ -607,9 +629,10 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
         else:
             model = auto_class.from_config(config)
         check_tokenizer_fits(tokenizer, model.config)
+        collator = collator_for(task, tokenizer, seed)
         trainer = Trainer(
             model=model, args=args, train_dataset=data["train"], eval_dataset=data["validation"],
-            data_collator=collator_for(task, tokenizer), processing_class=tokenizer,
+            data_collator=collator, processing_class=tokenizer, callbacks=_epoch_callbacks(collator),
             compute_metrics=compute_metrics_for(task), preprocess_logits_for_metrics=logits_for_metrics(task),
         )
     except BaseException:
@@ -754,7 +777,7 @@ def evaluate_model(model_dir, task_name: str | None, *, data_dir=None, split: st
         raise TrainError(f"cannot load the model in {model_dir}: {load_error(err)}") from None
     with tempfile.TemporaryDirectory() as tmp:
         args = training_arguments({"output_dir": tmp, "per_device_eval_batch_size": batch_size, "report_to": "none",
-                                   **device_args}, {})
+                                   **device_args, **label_arguments(task)}, {})
         trainer = Trainer(model=model, args=args, data_collator=collator_for(task, tokenizer),
                           compute_metrics=compute_metrics_for(task),
                           preprocess_logits_for_metrics=logits_for_metrics(task))
