@@ -226,10 +226,25 @@ def test_cached_generation_equals_the_uncached_loop(overrides):
     torch.testing.assert_close(seq, ref, rtol=0, atol=0)
     cache = out.cache
     assert cache.memory_length() == 8 and cache.layers[0].keys_values()[0].shape == (2, 4, 8, 8)  # bounded by mem_len
-    with torch.no_grad():  # 40 more steps: the cache stays at mem_len positions
+    ring = cache.layers[0].k
+    with torch.no_grad():  # 40 more steps: the cache stays at mem_len positions, in the same ring (no new buffer)
         for _ in range(40):
             out = model(out.logits[:, -1:].argmax(-1), cache=cache, use_cache=True)
     assert cache.memory_length() == 8 and cache.seen == 53
+    assert cache.layers[0].k is ring and ring.shape == (2, 4, 9, 8)
+
+
+def test_decoding_from_the_first_token_uses_the_ring():
+    """A one-token prompt decodes through the fixed ring from the first step (empty slots masked) and gives the
+    uncached loop's tokens; the ring has mem_len + 1 slots from the start."""
+    model = _model(seed=4, init_std=0.5, same_length=True)
+    prompt = torch.randint(2, VOCAB, (2, 1), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        ref = _greedy_uncached(model, prompt, 20)
+        seq = model.generate(prompt, max_new_tokens=20, do_sample=False, eos_token_id=None, pad_token_id=PAD)
+        cache = model(prompt, use_cache=True).cache
+    torch.testing.assert_close(seq, ref, rtol=0, atol=0)
+    assert cache.layers[0].k.shape == (2, 4, 9, 8) and cache.memory_length() == 1
 
 
 def test_beam_search_reorders_the_cache():

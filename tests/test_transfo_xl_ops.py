@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from hf_longctx.models.transfo_xl.relative_attention import (
+    gathered_relative_attention,
     naive_relative_attention,
     rel_shift,
     relative_attention,
@@ -60,6 +61,34 @@ def test_relative_attention_matches_dense(T, M, window, padded):
     g_ref = torch.autograd.grad(ref, [x[n] for n in names], cot)
     for n, a, b in zip(names, g_out, g_ref):
         assert b.abs().max() > 0, f"grad {n} of the reference is zero: the case does not exercise it"
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=lambda m, n=n: f"grad {n}: {m}")
+
+
+@pytest.mark.parametrize("M,pos,window,padded", [(6, 3, None, False), (6, 17, None, True), (6, 17, 4, True), (0, 5, None, False)])
+def test_gathered_attention_over_a_ring_matches_dense(M, pos, window, padded):
+    """A decoding step over a ring of M + 1 slots (position p in slot p % (M + 1), keys out of time order, slots
+    never written masked) equals the dense reference on the same keys in time order: forward and every gradient."""
+    S = M + 1
+    x = _inputs(1, M, seed=3)  # keys in time order: positions pos - M ... pos
+    first = pos - M
+    time_of_slot = torch.tensor([(s - first) % S for s in range(S)])  # index into the time-ordered keys
+    key_mask = torch.ones(B, S, dtype=torch.bool)
+    key_mask[:, : max(0, M - pos)] = False  # positions before 0 were never written
+    if padded:
+        key_mask[1, 1] = False
+    distance = M - time_of_slot  # pos - position of slot s
+    allowed = key_mask[:, time_of_slot] & ((distance < window) if window is not None else True)
+    out = gathered_relative_attention(
+        x["q"], x["k"][:, :, time_of_slot], x["v"][:, :, time_of_slot], x["r"], x["r_w_bias"], x["r_r_bias"],
+        rows=(S - 1 - distance)[None], allowed=allowed[:, None, None, :],
+    )
+    ref = naive_relative_attention(**x, key_mask=key_mask, window=window)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    cot = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)
+    names = list(x)
+    g_out = torch.autograd.grad(out, [x[n] for n in names], cot)
+    g_ref = torch.autograd.grad(ref, [x[n] for n in names], cot)
+    for n, a, b in zip(names, g_out, g_ref):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=lambda m, n=n: f"grad {n}: {m}")
 
 

@@ -34,7 +34,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_transfo_xl import LongctxTransfoXLConfig
 from .longctx_common import check_class_labels, check_mask, check_token_inputs
-from .relative_attention import relative_attention, sinusoid_positions
+from .relative_attention import gathered_relative_attention, relative_attention, sinusoid_positions
 
 # --------------------------------------------------------------------------------------------------------------------
 # Modules, built from explicit arguments
@@ -149,8 +149,9 @@ class RelativeSelfAttention(nn.Module):
     """Projections + :func:`relative_attention`, residual and LayerNorm (the paper's ``RelPartialLearnable``).
 
     Keys and values cover the layer's memory followed by the segment. The memory arrives either as hidden states
-    ``(B, M, d_model)`` (projected here, so the projections get gradients through it, as in training) or as
-    already projected keys/values ``(B, H, M, D)`` (the generation cache).
+    ``(B, M, d_model)`` (projected here, so the projections get gradients through it, as in training) or as the
+    generation cache's keys/values (``mem_kv``, a :class:`TransfoXLLayerKV`), which ``ring`` (a :class:`RingStep`)
+    turns into a fixed-size decoding step.
     """
 
     def __init__(self, d_model, n_head, d_head, dropout, dropatt, pre_lnorm, eps, own_biases: bool):
@@ -173,29 +174,36 @@ class RelativeSelfAttention(nn.Module):
         """``(K, d_model)`` sinusoids -> ``(H, K, D)``."""
         return self.r_net(pos_emb).view(-1, self.n_head, self.d_head).transpose(0, 1)
 
-    def forward(self, x, r, key_mask, window, r_w_bias, r_r_bias, mem=None, mem_kv=None):
+    def forward(self, x, r, key_mask, window, r_w_bias, r_r_bias, mem=None, mem_kv=None, ring=None):
         """``x`` ``(B, T, d_model)``; ``r`` ``(H, K, D)``; returns the output and the keys/values ``(B, H, K, D)``."""
         B, T, _ = x.shape
         hd = self.n_head * self.d_head
+        inp = self.norm(x) if self.pre_lnorm else x
+        q, k, v = (self._heads(t) for t in self.qkv(inp).split(hd, dim=-1))  # (B, H, T, D) each
         if mem is not None and mem.shape[1]:
-            full = torch.cat([mem, x], dim=1)  # (B, K, d_model)
-            full = self.norm(full) if self.pre_lnorm else full  # pre-LN normalises memory and segment (4.49 M 296)
-            # Queries of the segment only, keys and values of memory + segment in one GEMM each (4.49 projects
-            # queries of the memory too and throws them away).
-            q = self._heads(F.linear(full[:, -T:], self.qkv.weight[:hd]))  # (B, H, T, D)
-            k, v = (self._heads(t) for t in F.linear(full, self.qkv.weight[hd:]).split(hd, dim=-1))  # (B, H, K, D)
-        else:
-            inp = self.norm(x) if self.pre_lnorm else x
-            q, k, v = (self._heads(t) for t in self.qkv(inp).split(hd, dim=-1))  # (B, H, T, D) each
-            if mem_kv is not None:  # a TransfoXLLayerKV: appends this segment's k, v, returns memory + segment
-                k, v = mem_kv.extend(k, v)
+            # The memory's keys/values by their own GEMM: it is detached, so autograd computes no input gradient
+            # for its rows (one GEMM over memory + segment would, and throw it away), and no queries are computed
+            # for it (4.49 projects them and throws them away). Pre-LN normalises memory and segment (4.49 M 296).
+            m = self.norm(mem) if self.pre_lnorm else mem
+            k_mem, v_mem = (self._heads(t) for t in F.linear(m, self.qkv.weight[hd:]).split(hd, dim=-1))
+            # Written head-major: the attention's batched GEMMs need (B*H, K, D) rows, a copy the cat replaces.
+            k, v = torch.cat([k_mem, k], dim=2), torch.cat([v_mem, v], dim=2)  # (B, H, K, D)
+        elif ring is not None:  # one decoding step over the cache's fixed ring of mem_len + 1 slots
+            k, v = mem_kv.write_slot(k, v, ring.slot)  # the whole ring (B, H, mem_len + 1, D)
+            attn = gathered_relative_attention(q, k, v, r, r_w_bias, r_r_bias, rows=ring.rows, allowed=ring.allowed)
+            return self._finish(x, attn), k, v
+        elif mem_kv is not None:  # memory from the cache, in time order, then this segment; the cache keeps it
+            k, v = mem_kv.extend(k, v)
         attn = relative_attention(
             q, k, v, r, r_w_bias, r_r_bias, key_mask=key_mask, window=window,
             dropout_p=self.dropatt if self.training else 0.0,
         )
-        attn = self.drop(self.out(attn.transpose(1, 2).reshape(B, T, hd)))
-        out = x + attn if self.pre_lnorm else self.norm(x + attn)
-        return out, k, v
+        return self._finish(x, attn), k, v
+
+    def _finish(self, x, attn):
+        B, T, _ = x.shape
+        attn = self.drop(self.out(attn.transpose(1, 2).reshape(B, T, self.n_head * self.d_head)))
+        return x + attn if self.pre_lnorm else self.norm(x + attn)
 
 
 class PositionwiseFF(nn.Module):
@@ -221,8 +229,8 @@ class TransfoXLLayer(GradientCheckpointingLayer):
         self.attn = RelativeSelfAttention(d_model, n_head, d_head, dropout, dropatt, pre_lnorm, eps, own_biases)
         self.ff = PositionwiseFF(d_model, d_inner, dropout, pre_lnorm, eps)
 
-    def forward(self, x, r, key_mask, window, r_w_bias, r_r_bias, mem=None, mem_kv=None):
-        out, k, v = self.attn(x, r, key_mask, window, r_w_bias, r_r_bias, mem, mem_kv)
+    def forward(self, x, r, key_mask, window, r_w_bias, r_r_bias, mem=None, mem_kv=None, ring=None):
+        out, k, v = self.attn(x, r, key_mask, window, r_w_bias, r_r_bias, mem, mem_kv, ring)
         return self.ff(out), k, v
 
 
@@ -232,76 +240,95 @@ class TransfoXLLayer(GradientCheckpointingLayer):
 
 
 class TransfoXLLayerKV:
-    """One layer's cached keys and values ``(B, H, M, D)``, ``M <= mem_len``, in a buffer with room to append.
+    """One layer's cached keys and values in a ring of ``slots = mem_len + 1`` positions, ``(B, H, slots, D)``.
 
-    New positions are written after the kept ones instead of concatenated (a copy of the whole memory per step);
-    every ``mem_len`` or so steps the kept positions move to the front of a fresh buffer. Amortised, a step copies
-    only its own keys and values.
+    Position ``p`` lives in slot ``p % slots``; writing a position overwrites the one ``slots`` earlier, so the ring
+    always holds the last ``mem_len`` positions plus the one being processed, and nothing is ever concatenated or
+    moved: a decoding step writes one slot and attends to the whole ring (static shapes, the same work at every
+    step, from the first token on). Which slots are real and their distances live in :class:`TransfoXLMemoryCache`.
     """
 
-    def __init__(self, mem_len: int):
-        self.mem_len = mem_len
-        self.k = self.v = None  # (B, H, capacity, D) buffers
-        self.start = self.end = 0  # the kept positions are [start, end)
+    def __init__(self, cache: "TransfoXLMemoryCache"):
+        self.cache = cache
+        self.k = self.v = None  # (B, H, slots, D)
 
-    def __len__(self) -> int:
-        return self.end - self.start
+    def _ensure(self, like: torch.Tensor) -> None:
+        if self.k is None:
+            B, H, _, D = like.shape
+            self.k = like.new_zeros(B, H, self.cache.slots, D)
+            self.v = like.new_zeros(B, H, self.cache.slots, D)
 
     def keys_values(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.k[:, :, self.start:self.end], self.v[:, :, self.start:self.end]
+        """The memory in time order, ``(B, H, M, D)`` each (a copy)."""
+        idx = self.cache.memory_slots()
+        return self.k.index_select(2, idx), self.v.index_select(2, idx)
 
-    def set(self, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Keep the last ``mem_len`` positions of ``k``, ``v`` ``(B, H, K, D)``."""
-        keep = max(0, k.shape[2] - self.mem_len)
-        self.k, self.v = k[:, :, keep:].detach().clone(), v[:, :, keep:].detach().clone()
-        self.start, self.end = 0, self.k.shape[2]
+    def write(self, k: torch.Tensor, v: torch.Tensor, first: int) -> None:
+        """Store positions ``first ... first + T - 1`` (``k``, ``v`` ``(B, H, T, D)``); only the last ``slots`` of
+        them can be kept."""
+        self._ensure(k)
+        n = min(k.shape[2], self.cache.slots)
+        end = first + k.shape[2]
+        idx = torch.arange(end - n, end, device=k.device) % self.cache.slots
+        self.k.index_copy_(2, idx, k[:, :, -n:].detach())
+        self.v.index_copy_(2, idx, v[:, :, -n:].detach())
+
+    def write_slot(self, k: torch.Tensor, v: torch.Tensor, slot: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A decoding step: one position ``(B, H, 1, D)`` into ``slot``; returns the whole ring."""
+        self._ensure(k)
+        self.k[:, :, slot:slot + 1] = k
+        self.v[:, :, slot:slot + 1] = v
+        return self.k, self.v
 
     def extend(self, k_new: torch.Tensor, v_new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append ``(B, H, T, D)`` keys/values; return memory + new ``(B, H, M + T, D)`` and keep the last mem_len."""
-        T = k_new.shape[2]
-        if self.k is None or self.end + T > self.k.shape[2]:  # compact into a fresh buffer (views stay valid)
-            B, H, _, D = k_new.shape
-            capacity = 2 * self.mem_len + T
-            k_buf, v_buf = k_new.new_empty(B, H, capacity, D), v_new.new_empty(B, H, capacity, D)
-            n = len(self)
-            if n:
-                k_buf[:, :, :n], v_buf[:, :, :n] = self.keys_values()
-            self.k, self.v, self.start, self.end = k_buf, v_buf, 0, n
-        self.k[:, :, self.end:self.end + T] = k_new.detach()
-        self.v[:, :, self.end:self.end + T] = v_new.detach()
-        if k_new.requires_grad or v_new.requires_grad:  # training through a cache: gradients reach the new part
+        """A segment of ``T`` positions: returns memory (time order) + segment ``(B, H, M + T, D)`` and stores the
+        segment. The memory is read before the segment overwrites the slots it may share with it."""
+        if self.k is not None and self.cache.memory_length():
             k_mem, v_mem = self.keys_values()
             k_all, v_all = torch.cat([k_mem, k_new], dim=2), torch.cat([v_mem, v_new], dim=2)
         else:
-            k_all, v_all = self.k[:, :, self.start:self.end + T], self.v[:, :, self.start:self.end + T]
-        self.end += T
-        self.start = max(self.start, self.end - self.mem_len)
+            k_all, v_all = k_new, v_new
+        self.write(k_new, v_new, self.cache.pos)
         return k_all, v_all
 
     def reorder(self, beam_idx: torch.LongTensor) -> None:
         if self.k is not None:
-            k, v = self.keys_values()
-            self.k, self.v = k.index_select(0, beam_idx.to(k.device)), v.index_select(0, beam_idx.to(v.device))
-            self.start, self.end = 0, self.k.shape[2]
+            self.k = self.k.index_select(0, beam_idx.to(self.k.device))
+            self.v = self.v.index_select(0, beam_idx.to(self.v.device))
+
+
+@dataclass
+class RingStep:
+    """What every layer needs for one decoding step over the ring: the slot written, the row of ``r`` (distance)
+    of every slot ``(1, slots)``, and which slots may be attended ``(B, 1, 1, slots)``."""
+
+    slot: int
+    rows: torch.Tensor
+    allowed: torch.Tensor
 
 
 class TransfoXLMemoryCache:
-    """Projected keys/values ``(B, H, M, D)`` of the last ``mem_len`` positions per layer, plus which are real.
+    """Projected keys/values of the last ``mem_len`` positions per layer (:class:`TransfoXLLayerKV` rings), which of
+    them are real, and the projected position embeddings.
 
     Equivalent to hidden-state memories (keys are a linear function of them) but each position is projected once,
-    when it is processed, instead of at every later step; the size stays ``mem_len``, so once the cache is full a
-    decoding step costs the same at token 1,000 as at token 100,000. The projected position embeddings ``r`` of
-    the last step are kept too: once the cache is full every step needs the same distances. ``generate()`` passes
-    the object back through ``cache``; beam search calls :meth:`reorder_cache`.
+    when it is processed, instead of at every later step. A decoding step (one token, no gradient) writes one slot
+    of each ring and attends to all ``mem_len + 1`` slots, empty ones masked, with the distances of the slots read
+    from a table: its work is the same at token 1 as at token 100,000. Longer inputs (the prompt) read the memory
+    in time order and run the segment path. ``generate()`` passes the object back through ``cache``; beam search
+    calls :meth:`reorder_cache`.
     """
 
     is_compileable = False
 
     def __init__(self, n_layer: int, mem_len: int):
-        self.layers = [TransfoXLLayerKV(mem_len) for _ in range(n_layer)]
-        self.mask: torch.Tensor | None = None  # (B, M) bool, None while every position is real
-        self.seen = 0  # positions processed, padding included
+        self.mem_len, self.slots = mem_len, mem_len + 1
+        self.layers = [TransfoXLLayerKV(self) for _ in range(n_layer)]
+        self.valid: torch.Tensor | None = None  # (B, slots) bool: the slot holds a real (not padding) position
+        self.pos = 0  # positions written into the rings (memories given as hidden states included)
+        self.seen = 0  # positions processed through this cache, padding included
         self.r: dict[int, tuple[int, torch.Tensor]] = {}  # layer -> (K, projected r)
+        self._distances: torch.Tensor | None = None  # (slots, slots): distance of slot s when position p is in p % slots
 
     @property
     def is_linear(self) -> list[bool]:
@@ -311,22 +338,54 @@ class TransfoXLMemoryCache:
         return self.seen
 
     def memory_length(self) -> int:
-        return len(self.layers[0])
+        return min(self.pos, self.mem_len)
+
+    def memory_slots(self) -> torch.Tensor:
+        """The slots of the memory's positions in time order, ``(M,)``."""
+        device = self.valid.device if self.valid is not None else None
+        return torch.arange(self.pos - self.memory_length(), self.pos, device=device) % self.slots
+
+    def memory_mask(self) -> torch.Tensor | None:
+        """``(B, M)`` bool, True = real, in time order; ``None`` when every memory position is real."""
+        if self.valid is None or not self.memory_length():
+            return None
+        mask = self.valid.index_select(1, self.memory_slots())
+        return None if bool(mask.all()) else mask
+
+    def mark(self, real: torch.Tensor | None, first: int, T: int, B: int, device) -> None:
+        """Record which of positions ``first ... first + T - 1`` are real (``real`` ``(B, T)`` or None = all)."""
+        if self.valid is None:
+            self.valid = torch.zeros(B, self.slots, dtype=torch.bool, device=device)
+        n = min(T, self.slots)
+        idx = torch.arange(first + T - n, first + T, device=device) % self.slots
+        self.valid[:, idx] = True if real is None else real[:, -n:].bool()
+
+    def ring_step(self, real: torch.Tensor | None, B: int, window: int | None, device) -> RingStep:
+        """Prepare a one-token decoding step at position ``pos``: mark its slot and say what every slot may see."""
+        slot = self.pos % self.slots
+        self.mark(real, self.pos, 1, B, device)
+        if self._distances is None or self._distances.device != self.valid.device:
+            p = torch.arange(self.slots, device=self.valid.device)
+            self._distances = (p[:, None] - p[None, :]) % self.slots  # (slots, slots)
+        distance = self._distances[slot]  # (slots,): pos - (position in slot s), in [0, mem_len]
+        allowed = self.valid if window is None else self.valid & (distance < window)[None]
+        # r rows are in descending distance order (row c = distance slots - 1 - c), as for a segment of K = slots.
+        return RingStep(slot, (self.slots - 1 - distance)[None], allowed[:, None, None, :])
 
     def projected_r(self, layer_idx: int, K: int, dtype) -> torch.Tensor | None:
-        """The layer's projected position embeddings of the last step if it had the same ``K`` (true for every step
-        once the cache holds ``mem_len`` positions), so a step does not re-project ``mem_len`` rows."""
+        """The layer's projected position embeddings of the last step if it had the same ``K`` (every decoding
+        step has ``K = mem_len + 1``), so a step does not re-project ``mem_len`` rows."""
         hit = self.r.get(layer_idx)
         return hit[1] if hit is not None and hit[0] == K and hit[1].dtype == dtype else None
 
     def batch_size(self) -> int | None:
-        return None if self.layers[0].k is None else self.layers[0].k.shape[0]
+        return None if self.valid is None else self.valid.shape[0]
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         for layer in self.layers:
             layer.reorder(beam_idx)
-        if self.mask is not None:
-            self.mask = self.mask.index_select(0, beam_idx.to(self.mask.device))
+        if self.valid is not None:
+            self.valid = self.valid.index_select(0, beam_idx.to(self.valid.device))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -490,10 +549,8 @@ class LongctxTransfoXLModel(LongctxTransfoXLPreTrainedModel):
         if cache is not None and cache.seen and mems is not None:
             raise ValueError("pass either mems or a cache that already holds positions, not both")
         mems, mems_mask = self._check_mems(mems, mems_mask, B)
-        if cache is not None and cache.batch_size() is not None:
-            if cache.batch_size() != B:
-                raise ValueError(f"the cache holds {cache.batch_size()} rows but the input has {B}")
-            mems_mask = cache.mask
+        if cache is not None and cache.batch_size() is not None and cache.batch_size() != B:
+            raise ValueError(f"the cache holds {cache.batch_size()} rows but the input has {B}")
 
         hidden = self.word_emb(input_ids) if inputs_embeds is None else inputs_embeds
         hidden = self.drop(hidden)
@@ -505,14 +562,23 @@ class LongctxTransfoXLModel(LongctxTransfoXLPreTrainedModel):
             x = hidden[:, start:start + c.segment_length]
             L = x.shape[1]
             seg_real = None if real is None else real[:, start:start + L]
-            M = mems[0].shape[1] if mems is not None else (cache.memory_length() if cache is not None else 0)
-            K = M + L
-            key_mask = None
-            if mem_mask is not None or seg_real is not None:
-                key_mask = torch.cat([
-                    mem_mask if mem_mask is not None else torch.ones(B, M, dtype=torch.bool, device=device),
-                    seg_real if seg_real is not None else torch.ones(B, L, dtype=torch.bool, device=device),
-                ], dim=1)  # (B, K)
+            from_cache = cache is not None and mems is None  # the memory lives in the cache
+            ring = None
+            if from_cache and L == 1 and not torch.is_grad_enabled():  # a decoding step: the fixed-size ring
+                ring = cache.ring_step(seg_real, B, window, device)
+                M, K, key_mask = c.mem_len, cache.slots, None
+            else:
+                if from_cache:
+                    M, mem_mask = cache.memory_length(), cache.memory_mask()
+                else:
+                    M = mems[0].shape[1] if mems is not None else 0
+                K = M + L
+                key_mask = None
+                if mem_mask is not None or seg_real is not None:
+                    key_mask = torch.cat([
+                        mem_mask if mem_mask is not None else torch.ones(B, M, dtype=torch.bool, device=device),
+                        seg_real if seg_real is not None else torch.ones(B, L, dtype=torch.bool, device=device),
+                    ], dim=1)  # (B, K)
             pos_emb = None  # the sinusoids, built on first use: a decoding step usually reuses the cache's r
             keep = max(0, K - c.mem_len)  # memory = the last mem_len of memory + segment (4.49 M 844-859)
             new_mems = []
@@ -527,28 +593,39 @@ class LongctxTransfoXLModel(LongctxTransfoXLPreTrainedModel):
                     if cache is not None and not self.training:
                         cache.r[i] = (K, r)
                 u, v = self._biases(layer)
-                if cache is not None and mems is None:  # the cache appends this segment and keeps mem_len
-                    y, k, vv = layer(x, r, key_mask, window, u, v, None, cache.layers[i])
+                if from_cache:  # the cache stores this segment's keys/values (a ring step: one slot)
+                    y, k, vv = layer(x, r, key_mask, window, u, v, None, cache.layers[i], ring)
                 else:
-                    y, k, vv = layer(x, r, key_mask, window, u, v, mems[i] if mems is not None else None, None)
-                if cache is not None and mems is not None:  # hidden memories given: the cache starts here
-                    cache.layers[i].set(k, vv)
+                    y, k, vv = layer(x, r, key_mask, window, u, v, mems[i] if mems is not None else None)
+                if cache is not None and not from_cache:  # hidden memories given: the cache starts with them
+                    cache.layers[i].write(k, vv, 0)
                 elif cache is None:  # this layer's input hidden states, detached (section 3.2)
-                    full = x if mems is None else torch.cat([mems[i], x], dim=1)
-                    new_mems.append(full[:, keep:].detach())
+                    if keep >= M:  # the memory is all replaced: no copy of it
+                        new_mems.append(x[:, keep - M:].detach())
+                    else:
+                        new_mems.append(torch.cat([mems[i][:, keep:], x], dim=1).detach())
                 x = y
-            if key_mask is not None:
-                mem_mask = key_mask[:, keep:]
-                mem_mask = None if bool(mem_mask.all()) else mem_mask
             if cache is not None:
-                cache.mask, cache.seen = mem_mask, cache.seen + L
-                mems = None  # from now on the memory lives in the cache
+                if ring is None:  # (a ring step marked its slot already)
+                    first = cache.pos if from_cache else 0
+                    cache.mark(key_mask[:, M:] if key_mask is not None and from_cache else key_mask, first,
+                               L if from_cache else K, B, device)
+                    cache.pos = cache.pos + L if from_cache else K
+                else:
+                    cache.pos += 1
+                cache.seen += L
+                mems, mem_mask = None, None  # from now on the memory lives in the cache
             else:
+                if key_mask is not None:
+                    mem_mask = key_mask[:, keep:]
+                    mem_mask = None if bool(mem_mask.all()) else mem_mask
                 mems = new_mems
             x = self.drop(x)
             outputs.append(x)
             if all_hidden is not None:
                 all_hidden[-1].append(x)
+        if cache is not None:
+            mem_mask = cache.memory_mask()
         last = torch.cat(outputs, dim=1) if outputs else hidden.new_zeros(B, 0, c.d_model)
         out = TransfoXLModelOutput(
             last_hidden_state=last,

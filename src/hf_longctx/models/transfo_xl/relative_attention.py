@@ -33,6 +33,19 @@ def _masked_value(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).min / 2
 
 
+def _skewed(x: torch.Tensor) -> torch.Tensor:
+    """The rel-shift as a view: ``y[..., i, j] = x[..., i, j + T - 1 - i]`` read in place.
+
+    ``x`` is ``(B, H, T, K)`` with every ``T x K`` block contiguous (outer strides free). Row ``i`` of ``y`` starts
+    ``T - 1 - i`` entries into row ``i`` of ``x`` and runs on with row stride ``K - 1``: the valid entries
+    (``j <= i + K - T``) lie inside row ``i``; later ones (future keys) read the start of row ``i + 1``, which the
+    caller masks. The last read is the block's last element, so nothing outside a block is touched.
+    """
+    B, H, T, K = x.shape
+    assert x.stride(-1) == 1 and (T == 1 or x.stride(-2) == K), "each (T, K) block must be contiguous"
+    return x.as_strided((B, H, T, K), (x.stride(0), x.stride(1), K - 1, 1), x.storage_offset() + T - 1)
+
+
 def rel_shift(x: torch.Tensor) -> torch.Tensor:
     """Realign scores against descending distances so that column ``j`` holds key ``j``'s distance.
 
@@ -41,13 +54,45 @@ def rel_shift(x: torch.Tensor) -> torch.Tensor:
     for distance ``(K - T) + i - j``, for every ``j <= i + K - T``; entries with ``j > i + K - T`` (future keys)
     hold unrelated values and must be masked by the caller.
 
-    The trick of the paper's code (appendix B; 4.49 ``_rel_shift``, M 271-281): prepend a zero column, read the
-    ``T x (K + 1)`` buffer as ``(K + 1) x T``, drop its first row and read the rest as ``T x K``. Each row ``i``
-    then starts ``T - 1 - i`` entries further into ``x``'s row ``i``.
+    The paper's code (appendix B; 4.49 ``_rel_shift``, M 271-281) pads a zero column and reshapes, two copies of the
+    score matrix; reading ``x`` with row stride ``K - 1`` instead (:func:`_skewed`) gives the same entries with one.
+    Inside :func:`relative_attention` the shift, the mask and their backward are one pass each
+    (:class:`_ShiftAndMask`).
     """
-    B, H, T, K = x.shape
-    padded = F.pad(x, (1, 0))  # (B, H, T, K + 1), contiguous
-    return padded.view(B, H, K + 1, T)[:, :, 1:].reshape(B, H, T, K)  # (B, H, T, K)
+    return _skewed(x.contiguous()).contiguous()
+
+
+class _ShiftAndMask(torch.autograd.Function):
+    """``rel_shift(x) + bias`` in one pass forward and one backward; ``bias`` is 0 where a key is allowed and a
+    large negative value where it is masked, ``keep`` is 1.0 / 0.0 likewise (both ``(B or 1, 1, T, K)``).
+
+    The masked entries' gradients are dropped (``* keep``) as a ``masked_fill`` would, so that a query with no
+    allowed key (padding) sends nothing back. The backward writes through the same skewed view of a fresh buffer:
+    the view minus its last column covers every entry of a block but the first ``T - 1`` (which no valid score
+    reads: set to 0) and the last (written on its own), each once. autograd's generic ``as_strided`` backward would
+    take a slow path instead, because the full view overlaps itself (entry ``(i, K - 1)`` is entry ``(i + 1, 0)``).
+    Arithmetic with a float mask, not ``torch.where`` with a bool one: ``where`` was 3-5x slower here (CPU).
+    """
+
+    @staticmethod
+    def forward(ctx, x, bias, keep):
+        B, H, T, K = x.shape
+        out = x.new_empty(B * H, T, K)  # batch-flat, so that the caller's in-place GEMM is not on a view
+        torch.add(_skewed(x), bias, out=out.view(B, H, T, K))
+        ctx.save_for_backward(keep)
+        ctx.x_shape, ctx.x_stride = x.shape, x.stride()
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (keep,) = ctx.saved_tensors
+        B, H, T, K = ctx.x_shape
+        grad = grad.view(B, H, T, K)
+        gx = torch.empty_strided((B, H, T, K), ctx.x_stride, dtype=grad.dtype, device=grad.device)
+        torch.mul(grad[..., : K - 1], keep[..., : K - 1], out=_skewed(gx)[..., : K - 1])
+        gx[..., T - 1, K - 1] = grad[..., T - 1, K - 1] * keep[..., T - 1, K - 1]
+        gx[..., 0, : T - 1] = 0.0
+        return gx, None, None
 
 
 def relative_attention_mask(
@@ -104,25 +149,62 @@ def relative_attention(
     scale = 1.0 / math.sqrt(D) if scale is None else scale
     # The scale is folded into the (B, H, T, D) queries and biases, not applied to the (B, H, T, K) scores.
     q = q * scale
-    # (b)+(d): position term against every distance, realigned per query row by rel_shift.
+    # (b)+(d): position term against every distance, realigned per query row by the rel-shift.
     # r is shared by the batch: (H, B*T, D) @ (H, D, K) in one bmm, without copying r once per row.
     qr = (q + (r_r_bias * scale)[None, :, None, :]).transpose(0, 1).reshape(H, B * T, D)
-    position = rel_shift((qr @ r.transpose(-1, -2)).view(H, B, T, K).transpose(0, 1))  # (B, H, T, K)
+    qr = (qr @ r.transpose(-1, -2)).view(H, B, T, K).transpose(0, 1)  # (B, H, T, K), (T, K) blocks contiguous
     allowed = relative_attention_mask(T, K, key_mask, window, device=q.device)
-    # An additive mask, in place on rel_shift's fresh buffer: its backward is the identity (masked_fill's is a
-    # second pass over the scores).
-    bias = torch.zeros(allowed.shape, dtype=position.dtype, device=q.device).masked_fill_(
-        ~allowed, _masked_value(position.dtype))
-    position = position.add_(bias)
-    # (a)+(c): content term with the global content bias u, added by the GEMM itself (baddbmm: one pass less).
-    scores = torch.baddbmm(
-        position.reshape(B * H, T, K),
-        (q + (r_w_bias * scale)[None, :, None, :]).reshape(B * H, T, D),
-        k.reshape(B * H, K, D).transpose(1, 2),
-    ).view(B, H, T, K)
-    probs = torch.softmax(scores, dim=-1)
+    # Shift and mask in one pass into a fresh (B, H, T, K) buffer (the masked entries get a finite value, see
+    # _masked_value), then (a)+(c), the content term with the global content bias u, accumulated in place by the
+    # GEMM itself (baddbmm_: no further pass over the scores).
+    keep = allowed.to(qr.dtype)  # (B or 1, 1, T, K), small
+    bias = (1.0 - keep) * _masked_value(qr.dtype)
+    scores = _ShiftAndMask.apply(qr, bias, keep)  # (B*H, T, K)
+    scores.baddbmm_((q + (r_w_bias * scale)[None, :, None, :]).reshape(B * H, T, D),
+                    k.reshape(B * H, K, D).transpose(1, 2))
+    probs = torch.softmax(scores.view(B, H, T, K), dim=-1)
     if dropout_p > 0.0:
         probs = F.dropout(probs, p=dropout_p, training=True)
+    return probs @ v  # (B, H, T, D)
+
+
+def gathered_relative_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    r: torch.Tensor,
+    r_w_bias: torch.Tensor,
+    r_r_bias: torch.Tensor,
+    *,
+    rows: torch.Tensor,
+    allowed: torch.Tensor,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Relative attention over keys stored in any order (a ring buffer): the distance of each key is given.
+
+    Args:
+        q: ``(B, H, T, D)``; k, v: ``(B, H, K, D)`` in any order.
+        r: ``(H, N, D)`` projected position embeddings, one row per distance.
+        rows: ``(T, K)`` long, the row of ``r`` holding the distance from query ``i`` to key ``j``.
+        allowed: ``(B or 1, 1, T, K)`` bool, True = key ``j`` may be attended by query ``i`` (the caller encodes
+            causality, the window, padding and empty slots here).
+
+    The position term is computed against all ``N`` distances, ``(T, N)`` per head, and gathered per key; for a
+    decoding step (``T = 1``) over a fixed ring of ``K = N`` slots the work is the same at every step. Same result
+    as :func:`relative_attention` on the keys sorted by time (tests/test_transfo_xl_ops.py).
+    """
+    B, H, T, D = q.shape
+    K = k.shape[2]
+    scale = 1.0 / math.sqrt(D) if scale is None else scale
+    q = q * scale
+    N = r.shape[1]
+    qr = (q + (r_r_bias * scale)[None, :, None, :]).transpose(0, 1).reshape(H, B * T, D)  # r is not copied per row
+    position = (qr @ r.transpose(-1, -2)).view(H, B, T, N).transpose(0, 1)  # (B, H, T, N)
+    position = position.gather(-1, rows[None, None].expand(B, H, T, K))  # (B, H, T, K)
+    content_q = (q + (r_w_bias * scale)[None, :, None, :]).reshape(B * H, T, D)
+    scores = torch.baddbmm(position.reshape(B * H, T, K), content_q, k.reshape(B * H, K, D).transpose(1, 2))
+    scores = scores.view(B, H, T, K)
+    probs = torch.softmax(scores.masked_fill(~allowed, _masked_value(scores.dtype)), dim=-1)
     return probs @ v  # (B, H, T, D)
 
 
@@ -174,4 +256,7 @@ def sinusoid_positions(distances: torch.Tensor, d_model: int, dtype=torch.float3
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
-__all__ = ["rel_shift", "relative_attention", "relative_attention_mask", "naive_relative_attention", "sinusoid_positions"]
+__all__ = [
+    "rel_shift", "relative_attention", "gathered_relative_attention", "relative_attention_mask",
+    "naive_relative_attention", "sinusoid_positions",
+]
