@@ -329,7 +329,7 @@ def test_chain_mlm_to_classifier_uses_the_checkpoints_tokenizer_and_weights(mlm_
         torch.testing.assert_close(after[name], before[name], msg=name)
     assert "Initialised from `tiny-mlm`" in summary["training"] and "--init-from tiny-mlm" in summary["training"]
 
-    with pytest.raises(TrainError, match="no-such-model is neither a folder nor.*shipped: tiny-mlm"):
+    with pytest.raises(TrainError, match="no-such-model is not a model folder .*nor the name of a checkpoint shipped.*shipped: tiny-mlm"):
         train(None, tmp_path / "x", data_dir=folder, init_from="no-such-model", **TINY)
 
 

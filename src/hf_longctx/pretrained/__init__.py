@@ -30,8 +30,8 @@ def resolve(name_or_path) -> Path:
     if str(name_or_path) in shipped:
         return shipped[str(name_or_path)]
     listing = ", ".join(shipped) if shipped else "none in this install"
-    raise ValueError(f"{name_or_path} is neither a folder nor the name of a checkpoint shipped with hf_longctx "
-                     f"(shipped: {listing})")
+    raise ValueError(f"{name_or_path} is not a model folder (nothing is there) nor the name of a checkpoint shipped "
+                     f"with hf_longctx (shipped: {listing})")
 
 
 __all__ = ["PRETRAINED_DIR", "available", "resolve"]
