@@ -259,6 +259,12 @@ def test_mlm_reports_masked_accuracy_and_perplexity_and_names_its_data(mlm_run, 
     assert raw_dir.name in summary["pretraining_data"] and "--task mlm --data-dir" in summary["training"]
     config = json.loads((run / "model" / "config.json").read_text())
     assert config["architectures"] == ["LongctxLongformerForMaskedLM"]
+    # `evaluate` scores the saved model on the same fixed masks: the figures of the run itself.
+    from hf_longctx.train import evaluate_model
+
+    again = evaluate_model(run / "model", "mlm", data_dir=raw_dir, max_samples=4, batch_size=2, device="cpu")
+    assert again["test_masked_accuracy"] == pytest.approx(metrics["masked_accuracy"], abs=1e-4)
+    assert again["test_perplexity"] == pytest.approx(metrics["perplexity"], rel=1e-3)
 
 
 def test_mlm_resume_continues_to_the_weights_of_an_uninterrupted_run(mlm_run, raw_dir, tmp_path, one_thread):
@@ -331,6 +337,27 @@ def test_chain_mlm_to_classifier_uses_the_checkpoints_tokenizer_and_weights(mlm_
 
     with pytest.raises(TrainError, match="no-such-model is not a model folder .*nor the name of a checkpoint shipped.*shipped: tiny-mlm"):
         train(None, tmp_path / "x", data_dir=folder, init_from="no-such-model", **TINY)
+
+
+def test_chain_from_a_converted_short_model_continues_masked_lm_pretraining(raw_dir, bpe, tmp_path, one_thread):
+    """`convert --from-short` -> `train --task mlm --init-from`: the converted RoBERTa's own tokenizer is kept."""
+    from transformers import AutoTokenizer, RobertaConfig, RobertaForMaskedLM
+
+    from hf_longctx_cli import main
+
+    torch.manual_seed(0)
+    short = RobertaForMaskedLM(RobertaConfig(
+        vocab_size=len(bpe), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=64 + 2, pad_token_id=1, type_vocab_size=1))
+    short.save_pretrained(tmp_path / "short")
+    bpe.save_pretrained(tmp_path / "short")
+    assert main(["convert", str(tmp_path / "short"), str(tmp_path / "long"), "--from-short", "--max-length", "128",
+                 "--attention-window", "32"]) == 0
+    summary = train("mlm", tmp_path / "run", data_dir=raw_dir, init_from=tmp_path / "long", max_steps=1,
+                    overrides=QUIET, **{**TINY, "preset": "small"})
+    assert AutoTokenizer.from_pretrained(tmp_path / "run" / "model").get_vocab() == bpe.get_vocab()
+    metrics = {r["metric"]: r["value"] for r in summary["results"]}
+    assert 0.0 <= metrics["masked_accuracy"] <= 1.0 and math.isfinite(metrics["perplexity"])
 
 
 @pytest.mark.parametrize("task, variant", [("clm", "longformer"), ("clm", "reformer"), ("clm", "transfo-xl"),

@@ -155,7 +155,8 @@ def chunk_documents(documents: list[str], tokenizer, max_length: int, *, limit: 
     batch = 16 if limit is not None else 256  # with a limit, tokenize little more than needed
     for start in range(0, len(order), batch):
         texts = [documents[i] for i in order[start:start + batch]]
-        for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+        # verbose=False: whole documents are longer than the model, on purpose (the warning says otherwise).
+        for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]:
             for offset in range(0, len(ids), body):
                 piece = ids[offset:offset + body]
                 if len(piece) < MIN_PIECE_TOKENS and offset > 0:
