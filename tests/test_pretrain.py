@@ -418,3 +418,20 @@ def test_setup_cfg_installs_a_shipped_checkpoint_folder():
                  "modeling_longformer.py"):
         assert any(fnmatch.fnmatch(f"pretrained/tiny-mlm/{name}", p) for p in patterns), name
     assert (ROOT / "src" / "hf_longctx" / "pretrained" / "__init__.py").is_file()  # a package: find: includes it
+
+
+def test_resume_notices_an_edited_raw_text_folder(raw_dir, tmp_path):
+    import hashlib
+
+    from hf_longctx.train import folder_sha256
+
+    copy = tmp_path / "raw"
+    shutil.copytree(raw_dir, copy)
+    before = folder_sha256(copy, raw=True)
+    (copy / "doc03.txt").write_text((copy / "doc03.txt").read_text() + " and one word more")
+    assert folder_sha256(copy, raw=True) != before
+    # A classification folder's checksum is what it was before raw folders, so older runs still --resume.
+    for split in ("train", "validation", "test"):
+        (copy / f"{split}.jsonl").write_text(f'{{"text": "{split}", "label": "a"}}\n')
+    old = hashlib.sha256(b"".join((copy / f"{s}.jsonl").read_bytes() for s in ("train", "validation", "test")))
+    assert folder_sha256(copy) == old.hexdigest()

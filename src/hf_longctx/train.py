@@ -286,15 +286,17 @@ def command_line(run_record: dict) -> str:
     return " ".join(parts)
 
 
-def folder_sha256(data_dir) -> str:
+def folder_sha256(data_dir, raw: bool = False) -> str:
     """One sha256 over a --data-dir folder's data files (a classification folder's three splits, or a raw-text
     folder's *.txt and *.jsonl), so --resume notices edited data."""
     digest = hashlib.sha256()
     folder = Path(data_dir)
     splits = [folder / f"{split}.jsonl" for split in ("train", "validation", "test")]
-    files = splits if all(p.is_file() for p in splits) else sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix in (".txt", ".jsonl"))
-    for path in files:
+    if not raw:  # as before raw-text folders, so earlier runs' records still --resume
+        for path in splits:
+            digest.update(path.read_bytes())
+        return digest.hexdigest()
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".txt", ".jsonl")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
@@ -595,7 +597,7 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
         check_tokenizer_fits(tokenizer, config)
     run_record = {
         "task": task.name, "data_dir": None if data_dir is None else str(data_dir),
-        "data_sha256": None if data_dir is None else folder_sha256(data_dir), "variant": variant, "preset": preset,
+        "data_sha256": None if data_dir is None else folder_sha256(data_dir, raw=task.name in PRETRAINING_TASKS), "variant": variant, "preset": preset,
         "max_length": max_length, "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
         "learning_rate": learning_rate, "dropout": dropout, "seed": seed,
         "init_from": None if init_name is None else str(init_name), "max_train_samples": max_train_samples,
