@@ -335,7 +335,8 @@ def test_chain_mlm_to_classifier_uses_the_checkpoints_tokenizer_and_weights(mlm_
         torch.testing.assert_close(after[name], before[name], msg=name)
     assert "Initialised from `tiny-mlm`" in summary["training"] and "--init-from tiny-mlm" in summary["training"]
 
-    with pytest.raises(TrainError, match="no-such-model is not a model folder .*nor the name of a checkpoint shipped.*shipped: tiny-mlm"):
+    with pytest.raises(TrainError, match="no-such-model is not a model folder .*nor the name of a checkpoint "
+                                         "shipped.*shipped: tiny-mlm"):
         train(None, tmp_path / "x", data_dir=folder, init_from="no-such-model", **TINY)
 
 
@@ -372,6 +373,11 @@ def test_every_variant_with_the_head_pretrains(task, variant, raw_dir, tmp_path,
         # this text, so an untrained model over 8k ids is near log2(8192) / 3 ~ 4 and certainly within (1, 13).
         assert 1.0 < metrics["bits_per_byte"] < metrics["loss"] / math.log(2)
         assert [r["metric"] for r in summary["results"]].count("bits_per_byte") == 1
+        from hf_longctx.train import evaluate_model
+
+        again = evaluate_model(tmp_path / "run" / "model", "clm", data_dir=raw_dir, max_samples=4, batch_size=2,
+                               device="cpu")
+        assert again["test_bits_per_byte"] == pytest.approx(metrics["bits_per_byte"], rel=1e-3)
     else:
         assert 0.0 <= metrics["masked_accuracy"] <= 1.0
 
@@ -388,7 +394,8 @@ def test_shipped_corpora_mlm_for_the_longformer_at_1024_tokens(tmp_path, one_thr
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(task_name="mlm", variant="transfo-xl"), "transfo-xl model, which has no MaskedLM head.*longformer or reformer"),
+    (dict(task_name="mlm", variant="transfo-xl"),
+     "transfo-xl model, which has no MaskedLM head.*longformer or reformer"),
     (dict(task_name="mlm", tokenizer="bytes"), "needs a tokenizer with a mask token"),
     (dict(task_name="mlm", tokenizer="nowhere"), "--tokenizer nowhere: neither"),
     (dict(task_name="kernel-docs", tokenizer="bytes", data_dir=None), "--tokenizer chooses.*--task mlm or clm"),

@@ -148,8 +148,9 @@ def resolve_task(name: str | None, data_dir=None, label_names: list[str] | None 
         return pretraining_task(name, data_dir=data_dir, corpora=corpora, tokenizer=tokenizer)
     for flag, value in (("--corpora", corpora), ("--tokenizer", tokenizer)):
         if value is not None:
+            given = "--data-dir" if name is None else f"--task {name}"
             raise ValueError(f"{flag} chooses the text and tokenizer of pretraining: it goes with --task "
-                             f"{' or '.join(PRETRAINING_TASKS)}, not {'--data-dir' if name is None else f'--task {name}'}")
+                             f"{' or '.join(PRETRAINING_TASKS)}, not {given}")
     if data_dir is not None:
         if name not in (None, FOLDER_TASK):
             raise ValueError(f"--data-dir is a {FOLDER_TASK} folder; it does not go with --task {name} (pretraining "

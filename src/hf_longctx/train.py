@@ -385,7 +385,8 @@ def check_has_head(model_type: str, task, what: str = "the variant") -> None:
     heads = hf_longctx.REGISTRY[model_type][1] if model_type in hf_longctx.REGISTRY else {}
     if heads and getattr(transformers, task.head) not in heads:
         have = sorted(cls.__name__.replace("AutoModelFor", "") for cls in heads if cls.__name__ != "AutoModel")
-        others = [VARIANT_NAMES[t] for t, (_, h) in hf_longctx.REGISTRY.items() if getattr(transformers, task.head) in h]
+        others = [VARIANT_NAMES.get(t, t) for t, (_, h) in hf_longctx.REGISTRY.items()
+                  if getattr(transformers, task.head) in h]
         raise TrainError(f"{what} {VARIANT_NAMES.get(model_type, model_type)} model, which has no "
                          f"{task.head.replace('AutoModelFor', '')} head (its heads: {', '.join(have)}); task "
                          f"{task.name} needs one: use {' or '.join(others) or 'another variant'}")
@@ -597,7 +598,8 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
         check_tokenizer_fits(tokenizer, config)
     run_record = {
         "task": task.name, "data_dir": None if data_dir is None else str(data_dir),
-        "data_sha256": None if data_dir is None else folder_sha256(data_dir, raw=task.name in PRETRAINING_TASKS), "variant": variant, "preset": preset,
+        "data_sha256": None if data_dir is None else folder_sha256(data_dir, raw=task.name in PRETRAINING_TASKS),
+        "variant": variant, "preset": preset,
         "max_length": max_length, "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
         "learning_rate": learning_rate, "dropout": dropout, "seed": seed,
         "init_from": None if init_name is None else str(init_name), "max_train_samples": max_train_samples,
@@ -655,8 +657,8 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
     summary = {
         "task": task.name, "variant": variant, "preset": preset, "max_length": max_length,
         "training": f"`{command_line(run_record)}`: {trainer.state.global_step} steps, {train_seconds:.0f} s on "
-                    + (f"{args.device}" if args.world_size == 1 else f"{args.world_size} processes ({args.device.type})")
-                    + _data_sentence(task, init_from),
+                    + (f"{args.device}" if args.world_size == 1
+                       else f"{args.world_size} processes ({args.device.type})") + _data_sentence(task, init_from),
         "world_size": args.world_size,
         "results": results, "train_seconds": round(train_seconds, 1),
         "resumed_from": resume_from,
@@ -785,7 +787,7 @@ def evaluate_model(model_dir, task_name: str | None, *, data_dir=None, split: st
                           preprocess_logits_for_metrics=logits_for_metrics(task))
         metrics = language_model_metrics(task, trainer.evaluate(data[split], metric_key_prefix=split), data[split],
                                          split)
-    if "bits_per_byte" in task.metrics:
+    if "bits_per_byte" in task.metrics and f"{split}_bits_per_byte" not in metrics:  # wiki-bytes: a token is a byte
         from .data.wiki_bytes import bits_per_byte
 
         metrics[f"{split}_bits_per_byte"] = bits_per_byte(metrics[f"{split}_loss"])

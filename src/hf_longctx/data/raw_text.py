@@ -100,7 +100,8 @@ def _read_documents(path: Path) -> list[str]:
         if not isinstance(record, dict) or TEXT_FIELD not in record:
             raise DataError(f'{path}:{number}: no "{TEXT_FIELD}" key; expected {TEXT_FOLDER_FORMAT}')
         if not isinstance(record[TEXT_FIELD], str):
-            raise DataError(f'{path}:{number}: "{TEXT_FIELD}" must be a string, got {type(record[TEXT_FIELD]).__name__}')
+            raise DataError(f'{path}:{number}: "{TEXT_FIELD}" must be a string, got '
+                            f'{type(record[TEXT_FIELD]).__name__}')
         if record[TEXT_FIELD].strip():
             documents.append(record[TEXT_FIELD])
     return documents
