@@ -36,7 +36,6 @@ from .longctx_common import check_class_labels, check_length, check_mask, check_
 from .lsh_attention import (
     auto_num_buckets,
     bucket_index_insert,
-    dropout_keep_mask,
     local_chunked_attention,
     lsh_attention,
     lsh_buckets,
@@ -171,6 +170,15 @@ class LocalSelfAttention(nn.Module):
         return out.transpose(1, 2).reshape(B, T, -1), None
 
 
+def _scaled_linear(linear: nn.Linear, x: torch.Tensor, p: float) -> torch.Tensor:
+    """``linear(x) / (1 - p)``, the scale of a dropout that follows, folded into the (small) weight and bias rather
+    than applied to the (T-long) output: one pass over the output fewer."""
+    if p == 0.0:
+        return linear(x)
+    s = 1.0 / (1.0 - p)
+    return nn.functional.linear(x, linear.weight * s, None if linear.bias is None else linear.bias * s)
+
+
 class ReformerSelfOutput(nn.Module):
     """dense -> dropout: the end of both sub-blocks (the attention one has no bias, the feed-forward one has)."""
 
@@ -180,7 +188,8 @@ class ReformerSelfOutput(nn.Module):
         self.dense = nn.Linear(in_size, hidden_size, bias=bias)
 
     def forward(self, x, generator=None):
-        return seeded_dropout(self.dense(x), self.dropout if self.training else 0.0, generator)
+        p = self.dropout if self.training else 0.0
+        return seeded_dropout(_scaled_linear(self.dense, x, p), p, generator, scale=False)
 
 
 class ReformerAttention(nn.Module):
@@ -211,12 +220,9 @@ class ReformerFeedForwardDense(nn.Module):
 
     def forward(self, x, generator=None):
         # transformers applies the dropout before the activation (modeling_reformer.py:1446-1450)
-        h = self.dense(x)
         p = self.dropout if self.training else 0.0
-        if p > 0 and self.relu:  # relu(dropout(h)) in one pass: the same mask draw and the same values
-            keep = dropout_keep_mask(h.shape, p, generator, h.device) & (h > 0)
-            return torch.where(keep, h * (1.0 / (1.0 - p)), torch.zeros((), dtype=h.dtype, device=h.device))
-        return self.act_fn(seeded_dropout(h, p, generator))
+        h = seeded_dropout(_scaled_linear(self.dense, x, p), p, generator, scale=False)
+        return h.relu_() if self.relu else self.act_fn(h)  # in place: the masked copy is ours
 
 
 class ReformerFeedForward(nn.Module):
