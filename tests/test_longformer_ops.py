@@ -334,3 +334,66 @@ class TestDropout:
         out.sum().backward()
         # The padded keys are (T + left + right) * D per head; the probabilities would be T * (left + right + 1 + G).
         assert saved and max(saved) <= 2 * B * H * T * D, f"a saved tensor of {max(saved)} elements"
+
+
+class TestHiddenDropout:
+    """counter_dropout, the model's hidden-state dropout (HiddenDropout): the same counter-based mask over (row, channel)."""
+
+    @pytest.fixture(autouse=True)
+    def path(self):
+        return "none"
+
+    @pytest.mark.parametrize("p", [0.1, 0.5])
+    def test_keeps_one_minus_p_independently_and_scales_the_kept(self, p):
+        x = torch.ones(3, 512, 256)
+        y = swa.counter_dropout(x, p, seed=99)
+        kept = (y != 0).double()
+        torch.testing.assert_close(y.unique(), torch.tensor([0.0, 1 / (1 - p)]))  # dropped, kept and scaled
+        n = kept.numel()
+        assert abs(kept.mean().item() - (1 - p)) < 5 * (p * (1 - p) / n) ** 0.5, kept.mean().item()
+        flat = kept.view(-1, 256)
+
+        def corr(a, b):
+            a, b = a - a.mean(), b - b.mean()
+            return ((a * b).mean() / (a.std() * b.std())).item()
+
+        bound = 5 / (n / 2) ** 0.5
+        for name, (a, b) in {"next row": (flat[:-1], flat[1:]), "next channel": (flat[:, :-1], flat[:, 1:]),
+                             "diagonal": (flat[:-1, :-1], flat[1:, 1:])}.items():
+            assert abs(corr(a, b)) < bound, (name, corr(a, b))
+
+    def test_mean_over_draws_is_the_input(self):
+        x = torch.randn(2, 16, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        torch.manual_seed(0)
+        draws = torch.stack([swa.counter_dropout(x, 0.3) for _ in range(400)])
+        z = (draws.mean(0) - x).abs() / (draws.std(0) / 400**0.5)
+        assert z.max() < 5.5, f"largest deviation {z.max():.1f} standard errors"
+
+    @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+    def test_gradient_is_the_same_mask_and_nothing_is_saved(self, dtype):
+        x = torch.randn(2, 37, 24, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        ref_mask = swa.counter_dropout(torch.ones_like(x), 0.2, seed=5)  # 0 or 1 / (1 - p)
+        xd = x.to(dtype).requires_grad_()
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+            y = swa.counter_dropout(xd, 0.2, seed=5)
+        assert not saved, "the mask must be regenerated, not saved"
+        torch.testing.assert_close(y, (xd.detach().double() * ref_mask).to(dtype), rtol=0, atol=0)
+        cot = torch.randn(x.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64).to(dtype)
+        (grad,) = torch.autograd.grad(y, xd, cot)
+        torch.testing.assert_close(grad, (cot.double() * ref_mask).to(dtype), rtol=0, atol=0)
+
+    def test_seed_from_torch_rng_and_module_modes(self):
+        from hf_longctx.models.longformer.modeling_longformer import HiddenDropout
+
+        x = torch.randn(4, 50, 16)
+        drop = HiddenDropout(0.25)
+        assert isinstance(drop, torch.nn.Dropout)
+        torch.manual_seed(3)
+        a, b = drop(x), drop(x)
+        torch.manual_seed(3)
+        assert torch.equal(drop(x), a) and not torch.equal(a, b)
+        assert drop.eval()(x) is x
+        assert swa.counter_dropout(x, 0.0) is x
+        with pytest.raises(ValueError, match="dropout p"):
+            swa.counter_dropout(x, 1.0)

@@ -36,6 +36,7 @@ from .longctx_common import check_class_labels, check_length, check_mask, check_
 from .sliding_window_attention import (
     _MASKED_SCORE,
     _softmax_dtype,
+    counter_dropout,
     global_token_index,
     longformer_attention,
     naive_longformer_attention,
@@ -58,6 +59,15 @@ def roberta_position_ids(real: torch.Tensor, padding_idx: int, offset: torch.Ten
     return ranks * real + padding_idx
 
 
+class HiddenDropout(nn.Dropout):
+    """``nn.Dropout`` with the counter-based mask of :func:`counter_dropout` (about 10x cheaper than PyTorch's
+    ``bernoulli_`` on CPU, nothing saved for the backward). A subclass, so code that finds or sets dropouts by
+    ``isinstance(m, nn.Dropout)`` and ``m.p`` still does."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return counter_dropout(x, self.p) if self.training and self.p > 0 else x
+
+
 class LongformerEmbeddings(nn.Module):
     """Word + learned absolute position + token type embeddings, LayerNorm, dropout (RoBERTa)."""
 
@@ -67,7 +77,7 @@ class LongformerEmbeddings(nn.Module):
         self.position_embeddings = nn.Embedding(max_positions, hidden_size, padding_idx=pad_token_id)
         self.token_type_embeddings = nn.Embedding(type_vocab_size, hidden_size)
         self.LayerNorm = nn.LayerNorm(hidden_size, eps=eps)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = HiddenDropout(dropout)
 
     def forward(self, input_ids, position_ids, token_type_ids=None, inputs_embeds=None):
         if inputs_embeds is None:
@@ -163,7 +173,7 @@ class LongformerResidualOutput(nn.Module):
         super().__init__()
         self.dense = nn.Linear(in_size, hidden_size)
         self.LayerNorm = nn.LayerNorm(hidden_size, eps=eps)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = HiddenDropout(dropout)
 
     def forward(self, x, residual):
         return self.LayerNorm(self.dropout(self.dense(x)) + residual)
@@ -237,7 +247,7 @@ class LongformerClassificationHead(nn.Module):
     def __init__(self, hidden_size, num_labels, dropout):
         super().__init__()
         self.dense = nn.Linear(hidden_size, hidden_size)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = HiddenDropout(dropout)
         self.out_proj = nn.Linear(hidden_size, num_labels)
 
     def forward(self, hidden_states):
@@ -684,7 +694,7 @@ class LongctxLongformerForTokenClassification(LongctxLongformerPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.longformer = LongctxLongformerModel(config, add_pooling_layer=False)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = HiddenDropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
@@ -753,7 +763,7 @@ class LongctxLongformerForMultipleChoice(LongctxLongformerPreTrainedModel):
     def __init__(self, config):
         super().__init__(config)
         self.longformer = LongctxLongformerModel(config)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = HiddenDropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, 1)
         self.post_init()
 
