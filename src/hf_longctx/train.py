@@ -358,7 +358,7 @@ def _check_init_from(folder: Path, max_length: int, task, tokenizer):
     if max_length > longest:
         raise TrainError(f"--max-length {max_length} is longer than the {longest} tokens --init-from {folder} takes; "
                          f"pass a smaller --max-length, or {lengthen_advice(folder, max_length)}")
-    check_has_head(config.model_type, task, f"--init-from {folder} holds a")
+    check_has_head(config.model_type, task, f"--init-from {folder}")
     causal_task = task.head == "AutoModelForCausalLM"
     # The Longformer's `causal` and the Reformer's `is_decoder` fix the attention for every head; a Transformer-XL
     # is causal whatever its head (its classifier reads the last token), so it fits every task it has a head for.
@@ -376,7 +376,7 @@ VARIANT_NAMES = {"longctx_longformer": "longformer", "longctx_reformer": "reform
                  "longctx_transfo_xl": "transfo-xl"}  # model_type -> --variant
 
 
-def check_has_head(model_type: str, task, what: str = "the variant") -> None:
+def check_has_head(model_type: str, task, what: str) -> None:
     """A variant without the head ``task`` trains (the Transformer-XL has no masked-LM head) is refused by name,
     before anything is built (``AutoModelForMaskedLM.from_config`` said only "Unrecognized configuration class")."""
     import hf_longctx
@@ -387,7 +387,7 @@ def check_has_head(model_type: str, task, what: str = "the variant") -> None:
         have = sorted(cls.__name__.replace("AutoModelFor", "") for cls in heads if cls.__name__ != "AutoModel")
         others = [VARIANT_NAMES.get(t, t) for t, (_, h) in hf_longctx.REGISTRY.items()
                   if getattr(transformers, task.head) in h]
-        raise TrainError(f"{what} {VARIANT_NAMES.get(model_type, model_type)} model, which has no "
+        raise TrainError(f"{what}: a {VARIANT_NAMES.get(model_type, model_type)} model has no "
                          f"{task.head.replace('AutoModelFor', '')} head (its heads: {', '.join(have)}); task "
                          f"{task.name} needs one: use {' or '.join(others) or 'another variant'}")
 
@@ -594,7 +594,7 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
             config = VARIANTS[variant](PRESETS[preset], tokenizer, max_length, task, labels, dropout)
         except ValueError as err:
             raise TrainError(f"cannot build a {variant} {preset} model: {err}") from None
-        check_has_head(config.model_type, task, "--variant")
+        check_has_head(config.model_type, task, f"--variant {variant}")
         check_tokenizer_fits(tokenizer, config)
     run_record = {
         "task": task.name, "data_dir": None if data_dir is None else str(data_dir),
