@@ -79,19 +79,21 @@ _REMOTE_SCRIPT = textwrap.dedent(
     import sys, json, torch
     sys.modules["hf_longctx"] = None  # importing hf_longctx now raises ImportError
     import transformers
-    folder, auto_name, inputs_path, out_path, output = sys.argv[1:]
-    model = getattr(transformers, auto_name).from_pretrained(folder, trust_remote_code=True).eval()
-    assert not type(model).__module__.startswith("hf_longctx"), type(model).__module__
-    inputs = torch.load(inputs_path)
-    with torch.no_grad():
-        torch.save(getattr(model(**inputs), output), out_path)
-    print(type(model).__module__)
+    for folder, auto_name, inputs_path, out_path, output in json.loads(sys.argv[1]):
+        model = getattr(transformers, auto_name).from_pretrained(folder, trust_remote_code=True).eval()
+        assert not type(model).__module__.startswith("hf_longctx"), type(model).__module__
+        inputs = torch.load(inputs_path)
+        with torch.no_grad():
+            torch.save(getattr(model(**inputs), output), out_path)
+        print(folder, type(model).__module__)
     """
 )
 
 
 def test_remote_code_loads_without_the_package(variant, tmp_path):
-    """save_pretrained writes code that loads with trust_remote_code in a Python that cannot import hf_longctx."""
+    """save_pretrained writes code that loads with trust_remote_code in a Python that cannot import hf_longctx.
+    Every head loads in one such Python: a fresh interpreter per head cost ~10 s of imports each."""
+    jobs, models = [], {}
     for name, head in variant.heads.items():
         config = variant.make_config(**head.config_overrides)
         model = _build(head, config)
@@ -99,21 +101,21 @@ def test_remote_code_loads_without_the_package(variant, tmp_path):
             k: v for k, v in head.make_inputs(config, torch.Generator().manual_seed(2)).items()
             if k not in ("labels", "start_positions", "end_positions")
         }
-        folder = tmp_path / name
-        model.save_pretrained(folder)
+        model.save_pretrained(tmp_path / name)
         torch.save(inputs, tmp_path / f"{name}_inputs.pt")
-        env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
-        env.pop("PYTHONPATH", None)
-        result = subprocess.run(
-            [sys.executable, "-c", _REMOTE_SCRIPT, str(folder), head.auto_class.__name__,
-             str(tmp_path / f"{name}_inputs.pt"), str(tmp_path / f"{name}_out.pt"), head.output],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-        )
-        assert result.returncode == 0, f"{name}: remote-code load failed:\n{result.stderr[-3000:]}"
-        assert "transformers_modules" in result.stdout, result.stdout
-        torch.testing.assert_close(
-            torch.load(tmp_path / f"{name}_out.pt"), _forward(model, inputs, head.output), rtol=1e-6, atol=1e-6
-        )
+        models[name] = (model, inputs, head.output)
+        jobs.append([str(tmp_path / name), head.auto_class.__name__, str(tmp_path / f"{name}_inputs.pt"),
+                     str(tmp_path / f"{name}_out.pt"), head.output])
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
+    env.pop("PYTHONPATH", None)
+    result = subprocess.run([sys.executable, "-c", _REMOTE_SCRIPT, json.dumps(jobs)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"remote-code load failed:\n{result.stderr[-3000:]}"
+    loaded_from = dict(line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
+    for name, (model, inputs, output) in models.items():
+        assert "transformers_modules" in loaded_from.get(str(tmp_path / name), ""), (name, result.stdout)
+        torch.testing.assert_close(torch.load(tmp_path / f"{name}_out.pt"), _forward(model, inputs, output),
+                                   rtol=1e-6, atol=1e-6, msg=lambda m, n=name: f"{n} through remote code: {m}")
 
 
 # ---------------------------------------------------------------- invariants ------------------------------------------
