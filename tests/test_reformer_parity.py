@@ -117,6 +117,27 @@ def test_convert_refuses_other_model_types(tmp_path):
         convert(tmp_path / "src", tmp_path / "dst")
 
 
+def test_hash_seed_none_is_reported_after_the_weights_load(tmp_path, caplog):
+    """The hash_seed=None notice comes once the weights have loaded: a folder whose weights do not fit gets only
+    the error, a good one gets the notice."""
+    import logging
+
+    from safetensors.torch import load_file, save_file
+
+    fields = {**CRIME, "hash_seed": None}
+    ReformerModelWithLMHead(ReformerConfig(**fields, **NO_DROPOUT)).save_pretrained(tmp_path / "good")
+    ReformerModelWithLMHead(ReformerConfig(**fields, **NO_DROPOUT)).save_pretrained(tmp_path / "bad")
+    weights = load_file(tmp_path / "bad" / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if "feed_forward" not in k}, tmp_path / "bad" / "model.safetensors",
+              metadata={"format": "pt"})
+    with caplog.at_level(logging.WARNING, logger="hf_longctx.conversion.reformer"):
+        with pytest.raises(ValueError, match="does not fit.*missing"):
+            convert(tmp_path / "bad", tmp_path / "bad_out")
+        assert not [r for r in caplog.records if "hash_seed" in r.getMessage()]
+        convert(tmp_path / "good", tmp_path / "good_out")
+    assert [r for r in caplog.records if "hash_seed=None" in r.getMessage()]
+
+
 def test_bf16_error_within_2x_of_transformers_bf16(tmp_path):
     """Our bf16 logits against our fp32 ones, next to transformers' bf16 against fp32 (hashing in bf16 too)."""
     ours, theirs = _convert(tmp_path, ReformerModelWithLMHead, **CRIME)

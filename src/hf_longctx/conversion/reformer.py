@@ -49,11 +49,7 @@ def config_from_transformers(raw: dict) -> LongctxReformerConfig:
     """Our config for a transformers ``ReformerConfig`` dict. ``hash_seed: null`` becomes 0 (ours is always
     seeded, so eval is deterministic); an explicit seed is kept, so both give the same eval outputs."""
     fields = {k: raw[k] for k in _SHARED_FIELDS if k in raw}
-    if raw.get("hash_seed") is None:
-        logger.warning("the source has hash_seed=None (a new random hashing every call); the converted model uses 0")
-        fields["hash_seed"] = 0
-    else:
-        fields["hash_seed"] = raw["hash_seed"]
+    fields["hash_seed"] = 0 if raw.get("hash_seed") is None else raw["hash_seed"]  # convert() says so
     if fields.get("id2label") is not None:
         fields["id2label"] = {int(k): v for k, v in fields["id2label"].items()}
     return LongctxReformerConfig(**fields)
@@ -76,6 +72,8 @@ def convert(src, dst, *, overwrite: bool = False) -> Path:
     config.architectures = [HEADS[architecture].__name__]
     state = {k: v for k, v in load_weights(src).items() if k not in _UNUSED}
     model = build_exact(HEADS[architecture], config, state)
+    if raw.get("hash_seed") is None:  # said once the weights have loaded, so it is not followed by a load error
+        logger.warning("the source has hash_seed=None (a new random hashing every call); the converted model uses 0")
     save_converted(model, src, dst, overwrite=overwrite, tokenizer_class="ReformerTokenizer",
                    model_max_length=config.max_input_tokens)
     return dst
