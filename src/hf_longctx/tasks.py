@@ -258,7 +258,9 @@ def _pretraining_splits(name, documents, tokenizer, max_length, seed, limits):
 
     splits = {}
     for split in raw_text.SPLITS:
-        pieces = raw_text.chunk_documents(documents[split], tokenizer, max_length, limit=limits.get(split), seed=seed)
+        # The evaluation draw does not follow the run's seed: runs of several seeds are scored on the same pieces.
+        pieces = raw_text.chunk_documents(documents[split], tokenizer, max_length, limit=limits.get(split),
+                                          seed=seed if split == "train" else 0)
         if not pieces:
             raise ValueError(f"the {split} documents give no piece of text at --max-length {max_length}")
         columns = {"input_ids": pieces}
