@@ -141,10 +141,15 @@ def _test_texts(task_name: str) -> list[str]:
         from hf_longctx.data.wiki_bytes import split_bytes
 
         return [split_bytes()["test"].decode("utf-8", errors="ignore")]
-    task = TASKS[task_name]  # passkey: its examples are made here; decode them back to text
+    # passkey: its test examples, decoded back to text, and the documents their filler is drawn from
+    from hf_longctx.data.kernel_docs import read_records
+    from hf_longctx.data.passkey import FILLER_SPLIT
+
+    task = TASKS[task_name]
     tokenizer = task.tokenizer()
     data, _ = task.load(tokenizer, 512, 0)  # pass keys in 256 and 512 tokens of filler
-    return [tokenizer.decode(ids, skip_special_tokens=True) for ids in data["test"]["input_ids"]]
+    examples = [tokenizer.decode(ids, skip_special_tokens=True) for ids in data["test"]["input_ids"]]
+    return examples + [r["text"] for r in read_records() if r["split"] == FILLER_SPLIT]
 
 
 @pytest.mark.parametrize("task_name", ["kernel-docs", "shakespeare-genre", "wiki-bytes", "passkey"])
@@ -152,7 +157,7 @@ def test_no_test_split_text_of_any_shipped_task_is_in_the_pretraining_set(task_n
     """No test document is a pretraining document, and no two consecutive lines of test prose are in the
     pretraining text (a leaked document would bring all of its own). kernel-docs (and passkey, whose filler is the
     kernel-docs test split) share a few paragraphs between documents, such as the pinctrl bindings' boilerplate:
-    under 5% of their pairs, where a few leaked documents would add their every pair."""
+    under 2% of their pairs, where a few leaked documents would add their every pair."""
     from hf_longctx.tasks import TASKS
 
     assert set(TASKS) == {"kernel-docs", "shakespeare-genre", "wiki-bytes", "passkey"}  # a new task: add it here
@@ -165,7 +170,8 @@ def test_no_test_split_text_of_any_shipped_task_is_in_the_pretraining_set(task_n
         pairs = _line_pairs(text)
         probes, found = probes + len(pairs), found + len(pairs & train_pairs)
     assert probes >= 100  # the check looked at real text
-    assert found <= (0.05 * probes if task_name in ("kernel-docs", "passkey") else 0), (found, probes)
+    # Shared boilerplate: 62 of kernel-docs' 4,983 pairs (1.2%); 5 leaked documents bring it to 4.2%.
+    assert found <= (0.02 * probes if task_name in ("kernel-docs", "passkey") else 0), (found, probes)
     # And the check finds what is there: every pair of a training document is found.
     assert _line_pairs(documents["train"][3]) and _line_pairs(documents["train"][3]) <= train_pairs
 
