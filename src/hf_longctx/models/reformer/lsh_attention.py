@@ -359,14 +359,23 @@ def lsh_attention(
     S = neighbours.shape[-1]
     k_n, v_n = _gather_chunks(k_s, neighbours), _gather_chunks(v_s, neighbours)  # (B, H, C, S*c, D)
     kpos_n = _gather_chunks(pos_c, neighbours)  # (B, H, C, S*c)
-    kreal_n = _gather_chunks(real_c, neighbours)
-    keep_n = keep[:, None, :, :, None].expand(B, 1, C, S, c).reshape(B, 1, C, 1, S * c)
-
-    is_self = (pos_c[..., :, None] == kpos_n[..., None, :]) & keep_n  # (B, H, C, c, S*c)
-    allowed = kreal_n[..., None, :] & keep_n
-    if causal:
-        allowed = allowed & (kpos_n[..., None, :] <= pos_c[..., :, None])
-    scores = _scores_with_bias(q_s, k_n, _chunk_bias(allowed, is_self, sdt))  # (B, H, C, c, S*c)
+    if bool(real.all()) and bool(keep.all()):
+        # No padding and no repeated neighbour chunk (the usual case): the bias depends on positions only, built
+        # in five passes over the (B, H, C, c, S*c) scores instead of nine. Same values as the general path.
+        kp, qp = kpos_n[..., None, :], pos_c[..., :, None]
+        bias = torch.zeros(B, H, C, c, S * c, dtype=sdt, device=qk.device)
+        if causal:
+            bias.masked_fill_(kp > qp, _FORBIDDEN)
+        bias.masked_fill_(kp == qp, _SELF)
+    else:
+        kreal_n = _gather_chunks(real_c, neighbours)
+        keep_n = keep[:, None, :, :, None].expand(B, 1, C, S, c).reshape(B, 1, C, 1, S * c)
+        is_self = (pos_c[..., :, None] == kpos_n[..., None, :]) & keep_n  # (B, H, C, c, S*c)
+        allowed = kreal_n[..., None, :] & keep_n
+        if causal:
+            allowed = allowed & (kpos_n[..., None, :] <= pos_c[..., :, None])
+        bias = _chunk_bias(allowed, is_self, sdt)
+    scores = _scores_with_bias(q_s, k_n, bias)  # (B, H, C, c, S*c)
     if R > 1 or return_logsumexp:
         probs, lse = _SoftmaxWithLogSumExp.apply(scores)  # lse: (B, H, C, c)
     else:  # one round: its weight is 1, no log-sum-exp needed
