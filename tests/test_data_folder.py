@@ -137,3 +137,21 @@ def test_a_damaged_or_missing_packaged_file_says_how_to_restore_it(tmp_path, mon
         read_packaged_jsonl("kernel_docs.jsonl.gz")
     with pytest.raises(DataError, match="shakespeare_genre.jsonl.gz is missing"):
         read_packaged_jsonl("shakespeare_genre.jsonl.gz")
+
+
+def test_max_samples_are_drawn_before_tokenizing_and_are_the_examples_drawn_after(folder):
+    """--max-train-samples 8 used to tokenize every document first (13 of a 16 s kernel-docs run); the draw now
+    happens on the raw text, and it must pick exactly the examples the draw on tokenized data picks."""
+    from hf_longctx.tasks import folder_task
+    from hf_longctx.train import load_task, subsample
+
+    task = folder_task(folder)
+    tokenizer = task.tokenizer()
+    limits = {"train": 5, "validation": 1, "test": 1}
+    early, _ = load_task(task, tokenizer, 96, 0, limits)
+    late, _ = load_task(task, tokenizer, 96, 0)
+    for split, n in limits.items():
+        late = subsample(late, split, n)
+        assert len(early[split]) == n < len(load_task(task, tokenizer, 96, 0)[0][split])
+        assert early[split]["input_ids"] == late[split]["input_ids"], split
+        assert early[split]["labels"] == late[split]["labels"], split

@@ -11,6 +11,7 @@ the model card). The model folder is written to a staging folder and renamed, so
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import shutil
 import sys
@@ -320,7 +321,8 @@ def load_task(task, tokenizer, max_length: int, seed: int, limits: dict | None =
     special tokens, so ``--max-length 1`` left whole documents that failed inside the model after the run began.
     ``limits`` (split -> at most that many examples) lets a pretraining task tokenize only what it needs."""
     try:
-        extra = {"limits": limits} if task.name in PRETRAINING_TASKS and limits else {}
+        takes_limits = "limits" in inspect.signature(task.load).parameters  # the others are small or generated
+        extra = {"limits": limits} if takes_limits and limits else {}
         data, labels = task.load(tokenizer, max_length, seed, **extra)
     except ValueError as err:  # DataError included
         raise TrainError(f"task {task.name}: {err}") from None
