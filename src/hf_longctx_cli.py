@@ -160,7 +160,8 @@ def train_arguments(p) -> None:
 
 def evaluate_arguments(p) -> None:
     p.add_argument("model_dir", help="a saved model folder (e.g. RUN/model from `hf-longctx train`)")
-    p.add_argument("--task", choices=TASK_NAMES, help="a shipped task")
+    p.add_argument("--task", choices=TASK_NAMES + PRETRAINING_TASK_NAMES, help="a shipped task, or mlm / clm: the "
+                   "pretraining metrics on the shipped corpora (or on --data-dir's raw text)")
     p.add_argument("--data-dir", help="or a folder of your own documents, as for `hf-longctx train --data-dir`")
     p.add_argument("--split", default="test", help="train, validation or test")
     p.add_argument("--max-length", type=positive_int, help="tokens per example (default: the model's longest input)")

@@ -271,6 +271,11 @@ def test_mlm_reports_masked_accuracy_and_perplexity_and_names_its_data(mlm_run, 
     again = evaluate_model(run / "model", "mlm", data_dir=raw_dir, max_samples=4, batch_size=2, device="cpu")
     assert again["test_masked_accuracy"] == pytest.approx(metrics["masked_accuracy"], abs=1e-4)
     assert again["test_perplexity"] == pytest.approx(metrics["perplexity"], rel=1e-3)
+    # ... and so does the command (its --task refused mlm / clm).
+    from hf_longctx.__main__ import main
+
+    assert main(["evaluate", str(run / "model"), "--task", "mlm", "--data-dir", str(raw_dir), "--max-samples", "4",
+                 "--batch-size", "2", "--device", "cpu"]) == 0
 
 
 def test_mlm_resume_continues_to_the_weights_of_an_uninterrupted_run(mlm_run, raw_dir, tmp_path, one_thread):
