@@ -24,6 +24,7 @@ from hf_longctx.streams import StreamDataset, StreamTrainer
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--steps", type=int, default=800)
 parser.add_argument("--segment", type=int, default=32)
+parser.add_argument("--train-mem", type=int, default=None, help="mem_len in training (default: the segment length)")
 parser.add_argument("--streams", type=int, default=8)
 parser.add_argument("--eval-bytes", type=int, default=65536)
 parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -37,6 +38,7 @@ torch.set_num_threads(1)  # a shared machine: one thread per process
 splits = split_bytes()
 ids = {s: np.frombuffer(splits[s], dtype=np.uint8).astype(np.int64) + BYTE_ID_OFFSET for s in ("train", "validation")}
 L, B = args.segment, args.streams
+M = L if args.train_mem is None else args.train_mem
 train_ids = ids["train"][: args.steps * B * L + B]  # exactly the bytes the steps read
 eval_ids = ids["validation"][: args.eval_bytes]
 
@@ -55,7 +57,7 @@ def bits_per_byte(trainer, mem_len: int, clamp_len=None) -> float:
 
 rows = []
 for seed in args.seeds:
-    for train_mem in (L, 0):
+    for train_mem in (M, 0):
         torch.manual_seed(seed)
         model = LongctxTransfoXLForCausalLM(config(train_mem))
         with tempfile.TemporaryDirectory() as tmp:
@@ -68,10 +70,12 @@ for seed in args.seeds:
             trainer.train()
             evals = [(str(train_mem), bits_per_byte(trainer, train_mem))]
             if train_mem:
-                # A longer memory than in training; with distances clamped to the longest seen in training
-                # (2 L - 1; the paper clamps at evaluation too); and none (does the model use its memory?).
-                evals += [(str(4 * train_mem), bits_per_byte(trainer, 4 * train_mem)),
-                          (f"{4 * train_mem}, clamp {2 * L - 1}", bits_per_byte(trainer, 4 * train_mem, 2 * L - 1)),
+                # Longer memories than in training; with distances clamped to the longest seen in training
+                # (M + L - 1; the paper clamps at evaluation too); and none (does the model use its memory?).
+                far = train_mem + L - 1
+                evals += [(str(2 * train_mem), bits_per_byte(trainer, 2 * train_mem)),
+                          (str(4 * train_mem), bits_per_byte(trainer, 4 * train_mem)),
+                          (f"{4 * train_mem}, clamp {far}", bits_per_byte(trainer, 4 * train_mem, far)),
                           ("0", bits_per_byte(trainer, 0))]
         for eval_mem, bpb in evals:
             rows.append((seed, train_mem, eval_mem, bpb))
