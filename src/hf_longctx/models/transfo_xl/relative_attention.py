@@ -67,7 +67,9 @@ class _ShiftAndMask(torch.autograd.Function):
     large negative value where it is masked, ``keep`` is 1.0 / 0.0 likewise (both ``(B or 1, 1, T, K)``).
 
     The masked entries' gradients are dropped (``* keep``) as a ``masked_fill`` would, so that a query with no
-    allowed key (padding) sends nothing back. The backward writes through the same skewed view of a fresh buffer:
+    allowed key (padding) sends nothing back. ``keep=None`` when every query has an allowed key (no padding: the
+    causal mask and the window always allow the query's own position): the masked entries' probabilities are then
+    exactly 0, so are their gradients, and the backward is a plain copy. The backward writes through the same skewed view of a fresh buffer:
     the view minus its last column covers every entry of a block but the first ``T - 1`` (which no valid score
     reads: set to 0) and the last (written on its own), each once. autograd's generic ``as_strided`` backward would
     take a slow path instead, because the full view overlaps itself (entry ``(i, K - 1)`` is entry ``(i + 1, 0)``).
@@ -79,7 +81,7 @@ class _ShiftAndMask(torch.autograd.Function):
         B, H, T, K = x.shape
         out = x.new_empty(B * H, T, K)  # batch-flat, so that the caller's in-place GEMM is not on a view
         torch.add(_skewed(x), bias, out=out.view(B, H, T, K))
-        ctx.save_for_backward(keep)
+        ctx.save_for_backward(keep)  # None allowed
         ctx.x_shape, ctx.x_stride = x.shape, x.stride()
         return out
 
@@ -89,8 +91,12 @@ class _ShiftAndMask(torch.autograd.Function):
         B, H, T, K = ctx.x_shape
         grad = grad.view(B, H, T, K)
         gx = torch.empty_strided((B, H, T, K), ctx.x_stride, dtype=grad.dtype, device=grad.device)
-        torch.mul(grad[..., : K - 1], keep[..., : K - 1], out=_skewed(gx)[..., : K - 1])
-        gx[..., T - 1, K - 1] = grad[..., T - 1, K - 1] * keep[..., T - 1, K - 1]
+        if keep is None:
+            _skewed(gx)[..., : K - 1].copy_(grad[..., : K - 1])
+            gx[..., T - 1, K - 1] = grad[..., T - 1, K - 1]
+        else:
+            torch.mul(grad[..., : K - 1], keep[..., : K - 1], out=_skewed(gx)[..., : K - 1])
+            gx[..., T - 1, K - 1] = grad[..., T - 1, K - 1] * keep[..., T - 1, K - 1]
         gx[..., 0, : T - 1] = 0.0
         return gx, None, None
 
@@ -175,7 +181,7 @@ def relative_attention(
     # GEMM itself (baddbmm_: no further pass over the scores).
     keep = allowed.to(qr.dtype)  # (B or 1, 1, T, K), small
     bias = (1.0 - keep) * _masked_value(qr.dtype)
-    scores = _ShiftAndMask.apply(qr, bias, keep)  # (B*H, T, K)
+    scores = _ShiftAndMask.apply(qr, bias, keep if key_mask is not None else None)  # (B*H, T, K)
     scores.baddbmm_((q + (r_w_bias * scale)[None, :, None, :]).reshape(B * H, T, D),
                     k.reshape(B * H, K, D).transpose(1, 2))
     probs = torch.softmax(scores.view(B, H, T, K), dim=-1)
