@@ -178,14 +178,27 @@ def lsh_buckets(vectors: torch.Tensor, rotations: torch.Tensor, num_buckets: int
     factors = _bucket_factors(num_buckets)
     if rotations.shape[-1] != sum(factors) // 2:
         raise ValueError(f"rotations have {rotations.shape[-1]} columns, num_buckets={num_buckets} needs {sum(factors) // 2}")
-    rotated = torch.einsum("bhtd,hdrk->bhrtk", vectors.detach(), rotations.to(vectors.dtype))  # (B, H, R, T, K)
-    buckets, start, radix = None, 0, 1
-    for f in factors:
-        part = rotated[..., start : start + f // 2]
-        b = torch.cat([part, -part], dim=-1).argmax(dim=-1)
-        buckets = b if buckets is None else buckets + radix * b
-        start, radix = start + f // 2, radix * f
-    return buckets
+    B, H, T, _ = vectors.shape
+    R, K = rotations.shape[2], rotations.shape[3]
+    rotations = rotations.to(vectors.dtype)
+    # Over pieces of the sequence: the rotated vectors are (B, H, R, T, K) with K ~ T / chunk, i.e. quadratic in T
+    # at transformers' automatic bucket counts (800 MB at 32k tokens); a piece holds at most 4M of them.
+    step = max(1, (1 << 22) // max(1, B * H * R * K))
+    pieces = []
+    for part in vectors.detach().split(step, dim=2):
+        rotated = torch.einsum("bhtd,hdrk->bhrtk", part, rotations)  # (B, H, R, t, K)
+        buckets, start, radix = None, 0, 1
+        for f in factors:
+            x = rotated[..., start : start + f // 2]
+            # argmax([x, -x]) without building it: the larger of max(x) and -min(x); ties go to the first half,
+            # and max/min return the first index of a tie, as argmax does, so the buckets are the same.
+            top, top_i = x.max(dim=-1)
+            low, low_i = x.min(dim=-1)
+            b = torch.where(top >= -low, top_i, low_i + f // 2)
+            buckets = b if buckets is None else buckets + radix * b
+            start, radix = start + f // 2, radix * f
+        pieces.append(buckets)
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)
 
 
 def auto_num_buckets(seq_len: int, chunk_length: int, max_positions: int) -> int | list[int]:
