@@ -109,9 +109,12 @@ def _read_documents(path: Path) -> list[str]:
 
 def read_text_folder(folder) -> dict[str, list[str]]:
     """The documents of ``folder`` (:data:`TEXT_FOLDER_FORMAT`; files directly inside it, sorted by name) split by a
-    sha256 of each document's text: the documents with the highest hashes go to ``validation`` and the next ones
-    to ``test``, :data:`HELD_OUT_FRACTION` each and at least one each; the rest are ``train``. Identical documents
-    are kept once. Raises :class:`DataError` naming the file (and line) that is wrong."""
+    sha256 of each document's text, read as a number in [0, 1): the top :data:`HELD_OUT_FRACTION` of that range is
+    ``validation``, the next ``test``, the rest ``train``. A fixed threshold, not a rank: adding documents to the
+    folder never moves a training document into validation or test (a rank did, so a checkpoint pretrained before
+    the folder grew was then scored on text it had trained on). A small folder whose held-out range is empty lends
+    it the training document of highest hash (train keeps at least one). Identical documents are kept once.
+    Raises :class:`DataError` naming the file (and line) that is wrong."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder} is not a folder; --data-dir with --task mlm or clm takes {TEXT_FOLDER_FORMAT}")
@@ -126,10 +129,17 @@ def read_text_folder(folder) -> dict[str, list[str]]:
     if len(documents) < 3:
         raise DataError(f"{folder} holds {len(documents)} distinct non-empty document(s); pretraining needs at least "
                         "3 (one each for train, validation and test)")
-    ranked = [documents[key] for key in sorted(documents, reverse=True)]
-    held_out = max(1, round(HELD_OUT_FRACTION * len(ranked)))
-    held_out = min(held_out, (len(ranked) - 1) // 2)  # train keeps at least one document
-    return {"validation": ranked[:held_out], "test": ranked[held_out:2 * held_out], "train": ranked[2 * held_out:]}
+    splits = {"validation": [], "test": [], "train": []}
+    for key in sorted(documents, reverse=True):  # highest hash first
+        share = int(key, 16) / 16 ** len(key)
+        split = ("validation" if share >= 1 - HELD_OUT_FRACTION else
+                 "test" if share >= 1 - 2 * HELD_OUT_FRACTION else "train")
+        splits[split].append(documents[key])
+    for split in ("validation", "test"):
+        if not splits[split]:  # lend the document nearest the held-out range, from a split that keeps one
+            donor = next(d for d in ("train", "validation", "test") if len(splits[d]) > 1)
+            splits[split].append(splits[donor].pop(0 if donor == "train" else -1))
+    return splits
 
 
 def chunk_documents(documents: list[str], tokenizer, max_length: int, *, limit: int | None = None,
