@@ -303,6 +303,44 @@ def test_local_only_model_generates_the_same_tokens_cached_and_uncached():
     assert torch.equal(cached, uncached)
 
 
+def test_left_padded_rows_keep_their_previous_chunk_and_generate_the_same_cached_and_uncached():
+    """Local layers counted a row's real tokens to find its chunks, which assumed right padding: with left padding
+    the last chunk lost the one before it, and cached and uncached greedy tokens differed (found in review)."""
+    torch.manual_seed(0)
+    config = make_config(is_decoder=True, attn_layers=["local", "local"], local_attn_chunk_length=4,
+                         axial_pos_shape=[16, 8], max_position_embeddings=128)
+    model = LongctxReformerForCausalLM(config).eval()
+    ids = torch.randint(3, VOCAB, (1, 17), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    ids[0, :3], mask[0, :3] = PAD, 0  # left padding
+    changed = ids.clone()
+    changed[0, 13] = (changed[0, 13] + 1) % VOCAB  # a real token in the chunk before the last token's chunk
+    with torch.no_grad():
+        last = [model(x, attention_mask=mask).logits[0, -1] for x in (ids, changed)]
+    assert (last[0] - last[1]).abs().max() > 1e-4
+    prompt = torch.randint(3, VOCAB, (2, 9), generator=torch.Generator().manual_seed(2))
+    prompt_mask = torch.ones_like(prompt)
+    prompt[1, :5], prompt_mask[1, :5] = PAD, 0
+    kwargs = dict(attention_mask=prompt_mask, max_new_tokens=20, do_sample=False, pad_token_id=PAD)
+    assert torch.equal(model.generate(prompt, use_cache=True, **kwargs),
+                       model.generate(prompt, use_cache=False, **kwargs))
+
+
+def test_global_rng_untouched_by_the_classifier_in_training():
+    """The sequence classifier's head used nn.Dropout, which advanced the global RNG (found in review)."""
+    model = LongctxReformerForSequenceClassification(make_config(num_labels=2, classifier_dropout=0.3,
+                                                                 **DROPOUT)).train()
+    ids, _ = _ids(torch.Generator().manual_seed(4), T=24, ragged=False)
+    state = torch.get_rng_state()
+    losses = [model(input_ids=ids, labels=torch.tensor([0, 1])).loss for _ in range(2)]
+    losses[0].backward()
+    assert torch.equal(torch.get_rng_state(), state)
+    assert losses[0].item() != losses[1].item()  # the head's dropout is drawn anew each forward
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
 def test_cached_generation_with_lsh_short_prompt_and_automatic_buckets_is_quiet(caplog):
     """transformers crashes here (short prompt + cache + num_buckets=None) and warns at every step."""
     torch.manual_seed(0)

@@ -696,8 +696,8 @@ def local_chunked_attention(
     Args:
         q, k, v: ``(B, H, T, D)``; keys are scaled by ``1/sqrt(D)`` here (transformers scales keys, not queries).
         chunk_length, num_chunks_before, num_chunks_after: the neighbourhood rule of the module docstring, on the
-            cycle of chunks that hold a real token (without padding: transformers' circular neighbours, so a
-            bidirectional layer's first chunk also sees the last one).
+            cycle of chunks up to the one of the row's last real token (without padding: transformers' circular
+            neighbours, so a bidirectional layer's first chunk also sees the last one).
         causal: key position <= query position.
         attention_mask: ``(B, T)``, ``True``/1 for real tokens.
         dropout_p, generator: dropout on the probabilities, drawn from ``generator``.
@@ -724,7 +724,10 @@ def local_chunked_attention(
     Tp, N = T + pad, (T + pad) // c
     q, k, v = (_pad_time(x, pad, 2).view(B, H, N, c, D) for x in (q, k, v))  # (B, H, N, c, D)
     real = _pad_time(real, pad, 1)
-    real_chunks = torch.clamp((real.sum(dim=1) + c - 1) // c, min=1)
+    # The cycle runs up to the chunk of the row's last real token. Counting real tokens instead assumed right
+    # padding: with left padding the last chunks fell outside the cycle and lost their previous chunk.
+    last = (real * torch.arange(1, Tp + 1, device=q.device)).amax(dim=1)  # (B,) 1 + index of the last real token
+    real_chunks = torch.clamp((last + c - 1) // c, min=1)
     neighbours, keep = _chunk_neighbours(real_chunks, 1, N, num_chunks_before, num_chunks_after)
     S = neighbours.shape[-1]
     k_n, v_n = _gather_chunks(k, neighbours), _gather_chunks(v, neighbours)  # (B, H, N, S*c, D)
@@ -756,8 +759,8 @@ def naive_local_attention(
     """Dense twin of :func:`local_chunked_attention` (tests only): a ``T x T`` mask, written plainly.
 
     Key ``j`` is visible to query ``i`` when it is real, (causal) not after ``i``, and chunk ``j // c`` is one of
-    the chunks ``i // c + o`` (``-before <= o <= after``) counted around the cycle of the row's real chunks.
-    Rows of padding queries are zero.
+    the chunks ``i // c + o`` (``-before <= o <= after``) counted around the cycle of the chunks up to the one of
+    the row's last real token. Rows of padding queries are zero.
     """
     B, H, T, D = q.shape
     real = _real_mask(attention_mask, B, T, q.device)
@@ -766,7 +769,8 @@ def naive_local_attention(
     i = torch.arange(T)
     visible = torch.zeros(B, T, T, dtype=torch.bool)
     for bi in range(B):
-        m = max(1, -(-int(real[bi].sum()) // c))  # real chunks of the row
+        last = max((j + 1 for j in range(T) if real[bi, j]), default=0)
+        m = max(1, -(-last // c))  # chunks up to the one of the row's last real token
         for qi in range(T):
             near = {(qi // c + o) % m for o in range(-num_chunks_before, num_chunks_after + 1)}
             for kj in range(T):

@@ -603,6 +603,14 @@ class LongctxReformerModel(LongctxReformerPreTrainedModel):
             )
         return self._eval_rotations[key]
 
+    def private_generator(self, device) -> torch.Generator | None:
+        """In training, a generator seeded from the model's private RNG, for a head's dropout; None in eval."""
+        if not self.training:
+            return None
+        if self._train_rng is None:
+            self._train_rng = torch.Generator().manual_seed(self.config.hash_seed)
+        return _generator(torch.randint(0, 2**62, (1,), generator=self._train_rng).item(), device)
+
     def _randomness(self, T, num_hashes, dtype, device):
         """Per layer: the LSH rotations and dropout seeds of this forward; plus seeds for embeddings and output."""
         c = self.config
@@ -739,17 +747,19 @@ class ReformerOnlyLMHead(nn.Module):
 
 
 class ReformerClassificationHead(nn.Module):
-    """First token: dropout -> dense (2C -> C) -> tanh -> dropout -> out_proj."""
+    """First token: dropout -> dense (2C -> C) -> tanh -> dropout -> out_proj. The dropouts draw from ``generator``
+    (the model's private RNG): an ``nn.Dropout`` here advanced the global RNG, which the config promises not to."""
 
     def __init__(self, in_size, hidden_size, num_labels, dropout):
         super().__init__()
         self.dense = nn.Linear(in_size, hidden_size)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = dropout
         self.out_proj = nn.Linear(hidden_size, num_labels)
 
-    def forward(self, hidden_states):
-        x = self.dropout(hidden_states[:, 0])
-        return self.out_proj(self.dropout(torch.tanh(self.dense(x))))
+    def forward(self, hidden_states, generator=None):
+        p = self.dropout if self.training else 0.0
+        x = seeded_dropout(hidden_states[:, 0], p, generator)
+        return self.out_proj(seeded_dropout(torch.tanh(self.dense(x)), p, generator))
 
 
 def _finish(result, return_dict, config):
@@ -855,7 +865,7 @@ class LongctxReformerForSequenceClassification(LongctxReformerPreTrainedModel):
         out = self.reformer(input_ids, attention_mask, position_ids, inputs_embeds, num_hashes,
                             output_hidden_states=output_hidden_states, output_attentions=output_attentions,
                             return_dict=True)
-        logits = self.classifier(out.last_hidden_state)
+        logits = self.classifier(out.last_hidden_state, self.reformer.private_generator(out.last_hidden_state.device))
         if self.config.num_labels > 1:  # one label is regression
             check_class_labels(labels, self.config.num_labels)
         loss = self.loss_function(labels, logits, self.config) if labels is not None else None
