@@ -89,5 +89,21 @@ def test_every_command_named_in_the_text_exists_with_its_flags(span):
     tokens = shlex.split(re.sub(r"^python -m hf_longctx", "hf-longctx", span))[1:]
     assert tokens and tokens[0] in {"train", "evaluate", "generate", "convert", "demo", "export", "push", "data",
                                     "bench"}, span
-    unknown = [t for t in tokens[1:] if t.startswith("--") and t not in _options(tokens[0])]
+    known = _options(tokens[0])
+    if tokens[0] == "bench" and len(tokens) > 1 and not tokens[1].startswith("-"):
+        known |= _variant_bench_options(tokens[1])  # `hf-longctx bench` passes a variant's own flags on
+    unknown = [t for t in tokens[1:] if t.startswith("--") and t not in known]
     assert unknown == [], f"{span}: no such flag {unknown}"
+
+
+def _variant_bench_options(variant: str) -> set[str]:
+    import contextlib
+    import importlib
+    import io
+
+    from hf_longctx.benchmarks import VARIANT_MODULES
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        importlib.import_module(f"hf_longctx.benchmarks.{VARIANT_MODULES[variant]}").main(["--help"])
+    return set(re.findall(r"--[a-z][a-z-]*", out.getvalue()))
