@@ -105,7 +105,8 @@ def _dropout_bits(shape, p: float, generator: torch.Generator | None, device) ->
     """16-bit uniforms of ``shape`` drawn from ``generator`` and the threshold under which an element is dropped.
 
     Each 64-bit draw gives four 16-bit uniforms (a quarter of the generator calls of ``torch.rand``, and no modulo:
-    the full 64-bit range is the generator's raw output); ``p`` is rounded down to a multiple of 1/65536.
+    the full 64-bit range is the generator's raw output); ``p`` becomes a multiple of 1/65536, the threshold
+    truncated toward zero: ``p`` rounds up below 0.5 (0.1 drops 6554/65536 = 0.1000061) and down above.
     """
     n = math.prod(shape)
     draws = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
