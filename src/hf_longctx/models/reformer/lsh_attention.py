@@ -114,12 +114,6 @@ def _dropout_bits(shape, p: float, generator: torch.Generator | None, device) ->
     return bits, int(-32768 + p * 65536)
 
 
-def dropout_drop_mask(shape, p: float, generator: torch.Generator | None, device) -> torch.Tensor:
-    """Bool mask of dropped elements (probability ``p``) drawn from ``generator``, never the global RNG."""
-    bits, threshold = _dropout_bits(shape, p, generator, device)
-    return bits < threshold
-
-
 def _keep_mask(bits: torch.Tensor, threshold: int) -> torch.Tensor:
     # the comparison written into uint8 (1 kept, 0 dropped), then widened to a 0/1 float factor and multiplied: on
     # CPU this costs well under half of a bool compare + where() (neither of which is vectorised), forward and
@@ -795,7 +789,6 @@ __all__ = [
     "naive_lsh_attention",
     "random_rotations",
     "bucket_index_insert",
-    "dropout_drop_mask",
     "seeded_dropout",
     "unit_keys",
 ]

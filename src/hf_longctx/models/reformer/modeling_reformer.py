@@ -607,9 +607,13 @@ class LongctxReformerModel(LongctxReformerPreTrainedModel):
         """In training, a generator seeded from the model's private RNG, for a head's dropout; None in eval."""
         if not self.training:
             return None
+        return _generator(torch.randint(0, 2**62, (1,), generator=self._training_rng()).item(), device)
+
+    def _training_rng(self) -> torch.Generator:
+        """The private generator of training draws, seeded by ``hash_seed`` on first use."""
         if self._train_rng is None:
             self._train_rng = torch.Generator().manual_seed(self.config.hash_seed)
-        return _generator(torch.randint(0, 2**62, (1,), generator=self._train_rng).item(), device)
+        return self._train_rng
 
     def _randomness(self, T, num_hashes, dtype, device):
         """Per layer: the LSH rotations and dropout seeds of this forward; plus seeds for embeddings and output."""
@@ -619,9 +623,7 @@ class LongctxReformerModel(LongctxReformerPreTrainedModel):
             rotations = self._rotations(num_hashes, num_buckets, dtype, device) if "lsh" in c.attn_layers else None
             rand = {"rotations": rotations, "num_buckets": num_buckets}
             return [rand] * len(c.attn_layers), [None] * len(c.attn_layers), None
-        if self._train_rng is None:
-            self._train_rng = torch.Generator().manual_seed(c.hash_seed)
-        g = self._train_rng
+        g = self._training_rng()
         rands = [
             {"rotations": self._rotations(num_hashes, num_buckets, dtype, device, g) if kind == "lsh" else None,
              "num_buckets": num_buckets}
