@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from hf_longctx.collator import MaskedLMCollator, mask_tokens
 from hf_longctx.data import raw_text
-from hf_longctx.train import TrainError, train
+from hf_longctx.train import PRIVATE_RNG_FILE, TrainError, train
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = {"disable_tqdm": True}
@@ -465,6 +465,67 @@ def test_setup_cfg_installs_a_shipped_checkpoint_folder():
                  "modeling_longformer.py"):
         assert any(fnmatch.fnmatch(f"pretrained/tiny-mlm/{name}", p) for p in patterns), name
     assert (ROOT / "src" / "hf_longctx" / "pretrained" / "__init__.py").is_file()  # a package: find: includes it
+
+
+def test_reformer_resume_draws_what_the_uninterrupted_run_drew(raw_dir, tmp_path, one_thread):
+    """The Reformer draws LSH rotations and dropout from a private generator (never the global RNG, which Trainer
+    restores): train saves that generator into each checkpoint and restores it on --resume, so the resumed run ends
+    at the uninterrupted run's weights. Without the saved state it would draw again from the start: checked below
+    by deleting the file, which must change the result."""
+    every_2 = {**QUIET, "save_strategy": "steps", "save_steps": 2, "save_total_limit": None, "eval_strategy": "no"}
+    settings = dict(TINY, variant="reformer", dropout=0.1, max_steps=4, overrides=every_2)
+    run = tmp_path / "full"
+    train("clm", run, data_dir=raw_dir, **settings)
+    assert (run / "checkpoints" / "checkpoint-2" / PRIVATE_RNG_FILE).is_file()
+    expected = load_file(str(run / "model" / "model.safetensors"))
+
+    def resumed(name: str, keep_state: bool) -> dict:
+        cut = tmp_path / name
+        shutil.copytree(run, cut)
+        shutil.rmtree(cut / "checkpoints" / "checkpoint-4")
+        shutil.rmtree(cut / "model")
+        if not keep_state:
+            (cut / "checkpoints" / "checkpoint-2" / PRIVATE_RNG_FILE).unlink()
+        summary = train("clm", cut, data_dir=raw_dir, resume=True, **settings)
+        assert summary["resumed_from"].endswith("checkpoint-2")
+        return load_file(str(cut / "model" / "model.safetensors"))
+
+    exact = resumed("cut", keep_state=True)
+    for name in expected:
+        torch.testing.assert_close(exact[name], expected[name], rtol=1e-6, atol=1e-7, msg=name)
+    restarted = resumed("cut_without_state", keep_state=False)
+    assert any(not torch.allclose(restarted[name], expected[name], rtol=1e-6, atol=1e-7) for name in expected)
+
+
+def test_reformer_private_generator_follows_the_seed_and_leaves_the_global_rng_alone():
+    from hf_longctx import LongctxReformerConfig, LongctxReformerModel
+
+    config = LongctxReformerConfig(vocab_size=32, hidden_size=16, num_attention_heads=2, attention_head_size=8,
+                                   attn_layers=["lsh"], axial_pos_embds=False, max_position_embeddings=64,
+                                   lsh_attn_chunk_length=8, num_buckets=4, feed_forward_size=32)
+    model = LongctxReformerModel(config).train()
+    ids = torch.randint(0, 32, (1, 32), generator=torch.Generator().manual_seed(0))
+
+    def draws(seed):
+        model.seed_private_rng(seed)
+        return [model(ids).last_hidden_state for _ in range(2)]
+
+    global_state = torch.get_rng_state()
+    a, again, other = draws(1), draws(1), draws(2)
+    assert torch.equal(torch.get_rng_state(), global_state)
+    assert torch.equal(a[0], again[0]) and torch.equal(a[1], again[1])  # the same seed: the same rotations
+    assert not torch.equal(a[0], a[1])  # redrawn every forward
+    assert not torch.equal(a[0], other[0])  # another seed: other rotations
+    model.seed_private_rng(1)
+    model(ids)
+    state = model.private_rng_state()
+    second = model(ids).last_hidden_state
+    model.set_private_rng_state(state)
+    assert torch.equal(model(ids).last_hidden_state, second)
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        model.seed_private_rng("1")
+    with pytest.raises(ValueError, match="uint8 tensor"):
+        model.set_private_rng_state(torch.zeros(3))
 
 
 def test_resume_notices_an_edited_raw_text_folder(raw_dir, tmp_path):

@@ -483,6 +483,39 @@ def _epoch_callbacks(collator) -> list:
     return [MaskEpoch()]
 
 
+PRIVATE_RNG_FILE = "hf_longctx_private_rng.pt"  # in each checkpoint folder, beside Trainer's own rng_state.pth
+
+
+def _private_rng_callbacks(model, seed: int, resume_from: str | None) -> list:
+    """Models that draw from a private generator (the Reformer: LSH rotations and dropout, never the global RNG)
+    get it seeded from ``--seed`` at the start, saved into every checkpoint and restored on ``--resume``, as Trainer
+    does for the global RNG; otherwise a resumed run would draw again from the start of the generator."""
+    owners = [m for m in model.modules() if hasattr(m, "set_private_rng_state")]
+    if not owners:
+        return []
+    import torch
+    from transformers import TrainerCallback
+
+    class PrivateRNG(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            for module in owners:
+                module.seed_private_rng(seed)
+            path = None if resume_from is None else Path(resume_from) / PRIVATE_RNG_FILE
+            if path is not None and path.is_file():  # a checkpoint written before this file existed starts afresh
+                states = torch.load(path, weights_only=True)
+                if len(states) != len(owners):
+                    raise TrainError(f"{path} holds {len(states)} generator states, the model has {len(owners)}")
+                for module, saved in zip(owners, states):
+                    module.set_private_rng_state(saved)
+
+        def on_save(self, args, state, control, **kwargs):
+            if args.should_save:
+                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                torch.save([m.private_rng_state() for m in owners], folder / PRIVATE_RNG_FILE)
+
+    return [PrivateRNG()]
+
+
 def _shipped_corpora() -> list[str]:
     from .data.raw_text import CORPORA
 
@@ -638,7 +671,8 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
         collator = collator_for(task, tokenizer, seed)
         trainer = Trainer(
             model=model, args=args, train_dataset=data["train"], eval_dataset=data["validation"],
-            data_collator=collator, processing_class=tokenizer, callbacks=_epoch_callbacks(collator),
+            data_collator=collator, processing_class=tokenizer,
+            callbacks=_epoch_callbacks(collator) + _private_rng_callbacks(model, seed, resume_from),
             compute_metrics=compute_metrics_for(task), preprocess_logits_for_metrics=logits_for_metrics(task),
         )
     except BaseException:

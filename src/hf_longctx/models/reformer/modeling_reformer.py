@@ -615,6 +615,28 @@ class LongctxReformerModel(LongctxReformerPreTrainedModel):
             self._train_rng = torch.Generator().manual_seed(self.config.hash_seed)
         return self._train_rng
 
+    # The private generator is not a weight, so a checkpoint of the weights does not hold it. A training loop that
+    # resumes (hf-longctx train --resume does, through a Trainer callback) saves and restores it with these, so the
+    # resumed run draws the rotations and dropout masks the uninterrupted one would have drawn.
+
+    def seed_private_rng(self, seed: int) -> None:
+        """Restart the private training generator from ``(hash_seed, seed)``: runs with other seeds draw other
+        rotations and dropout masks; the same seed draws the same ones. Touches no global RNG."""
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an integer, got {seed!r}")
+        mixed = (self.config.hash_seed * 1_000_003 + seed) % 2**63
+        self._train_rng = torch.Generator().manual_seed(mixed)
+
+    def private_rng_state(self) -> torch.Tensor:
+        """The private training generator's state (a ``uint8`` tensor), for a checkpoint."""
+        return self._training_rng().get_state()
+
+    def set_private_rng_state(self, state: torch.Tensor) -> None:
+        """Continue the private training generator from a state :meth:`private_rng_state` returned."""
+        if not isinstance(state, torch.Tensor) or state.dtype != torch.uint8:
+            raise ValueError("the private generator state must be the uint8 tensor private_rng_state() returned")
+        self._training_rng().set_state(state)
+
     def _randomness(self, T, num_hashes, dtype, device):
         """Per layer: the LSH rotations and dropout seeds of this forward; plus seeds for embeddings and output."""
         c = self.config
