@@ -163,6 +163,8 @@ def evaluate_arguments(p) -> None:
     p.add_argument("--task", choices=TASK_NAMES + PRETRAINING_TASK_NAMES, help="a shipped task, or mlm / clm: the "
                    "pretraining metrics on the shipped corpora (or on --data-dir's raw text)")
     p.add_argument("--data-dir", help="or a folder of your own documents, as for `hf-longctx train --data-dir`")
+    p.add_argument("--corpora", nargs="+", choices=CORPUS_NAMES, metavar="CORPUS", help="with --task mlm or clm: "
+                   f"score on these shipped corpora only ({', '.join(CORPUS_NAMES)}; default: all)")
     p.add_argument("--split", default="test", help="train, validation or test")
     p.add_argument("--max-length", type=positive_int, help="tokens per example (default: the model's longest input)")
     p.add_argument("--batch-size", type=positive_int, default=4, help="examples per forward pass")

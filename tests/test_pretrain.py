@@ -278,7 +278,7 @@ def mlm_run(tmp_path_factory, raw_dir):
     return run, summary, every_2
 
 
-def test_mlm_reports_masked_accuracy_and_perplexity_and_names_its_data(mlm_run, raw_dir):
+def test_mlm_reports_masked_accuracy_and_perplexity_and_names_its_data(mlm_run, raw_dir, capsys):
     run, summary, _ = mlm_run
     metrics = {r["metric"]: r["value"] for r in summary["results"]}
     assert {"loss", "masked_accuracy", "perplexity"} <= set(metrics)
@@ -300,6 +300,14 @@ def test_mlm_reports_masked_accuracy_and_perplexity_and_names_its_data(mlm_run, 
 
     assert main(["evaluate", str(run / "model"), "--task", "mlm", "--data-dir", str(raw_dir), "--max-samples", "4",
                  "--batch-size", "2", "--device", "cpu"]) == 0
+    # --corpora narrows the shipped text, as for train (evaluate had no such flag)
+    shipped = evaluate_model(run / "model", "mlm", corpora=["kernel-docs"], max_samples=2, batch_size=2,
+                             device="cpu")
+    assert 0.0 <= shipped["test_masked_accuracy"] <= 1.0 and shipped["test_perplexity"] > 1.0
+    capsys.readouterr()
+    assert main(["evaluate", str(run / "model"), "--task", "kernel-docs", "--corpora", "wiki-bytes",
+                 "--device", "cpu"]) == 1
+    assert "--corpora chooses the text and tokenizer of pretraining" in capsys.readouterr().err
 
 
 def test_mlm_resume_continues_to_the_weights_of_an_uninterrupted_run(mlm_run, raw_dir, tmp_path, one_thread):

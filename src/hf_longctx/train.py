@@ -770,9 +770,9 @@ def check_model_fits_task(config, task, labels, model_dir) -> None:
 
 def evaluate_model(model_dir, task_name: str | None, *, data_dir=None, split: str = "test",
                    max_length: int | None = None, batch_size: int = 4, max_samples: int | None = None,
-                   device: str = "auto", bf16: bool = False) -> dict:
+                   device: str = "auto", bf16: bool = False, corpora: list[str] | None = None) -> dict:
     """Metrics of a saved model on a split of a shipped task or of a ``data_dir`` folder (the model's own tokenizer
-    is used when it saved one)."""
+    is used when it saved one); ``corpora`` narrows ``mlm`` / ``clm`` to some shipped corpora, as for ``train``."""
     import transformers
     from transformers import AutoConfig, AutoTokenizer, Trainer
 
@@ -792,7 +792,8 @@ def evaluate_model(model_dir, task_name: str | None, *, data_dir=None, split: st
                          f"takes; leave --max-length out, or {lengthen_advice(model_dir, max_length)}")
     device_args = device_arguments(device, bf16)
     label_names = [config.id2label[i] for i in range(config.num_labels)] if data_dir is not None else None
-    task = _task(task_name, data_dir, label_names if task_name not in PRETRAINING_TASKS else None)
+    pretraining = {"corpora": corpora} if corpora is not None else {}  # refused by name for other tasks
+    task = _task(task_name, data_dir, label_names if task_name not in PRETRAINING_TASKS else None, **pretraining)
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir) if (model_dir / "tokenizer_config.json").is_file() \
             else task.tokenizer()
