@@ -244,6 +244,10 @@ def test_bench_command_runs_as_the_readme_writes_it(tmp_path, monkeypatch, capsy
     report = (tmp_path / "mine" / "x.md").read_text()
     assert "](x.png)" in report and "from the issue" not in report
     assert "| 256 |" in report and json.loads((tmp_path / "mine" / "x.json").read_text())["quick"] is True
+    # inference is also timed in a process of its own (an inference-only process, as a server's): both sides ran
+    own = json.loads((tmp_path / "mine" / "x.json").read_text())["lengths"]["256"]["inference_process"]
+    assert len(own["ours/inference"]) == len(own["transformers/inference"]) >= 1
+    assert all(t > 0 for t in own["ours/inference"] + own["transformers/inference"])
     with pytest.raises(SystemExit):
         main(["bench", "nope"])
     assert "invalid choice" in capsys.readouterr().err
