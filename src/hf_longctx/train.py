@@ -486,7 +486,7 @@ def _epoch_callbacks(collator) -> list:
 PRIVATE_RNG_FILE = "hf_longctx_private_rng.pt"  # in each checkpoint folder, beside Trainer's own rng_state.pth
 
 
-def _private_rng_callbacks(model, seed: int, resume_from: str | None) -> list:
+def _private_rng_callbacks(model, seed: int, resume_from: str | None, log=print) -> list:
     """Models that draw from a private generator (the Reformer: LSH rotations and dropout, never the global RNG)
     get it seeded from ``--seed`` at the start, saved into every checkpoint and restored on ``--resume``, as Trainer
     does for the global RNG; otherwise a resumed run would draw again from the start of the generator."""
@@ -500,18 +500,30 @@ def _private_rng_callbacks(model, seed: int, resume_from: str | None) -> list:
         def on_train_begin(self, args, state, control, **kwargs):
             for module in owners:
                 module.seed_private_rng(seed)
-            path = None if resume_from is None else Path(resume_from) / PRIVATE_RNG_FILE
-            if path is not None and path.is_file():  # a checkpoint written before this file existed starts afresh
+            if resume_from is None:
+                return
+            path = Path(resume_from) / PRIVATE_RNG_FILE
+            if not path.is_file():  # written before this file existed, or killed between Trainer's save and ours
+                log(f"warning: {resume_from} holds no {PRIVATE_RNG_FILE}; the model's private generator (LSH "
+                    "rotations, dropout) starts again from --seed, so this resumed run draws other rotations and "
+                    "masks than an uninterrupted one would have")
+                return
+            try:
                 states = torch.load(path, weights_only=True)
-                if len(states) != len(owners):
-                    raise TrainError(f"{path} holds {len(states)} generator states, the model has {len(owners)}")
+                if not isinstance(states, list) or len(states) != len(owners):
+                    raise ValueError(f"it holds {len(states) if isinstance(states, list) else 'no list of'} "
+                                     f"generator states, the model has {len(owners)}")
                 for module, saved in zip(owners, states):
                     module.set_private_rng_state(saved)
+            except Exception as err:  # a damaged or foreign file: say which, not a pickling traceback
+                raise TrainError(f"cannot restore the private generator from {path}: {err}") from None
 
         def on_save(self, args, state, control, **kwargs):
             if args.should_save:
                 folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-                torch.save([m.private_rng_state() for m in owners], folder / PRIVATE_RNG_FILE)
+                staging = folder / f".{PRIVATE_RNG_FILE}.partial"  # renamed when complete: never half a file
+                torch.save([m.private_rng_state() for m in owners], staging)
+                staging.replace(folder / PRIVATE_RNG_FILE)
 
     return [PrivateRNG()]
 
@@ -672,7 +684,7 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
         trainer = Trainer(
             model=model, args=args, train_dataset=data["train"], eval_dataset=data["validation"],
             data_collator=collator, processing_class=tokenizer,
-            callbacks=_epoch_callbacks(collator) + _private_rng_callbacks(model, seed, resume_from),
+            callbacks=_epoch_callbacks(collator) + _private_rng_callbacks(model, seed, resume_from, log),
             compute_metrics=compute_metrics_for(task), preprocess_logits_for_metrics=logits_for_metrics(task),
         )
     except BaseException:

@@ -103,22 +103,28 @@ def peak_growth(warm_up: Callable[[], None], step: Callable[[], None]) -> dict:
     return result
 
 
-def measure_memory(module: str, impl: str, T: int, timeout_s: float, extra: tuple[str, ...] = ()) -> dict:
-    """Run ``python -m module --memory-child impl T [extra]`` in a fresh process and read its JSON line."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               # A fixed mmap threshold: every tensor above 128 KiB is its own mapping, returned to the OS when
-               # freed, so RSS follows the live tensors (glibc's adaptive threshold would keep freed blocks up
-               # to 32 MiB in the heap and blur the peak). The same setting for every side.
-               MALLOC_MMAP_THRESHOLD_="131072")
-    cmd = [sys.executable, "-m", module, "--memory-child", impl, str(T), *extra]
+def run_child(module: str, args: tuple[str, ...], timeout_s: float, env: dict | None = None, what: str = "run") -> dict:
+    """Run ``python -m module *args`` in a fresh one-thread process and read the JSON of its last output line; a
+    timeout or a failure comes back as ``{"skipped": why}``."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **(env or {}))
     try:
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
+        done = subprocess.run([sys.executable, "-m", module, *args], env=env, capture_output=True, text=True,
+                              timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        return {"skipped": f"memory run over {timeout_s:.0f} s"}
+        return {"skipped": f"{what} over {timeout_s:.0f} s"}
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["?"])[-1]
         return {"skipped": f"failed: {tail[:120]}"}
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure_memory(module: str, impl: str, T: int, timeout_s: float, extra: tuple[str, ...] = ()) -> dict:
+    """Run ``python -m module --memory-child impl T [extra]`` in a fresh process and read its JSON line."""
+    # A fixed mmap threshold: every tensor above 128 KiB is its own mapping, returned to the OS when freed, so RSS
+    # follows the live tensors (glibc's adaptive threshold would keep freed blocks up to 32 MiB in the heap and blur
+    # the peak). The same setting for every side.
+    return run_child(module, ("--memory-child", impl, str(T), *extra), timeout_s,
+                     env={"MALLOC_MMAP_THRESHOLD_": "131072"}, what="memory run")
 
 
 def machine_info() -> dict:

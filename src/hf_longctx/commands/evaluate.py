@@ -12,7 +12,7 @@ def run(args) -> int:
     try:
         metrics = evaluate_model(args.model_dir, args.task, data_dir=args.data_dir, split=args.split,
                                  max_length=args.max_length, batch_size=args.batch_size, max_samples=args.max_samples,
-                                 device=args.device, bf16=args.bf16, corpora=getattr(args, "corpora", None))
+                                 device=args.device, bf16=args.bf16, corpora=args.corpora)
     except TrainError as err:
         print(f"hf-longctx evaluate: {err}", file=sys.stderr)
         return 1

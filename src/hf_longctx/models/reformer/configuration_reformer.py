@@ -32,7 +32,8 @@ class LongctxReformerConfig(PretrainedConfig):
     chunk_size_feed_forward (`int`): feed-forward over this many positions at a time (0: all at once).
     hash_seed (`int`, defaults to 0): seeds the LSH rotations. In eval every LSH layer draws the rotations that
         ``torch.manual_seed(hash_seed); torch.randn(...)`` gives (transformers' eval behaviour with the same seed);
-        in training rotations and dropout come from a private generator seeded with it. The global RNG is untouched.
+        in training rotations and dropout come from a private generator seeded with it (``hf-longctx train``
+        seeds it from ``(hash_seed, --seed)`` and checkpoints it). The global RNG is untouched.
     """
 
     model_type = "longctx_reformer"

@@ -633,8 +633,10 @@ class LongctxReformerModel(LongctxReformerPreTrainedModel):
 
     def set_private_rng_state(self, state: torch.Tensor) -> None:
         """Continue the private training generator from a state :meth:`private_rng_state` returned."""
-        if not isinstance(state, torch.Tensor) or state.dtype != torch.uint8:
-            raise ValueError("the private generator state must be the uint8 tensor private_rng_state() returned")
+        expected = self._training_rng().get_state()
+        if not isinstance(state, torch.Tensor) or state.dtype != torch.uint8 or state.shape != expected.shape:
+            raise ValueError(f"the private generator state must be the uint8 tensor of shape {tuple(expected.shape)} "
+                             "that private_rng_state() returned")
         self._training_rng().set_state(state)
 
     def _randomness(self, T, num_hashes, dtype, device):
