@@ -66,6 +66,29 @@ def test_lsh_attention_matches_dense(T, chunk, before, after, rounds, causal, nu
     _compare(out, ref, rows, (qk, v))
 
 
+def test_one_round_without_dropout_takes_the_fused_kernel_and_matches_the_unfused_path(monkeypatch):
+    """One hashing round without dropout runs PyTorch's fused CPU attention kernel over the chunks (the cases of
+    test_lsh_attention_matches_dense with one round compare it with the dense twin at 1e-10); several rounds,
+    dropout or the log-sum-exp take the separate GEMMs and softmax. Both paths agree, forward and gradients."""
+    from hf_longctx.models.reformer import lsh_attention as ops
+
+    calls = []
+    fused = ops._ChunkFlashAttention.apply
+    monkeypatch.setattr(ops._ChunkFlashAttention, "apply", lambda *a: calls.append(1) or fused(*a))
+    qk, v = _inputs(37)
+    mask = _mask(37)
+    kwargs = dict(num_chunks_before=1, causal=True, attention_mask=mask)
+    out = lsh_attention(qk, v, _buckets(qk, 1), 4, **kwargs)
+    assert len(calls) == 1
+    lsh_attention(qk, v, _buckets(qk, 2), 4, **kwargs)
+    lsh_attention(qk, v, _buckets(qk, 1), 4, dropout_p=0.1, generator=torch.Generator().manual_seed(0), **kwargs)
+    lsh_attention(qk, v, _buckets(qk, 1), 4, return_logsumexp=True, **kwargs)
+    assert len(calls) == 1
+    monkeypatch.setattr(ops, "_flash_usable", lambda *a: False)
+    unfused = lsh_attention(qk, v, _buckets(qk, 1), 4, **kwargs)
+    _compare(out, unfused, mask[:, None, :, None], (qk, v))
+
+
 def test_lsh_rounds_are_combined_by_their_logsumexp():
     """Two rounds with identical buckets equal one round; the per-round log-sum-exp is what the dense twin sums."""
     T = 24
