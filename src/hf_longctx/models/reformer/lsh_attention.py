@@ -32,7 +32,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 # Scores of forbidden keys (causal, padding, not in the neighbourhood) and of a token's own key, as transformers
 # (modeling_reformer.py:444-447). A shared-QK query is always most similar to itself, so Reformer forbids the self
