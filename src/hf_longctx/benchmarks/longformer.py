@@ -754,9 +754,8 @@ def main(argv: list[str] | None = None) -> None:
                     timeout_s=max(120.0, 20 * row["time"][case.name]["median_s"]))
         timed = [row["time"].get(model_case("inference", impl), {}) for impl in ("ours", "transformers")]
         if all("median_s" in r for r in timed):  # both sides ran here (neither --skip'ped nor over --max-step-s)
-            inference = timed[0]
             row["inference_process"] = measure_inference_process(
-                T, repeats, timeout_s=max(120.0, 60 * repeats * inference["median_s"]))
+                T, repeats, timeout_s=max(120.0, 60 * repeats * timed[0]["median_s"]))
         results["lengths"][str(T)] = row
         done = ", ".join(f"{n[len('model ('):]} {fmt_s(r['median_s'])}" for n, r in row["time"].items()
                          if n.startswith("model") and "median_s" in r)

@@ -454,7 +454,7 @@ def lsh_attention(
         if causal:
             allowed = allowed & (kpos_n[..., None, :] <= pos_c[..., :, None])
         bias = _chunk_bias(allowed, is_self, sdt)
-    if _flash_usable(q_s, R, dropout_p, return_logsumexp) and q_s.dtype == bias.dtype:
+    if _flash_usable(q_s, R, dropout_p, return_logsumexp):  # float32 / float64: the bias has q's dtype
         out, lse = _ChunkFlashAttention.apply(q_s, k_n, v_n, bias), None  # (B, H, C, c, D); one round: weight 1
     else:
         scores = _scores_with_bias(q_s, k_n, bias)  # (B, H, C, c, S*c)
