@@ -322,10 +322,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "data" and args.action == "list":
         return data_list(args)
     try:
-        return int(importlib.import_module(args._module).run(args) or 0)
+        code = int(importlib.import_module(args._module).run(args) or 0)
     except KeyboardInterrupt:  # Ctrl-C: a line, not a traceback (train says how to go on; see its run())
         print(f"\nhf-longctx {args.command}: interrupted", file=sys.stderr)
-        return 130
+        code = 130
+    if "torch" in sys.modules:  # a command that ran under torchrun / accelerate launch ends here, see the helper
+        from hf_longctx.distributed import exit_process_group
+
+        exit_process_group(code)
+    return code
 
 
 if __name__ == "__main__":

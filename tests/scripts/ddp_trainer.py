@@ -15,6 +15,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 import hf_longctx
+from hf_longctx.distributed import exit_process_group
 
 out, variant, per_device = sys.argv[1], sys.argv[2], int(sys.argv[3])
 fsdp = sys.argv[4:] == ["fsdp"]  # shard with FSDP (full_shard, one unit per transformer block) instead of DDP
@@ -83,3 +84,5 @@ if trainer.is_world_process_zero():
     weights = {n: float(p.detach().double().sum()) for n, p in trainer.model.named_parameters()}
     with open(out, "w") as f:
         json.dump({"world_size": args.world_size, "losses": losses, "weights": weights}, f)
+# Under torchrun / accelerate launch, leave without PyTorch's gloo shutdown race (see the helper's docstring).
+exit_process_group(0)
