@@ -368,3 +368,40 @@ def test_low_precision_stays_finite_on_padding_rows_and_single_tokens(variant, d
         out.float().square().mean().backward()
         bad = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad.float()).all()]
         assert not bad, f"{dtype} {name}: non-finite gradients in {bad[:5]}"
+
+
+# ---------------------------------------------------------------- initialization --------------------------------------
+
+
+def _constant_parameters(model) -> list[str]:
+    """Parameters of more than one element whose values are all equal, other than LayerNorm's and biases."""
+    found = []
+    for module_name, module in model.named_modules():
+        for name, p in module.named_parameters(recurse=False):
+            if isinstance(module, torch.nn.LayerNorm) or name == "bias" or p.numel() < 2:
+                continue  # LayerNorm starts at (1, 0) and biases at 0 by design, as in transformers
+            if bool(p.detach().max() == p.detach().min()):
+                found.append(f"{module_name}.{name}")
+    return found
+
+
+def test_every_parameter_is_initialized_as_the_config_says(variant):
+    """What `Auto*.from_config` builds, as transformers' ModelTesterMixin.test_initialization checks it: no
+    parameter left at a constructor constant, and `_init_weights` reaching every module (with every init scale
+    in the config set to 1e-10, each parameter's mean is 0 or 1 to 1e-9: a module that `_init_weights` missed
+    keeps torch's default init and fails)."""
+    for name, head in variant.heads.items():
+        config = variant.make_config(**head.config_overrides)
+        torch.manual_seed(0)
+        model = head.auto_class.from_config(config)
+        assert not _constant_parameters(model), f"{name}: left at a constant: {_constant_parameters(model)}"
+        tiny = variant.make_config(**head.config_overrides)
+        scales = [k for k, v in tiny.to_dict().items()
+                  if isinstance(v, float) and (k.endswith("_range") or k.endswith("_std") or k == "init_std")]
+        assert scales, f"{name}: no init scale found in {type(tiny).__name__}"
+        for key in scales:
+            setattr(tiny, key, 1e-10)
+        model = head.auto_class.from_config(tiny)
+        for pname, p in model.named_parameters():
+            mean = round(p.detach().double().mean().item() * 1e9) / 1e9
+            assert mean in (0.0, 1.0), f"{name}.{pname}: mean {p.detach().mean().item():.3g} with scales {scales} at 1e-10"

@@ -55,6 +55,12 @@ def _generator(seed: int | None, device: torch.device) -> torch.Generator | None
     return None if seed is None else torch.Generator(device=device).manual_seed(int(seed))
 
 
+class AxialTables(nn.ParameterList):
+    """The two axial position tables. A class of their own because transformers 5 calls ``_init_weights`` on the
+    module that holds parameters directly, here this list, and never on :class:`AxialPositionEmbeddings` (which
+    holds none, so remote code's init skips it as already done): the tables' init must match this class."""
+
+
 class AxialPositionEmbeddings(nn.Module):
     """Axial positions (Reformer section 5 / trax): position ``p`` is ``[w0[p // s1], w1[p % s1]]``.
 
@@ -67,7 +73,7 @@ class AxialPositionEmbeddings(nn.Module):
         super().__init__()
         self.shape = tuple(shape)
         self.dropout = dropout
-        self.weights = nn.ParameterList(
+        self.weights = AxialTables(
             [nn.Parameter(torch.ones(shape[0], 1, dims[0])), nn.Parameter(torch.ones(1, shape[1], dims[1]))]
         )
 
@@ -528,8 +534,8 @@ class LongctxReformerPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module):
         super()._init_weights(module)
-        if isinstance(module, AxialPositionEmbeddings):
-            for weight in module.weights:
+        if isinstance(module, AxialTables):  # std ~1 as transformers' Reformer (axial_norm_std)
+            for weight in module:
                 init.normal_(weight, std=self.config.axial_norm_std)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
