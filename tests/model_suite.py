@@ -405,3 +405,45 @@ def test_every_parameter_is_initialized_as_the_config_says(variant):
         for pname, p in model.named_parameters():
             mean = round(p.detach().double().mean().item() * 1e9) / 1e9
             assert mean in (0.0, 1.0), f"{name}.{pname}: mean {p.detach().mean().item():.3g} with scales {scales} at 1e-10"
+
+
+# ---------------------------------------------------------------- generation state ------------------------------------
+
+
+def test_past_key_values_is_the_cache_or_refused_by_name(variant):
+    """transformers 5's own models take the generation state as `past_key_values=` (its older name) too: a model
+    that keeps a cache uses it exactly as `cache=`; a head without one refuses it by name, and an encoder refuses
+    both names alike. Never swallowed by **kwargs (it was: a decoding step then ran as a fresh sequence)."""
+    import inspect
+
+    for name, head in variant.heads.items():
+        config = variant.make_config(**head.config_overrides)
+        model = _build(head, config)
+        ids = torch.randint(3, config.vocab_size, (2, 9), generator=torch.Generator().manual_seed(40))
+        if "cache" not in inspect.signature(head.model_class.forward).parameters:
+            with pytest.raises(ValueError, match="past_key_values"):
+                model(input_ids=ids, past_key_values=object())
+            continue
+        try:
+            with torch.no_grad():
+                state = model(input_ids=ids[:, :-1], use_cache=True).get("cache")
+        except ValueError:  # an encoder that refuses use_cache
+            state = None
+        if state is None:  # an encoder: no generation state under either name
+            with pytest.raises(ValueError, match="cache"):
+                model(input_ids=ids[:, -1:], past_key_values=object())
+            continue
+        with torch.no_grad():
+            whole = getattr(model(input_ids=ids), head.output)[:, -1]
+            steps = {}
+            for how in ("cache", "past_key_values"):
+                state = model(input_ids=ids[:, :-1], use_cache=True).cache
+                steps[how] = getattr(model(input_ids=ids[:, -1:], use_cache=True, **{how: state}), head.output)
+            fresh = getattr(model(input_ids=ids[:, -1:]), head.output)[:, -1]
+        torch.testing.assert_close(steps["past_key_values"], steps["cache"], rtol=0, atol=0)
+        # A cached step continues the sequence (exactly, but for the Reformer's LSH layers, whose re-sorted
+        # buckets differ slightly with and without the prefix: close to the whole pass, far from a fresh start).
+        assert (steps["cache"][:, -1] - whole).abs().max() < 0.1 * (fresh - whole).abs().max(), name
+        other = model(input_ids=ids[:, :1], use_cache=True).cache
+        with pytest.raises(ValueError, match="once"):
+            model(input_ids=ids[:, -1:], cache=state, past_key_values=other)

@@ -32,7 +32,7 @@ from transformers.modeling_outputs import (
 )
 
 from .configuration_longformer import LongctxLongformerConfig
-from .longctx_common import check_class_labels, check_length, check_mask, check_token_inputs
+from .longctx_common import check_class_labels, check_length, check_mask, check_token_inputs, take_past_key_values
 from .sliding_window_attention import (
     _MASKED_SCORE,
     _softmax_dtype,
@@ -449,8 +449,10 @@ class LongctxLongformerModel(LongctxLongformerPreTrainedModel):
         r"""
         global_attention_mask (`(batch, seq_len)`, 0/1): tokens that attend to, and are attended by, every token.
             In a causal model they are sinks that every later token attends to.
-        cache (`LongformerSinkWindowCache`): causal models only, the state of a previous call (see `generate`).
+        cache (`LongformerSinkWindowCache`): causal models only, the state of a previous call (see `generate`);
+            ``past_key_values=`` (transformers' older name) is the same argument.
         """
+        cache = take_past_key_values(kwargs, cache)
         self._unsupported(output_attentions)
         c = self.config
         output_hidden_states = output_hidden_states if output_hidden_states is not None else c.output_hidden_states
@@ -553,6 +555,7 @@ class LongctxLongformerForMaskedLM(LongctxLongformerPreTrainedModel):
     def forward(self, input_ids=None, attention_mask=None, global_attention_mask=None, token_type_ids=None,
                 position_ids=None, inputs_embeds=None, labels=None, output_attentions=None,
                 output_hidden_states=None, return_dict=None, **kwargs):
+        take_past_key_values(kwargs, accepted=False, model=type(self).__name__)
         out = self.longformer(
             input_ids, attention_mask, global_attention_mask, token_type_ids, position_ids, inputs_embeds,
             output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
@@ -635,6 +638,7 @@ class LongctxLongformerForCausalLM(LongctxLongformerPreTrainedModel, GenerationM
     def forward(self, input_ids=None, attention_mask=None, global_attention_mask=None, token_type_ids=None,
                 inputs_embeds=None, labels=None, cache=None, use_cache=None, logits_to_keep: int = 0,
                 output_attentions=None, output_hidden_states=None, return_dict=None, **kwargs):
+        cache = take_past_key_values(kwargs, cache)
         if kwargs.get("position_ids") is not None:  # generate() passes none; a user's would be silently ignored
             raise ValueError("position_ids are not accepted by the causal Longformer: it numbers positions itself "
                              "from the attention mask and the cache (RoBERTa-style), so that generation stays exact")
@@ -672,6 +676,7 @@ class LongctxLongformerForSequenceClassification(LongctxLongformerPreTrainedMode
     def forward(self, input_ids=None, attention_mask=None, global_attention_mask=None, token_type_ids=None,
                 position_ids=None, inputs_embeds=None, labels=None, output_attentions=None,
                 output_hidden_states=None, return_dict=None, **kwargs):
+        take_past_key_values(kwargs, accepted=False, model=type(self).__name__)
         if global_attention_mask is None:
             check_token_inputs(input_ids, inputs_embeds, self.config.vocab_size)  # before indexing them below
             ref = input_ids if input_ids is not None else inputs_embeds[..., 0]
@@ -701,6 +706,7 @@ class LongctxLongformerForTokenClassification(LongctxLongformerPreTrainedModel):
     def forward(self, input_ids=None, attention_mask=None, global_attention_mask=None, token_type_ids=None,
                 position_ids=None, inputs_embeds=None, labels=None, output_attentions=None,
                 output_hidden_states=None, return_dict=None, **kwargs):
+        take_past_key_values(kwargs, accepted=False, model=type(self).__name__)
         out = self.longformer(
             input_ids, attention_mask, global_attention_mask, token_type_ids, position_ids, inputs_embeds,
             output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
@@ -730,6 +736,7 @@ class LongctxLongformerForQuestionAnswering(LongctxLongformerPreTrainedModel):
     def forward(self, input_ids=None, attention_mask=None, global_attention_mask=None, token_type_ids=None,
                 position_ids=None, inputs_embeds=None, start_positions=None, end_positions=None,
                 output_attentions=None, output_hidden_states=None, return_dict=None, **kwargs):
+        take_past_key_values(kwargs, accepted=False, model=type(self).__name__)
         if global_attention_mask is None and input_ids is not None:
             # Bad ids get their own error first, not "no separator" (or an IndexError) from the search below.
             check_token_inputs(input_ids, inputs_embeds, self.config.vocab_size)
@@ -770,6 +777,7 @@ class LongctxLongformerForMultipleChoice(LongctxLongformerPreTrainedModel):
     def forward(self, input_ids=None, token_type_ids=None, attention_mask=None, global_attention_mask=None,
                 labels=None, position_ids=None, inputs_embeds=None, output_attentions=None,
                 output_hidden_states=None, return_dict=None, **kwargs):
+        take_past_key_values(kwargs, accepted=False, model=type(self).__name__)
         # transformers' LongformerForMultipleChoice order (token_type_ids second), unlike the other heads.
         ref = input_ids if input_ids is not None else None if inputs_embeds is None else inputs_embeds[..., 0]
         if not isinstance(ref, torch.Tensor) or ref.dim() != 3:

@@ -32,7 +32,7 @@ from transformers.modeling_outputs import (
 )
 
 from .configuration_reformer import LongctxReformerConfig
-from .longctx_common import check_class_labels, check_length, check_mask, check_token_inputs
+from .longctx_common import check_class_labels, check_length, check_mask, check_token_inputs, take_past_key_values
 from .lsh_attention import (
     auto_num_buckets,
     bucket_index_insert,
@@ -685,6 +685,7 @@ class LongctxReformerModel(LongctxReformerPreTrainedModel):
         ``last_hidden_state`` is ``2 * hidden_size`` wide (both reversible streams, after the final LayerNorm);
         ``hidden_states`` are the second stream before every layer and after the last, as transformers returns.
         """
+        cache = take_past_key_values(kwargs, cache)
         cache = cache if cache is not None else past_buckets_states
         c = self.config
         if output_attentions if output_attentions is not None else c.output_attentions:
@@ -830,6 +831,7 @@ class LongctxReformerForCausalLM(LongctxReformerPreTrainedModel, GenerationMixin
     def forward(self, input_ids=None, position_ids=None, attention_mask=None, inputs_embeds=None, num_hashes=None,
                 past_buckets_states=None, use_cache=None, output_hidden_states=None, output_attentions=None,
                 return_dict=None, labels=None, logits_to_keep: int = 0, cache=None, **kwargs):
+        cache = take_past_key_values(kwargs, cache)
         cache = cache if cache is not None else past_buckets_states
         out = self.reformer(
             input_ids, attention_mask, position_ids, inputs_embeds, num_hashes, use_cache=use_cache, cache=cache,
@@ -867,6 +869,7 @@ class LongctxReformerForMaskedLM(LongctxReformerPreTrainedModel):
 
     def forward(self, input_ids=None, position_ids=None, attention_mask=None, inputs_embeds=None, num_hashes=None,
                 labels=None, output_hidden_states=None, output_attentions=None, return_dict=None, **kwargs):
+        take_past_key_values(kwargs, accepted=False, model=type(self).__name__)
         out = self.reformer(input_ids, attention_mask, position_ids, inputs_embeds, num_hashes,
                             output_hidden_states=output_hidden_states, output_attentions=output_attentions,
                             return_dict=True)
@@ -894,6 +897,7 @@ class LongctxReformerForSequenceClassification(LongctxReformerPreTrainedModel):
 
     def forward(self, input_ids=None, position_ids=None, attention_mask=None, inputs_embeds=None, num_hashes=None,
                 labels=None, output_hidden_states=None, output_attentions=None, return_dict=None, **kwargs):
+        take_past_key_values(kwargs, accepted=False, model=type(self).__name__)
         out = self.reformer(input_ids, attention_mask, position_ids, inputs_embeds, num_hashes,
                             output_hidden_states=output_hidden_states, output_attentions=output_attentions,
                             return_dict=True)
@@ -919,6 +923,7 @@ class LongctxReformerForQuestionAnswering(LongctxReformerPreTrainedModel):
     def forward(self, input_ids=None, position_ids=None, attention_mask=None, inputs_embeds=None, num_hashes=None,
                 start_positions=None, end_positions=None, output_hidden_states=None, output_attentions=None,
                 return_dict=None, **kwargs):
+        take_past_key_values(kwargs, accepted=False, model=type(self).__name__)
         out = self.reformer(input_ids, attention_mask, position_ids, inputs_embeds, num_hashes,
                             output_hidden_states=output_hidden_states, output_attentions=output_attentions,
                             return_dict=True)

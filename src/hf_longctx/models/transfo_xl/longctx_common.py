@@ -79,3 +79,18 @@ def check_class_labels(labels, num_classes: int, name: str = "labels") -> None:
     if bad.numel():
         raise ValueError(f"{name} hold {sorted(set(bad.tolist()))[:8]} but there are {num_classes} classes: each "
                          f"label must be in [0, {num_classes}), or -100 to be ignored")
+
+
+def take_past_key_values(kwargs: dict, cache=None, *, accepted: bool = True, model: str = "this model"):
+    """Route ``past_key_values=`` (transformers' older name for the generation state, still accepted by its own
+    models) to ``cache``, removing it from ``kwargs``. A model that keeps no generation state (``accepted=False``)
+    refuses it by name: a cache swallowed by ``**kwargs`` made a decoding step run as a fresh sequence."""
+    past = kwargs.pop("past_key_values", None)
+    if past is None:
+        return cache
+    if not accepted:
+        raise ValueError(f"{model} keeps no generation state: past_key_values= cannot be used with it (only the "
+                         "causal-LM heads take a cache)")
+    if cache is not None and cache is not past:
+        raise ValueError("pass the generation state once, as cache= or as past_key_values=, not both")
+    return past

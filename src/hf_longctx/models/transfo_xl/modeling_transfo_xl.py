@@ -33,7 +33,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import ModelOutput
 
 from .configuration_transfo_xl import LongctxTransfoXLConfig
-from .longctx_common import check_class_labels, check_mask, check_token_inputs
+from .longctx_common import check_class_labels, check_mask, check_token_inputs, take_past_key_values
 from .relative_attention import gathered_relative_attention, relative_attention, sinusoid_positions
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -531,7 +531,9 @@ class LongctxTransfoXLModel(LongctxTransfoXLPreTrainedModel):
         mems_mask (`(B, M)`, 0/1): which memory positions are real (the ``mems_mask`` output); default all.
         inputs_embeds (`(B, T, d_model)`): replaces ``word_emb(input_ids)`` (scaling included).
         cache (`TransfoXLMemoryCache`): generation state of a previous call; ``use_cache=True`` creates one.
+            ``past_key_values=`` (transformers' older name) is the same argument.
         """
+        cache = take_past_key_values(kwargs, cache)
         c = self.config
         if output_attentions if output_attentions is not None else c.output_attentions:
             raise ValueError("output_attentions=True is not supported: the attention probabilities are never kept")
@@ -700,6 +702,7 @@ class LongctxTransfoXLForCausalLM(LongctxTransfoXLPreTrainedModel, GenerationMix
             stream training (:mod:`hf_longctx.streams`) predicts the first token of the next call this way. Named in
             the signature so that ``Trainer`` keeps the column.
         """
+        cache = take_past_key_values(kwargs, cache)
         out = self.transformer(
             input_ids, attention_mask, mems, mems_mask, inputs_embeds, cache=cache, use_cache=use_cache,
             output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
@@ -743,6 +746,7 @@ class LongctxTransfoXLForSequenceClassification(LongctxTransfoXLPreTrainedModel)
 
     def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, labels=None,
                 output_attentions=None, output_hidden_states=None, return_dict=None, **kwargs):
+        take_past_key_values(kwargs, accepted=False, model=type(self).__name__)
         out = self.transformer(
             input_ids, attention_mask, inputs_embeds=inputs_embeds, output_attentions=output_attentions,
             output_hidden_states=output_hidden_states, return_dict=True,
