@@ -447,3 +447,39 @@ def test_past_key_values_is_the_cache_or_refused_by_name(variant):
         other = model(input_ids=ids[:, :1], use_cache=True).cache
         with pytest.raises(ValueError, match="once"):
             model(input_ids=ids[:, -1:], cache=state, past_key_values=other)
+
+
+# ---------------------------------------------------------------- resize_token_embeddings -----------------------------
+
+
+@pytest.mark.parametrize("delta", [+7, -5])
+def test_resize_token_embeddings_agrees_in_forward_loss_and_save_load(variant, delta, tmp_path):
+    """transformers' test_resize_tokens_embeddings: after resizing, the config, the outputs' width, a loss with a
+    label from the new range (when larger), and the model reloaded from disk all agree."""
+    for name, head in variant.heads.items():
+        config = variant.make_config(**head.config_overrides)
+        model = _build(head, config)
+        new = config.vocab_size + delta
+        model.resize_token_embeddings(new)
+        assert model.config.vocab_size == new, name
+        assert model.get_input_embeddings().weight.shape[0] == new, name
+        inputs = head.make_inputs(model.config, torch.Generator().manual_seed(50))
+        ids = inputs["input_ids"].clamp(max=new - 1)
+        if delta > 0:
+            flat = ids.view(-1)
+            flat[int((flat > 3).nonzero()[0])] = new - 1  # a token only the resized table has (not a special one)
+        inputs["input_ids"] = ids
+        if name in ("causal", "mlm") and "labels" in inputs:
+            inputs["labels"] = torch.where(inputs["labels"] == -100, inputs["labels"], ids)
+        model.eval()
+        with torch.no_grad():
+            out = model(**inputs)
+        if name in ("causal", "mlm"):
+            assert out.logits.shape[-1] == new, f"{name}: logits {out.logits.shape[-1]} wide after resizing to {new}"
+        if "labels" in inputs or "start_positions" in inputs:
+            assert torch.isfinite(out.loss), name
+        model.save_pretrained(tmp_path / f"{name}{delta}")
+        loaded = head.auto_class.from_pretrained(tmp_path / f"{name}{delta}").eval()
+        assert loaded.config.vocab_size == new, name
+        torch.testing.assert_close(_forward(loaded, inputs, head.output), _forward(model, inputs, head.output),
+                                   msg=lambda m, n=name: f"{n}: reloaded after resizing: {m}")

@@ -303,3 +303,21 @@ def test_memory_recurrence_equals_one_pass_when_the_memory_holds_everything():
         model.config.segment_length = 24
         one_pass = model(ids).logits
     torch.testing.assert_close(in_segments, one_pass, rtol=1e-5, atol=1e-5)
+
+
+def test_resize_token_embeddings_with_adaptive_clusters():
+    """One table split into clusters (div_val=1): new ids join the last cluster, the adaptive softmax widens with
+    the table, and the tied output table stays the input table. Per-cluster tables (div_val>1) and a size inside
+    the clusters are refused by name."""
+    model = _model(cutoffs=[40, 70], div_val=1)
+    model.resize_token_embeddings(VOCAB + 9)
+    ids = torch.tensor([[5, 45, 75, VOCAB + 8, 3]])
+    with torch.no_grad():
+        out = model(ids, labels=ids)
+    assert out.logits.shape == (1, 5, VOCAB + 9) and torch.isfinite(out.loss)
+    torch.testing.assert_close(out.logits.exp().sum(-1), torch.ones(1, 5))  # still a distribution
+    assert model.lm_head.out_layers[0].weight is model.transformer.word_emb.emb_layers[0].weight
+    with pytest.raises(ValueError, match="div_val=2"):
+        _model(cutoffs=[40], div_val=2, d_embed=32).resize_token_embeddings(VOCAB + 1)
+    with pytest.raises(ValueError, match="last adaptive cluster starts at 70"):
+        _model(cutoffs=[40, 70], div_val=1).resize_token_embeddings(60)

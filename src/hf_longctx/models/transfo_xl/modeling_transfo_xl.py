@@ -60,7 +60,8 @@ class AdaptiveEmbedding(nn.Module):
     def __init__(self, vocab_size: int, d_model: int, cutoffs: list[int], widths: list[int]):
         super().__init__()
         self.d_model = d_model
-        self.cutoff_ends = [0] + list(cutoffs) + [vocab_size]
+        self.cutoffs = list(cutoffs)
+        cutoff_ends = [0] + self.cutoffs + [vocab_size]
         self.scale = d_model**0.5
         single = len(widths) == 1
         # div_val=1 keeps one table for the whole vocabulary (even with cutoffs): the softmax slices it per cluster.
@@ -70,11 +71,17 @@ class AdaptiveEmbedding(nn.Module):
             n_proj = 1 if widths[0] != d_model else 0
         else:
             self.emb_layers = nn.ModuleList(
-                nn.Embedding(r - l, w) for l, r, w in zip(self.cutoff_ends[:-1], self.cutoff_ends[1:], widths)
+                nn.Embedding(r - l, w) for l, r, w in zip(cutoff_ends[:-1], cutoff_ends[1:], widths)
             )
             n_proj = len(widths)
         # Linear(w, d_model).weight is (d_model, w): the shape and orientation of 4.49's `emb_projs.i`.
         self.emb_projs = nn.ModuleList(AdaptiveProjection(widths[i], d_model) for i in range(n_proj))
+
+    @property
+    def cutoff_ends(self) -> list[int]:
+        """Cluster boundaries, the last read from the tables: `resize_token_embeddings` replaces the last table."""
+        last = self.emb_layers[-1].num_embeddings + (0 if self.shared_table else self.cutoffs[-1] if self.cutoffs else 0)
+        return [0] + self.cutoffs + [last]
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         if self.shared_table:
@@ -102,7 +109,7 @@ class AdaptiveLogSoftmax(nn.Module):
     def __init__(self, vocab_size: int, d_model: int, cutoffs: list[int], widths: list[int]):
         super().__init__()
         self.cutoffs = list(cutoffs)
-        self.cutoff_ends = [0] + list(cutoffs) + [vocab_size]
+        cutoff_ends = [0] + self.cutoffs + [vocab_size]
         n_clusters = len(cutoffs)
         self.shared_table = len(set(widths)) == 1
         if n_clusters:
@@ -113,11 +120,17 @@ class AdaptiveLogSoftmax(nn.Module):
             n_proj = len(widths) if widths[0] != d_model else 0
         else:
             self.out_layers = nn.ModuleList(
-                nn.Linear(w, r - l) for l, r, w in zip(self.cutoff_ends[:-1], self.cutoff_ends[1:], widths)
+                nn.Linear(w, r - l) for l, r, w in zip(cutoff_ends[:-1], cutoff_ends[1:], widths)
             )
             n_proj = len(widths)
         # weight (d_model, w_i) as 4.49's `out_projs.i`; applied as h @ P_i (U 75-76).
         self.out_projs = nn.ModuleList(AdaptiveProjection(widths[i], d_model) for i in range(n_proj))
+
+    @property
+    def cutoff_ends(self) -> list[int]:
+        """Cluster boundaries, the last read from the output table: `resize_token_embeddings` replaces it."""
+        last = self.out_layers[-1].out_features + (0 if self.shared_table else self.cutoffs[-1] if self.cutoffs else 0)
+        return [0] + self.cutoffs + [last]
 
     def _cluster_logits(self, h: torch.Tensor, i: int) -> torch.Tensor:
         if self.shared_table:
@@ -431,6 +444,18 @@ class LongctxTransfoXLPreTrainedModel(PreTrainedModel):
     base_model_prefix = "transformer"
     supports_gradient_checkpointing = True
     _no_split_modules = ["TransfoXLLayer"]
+
+    def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
+        """transformers' resize, for one embedding table (``div_val=1``): the new ids join the last cluster, and
+        the adaptive softmax reads its boundaries from the resized table. Per-cluster tables are refused."""
+        c = self.config
+        if new_num_tokens is not None and len(set(c.cluster_widths)) > 1:
+            raise ValueError(f"resize_token_embeddings needs one embedding table (div_val=1); this model has "
+                             f"{len(c.cluster_widths)} tables of widths {c.cluster_widths} (div_val={c.div_val})")
+        if new_num_tokens is not None and c.cutoffs and new_num_tokens <= c.cutoffs[-1]:
+            raise ValueError(f"cannot resize to {new_num_tokens} tokens: the last adaptive cluster starts at "
+                             f"{c.cutoffs[-1]} (config.cutoffs={c.cutoffs})")
+        return super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
 
     def _init_weights(self, module):
         std, proj_std = self.config.init_std, self.config.proj_init_std
