@@ -203,6 +203,26 @@ def test_trainer_gradient_accumulation_matches_one_big_batch(variant, tmp_path):
             torch.testing.assert_close(accumulated[n], big[n], rtol=1e-4, atol=1e-6, msg=lambda m, n=n: f"{name}.{n}: {m}")
 
 
+def test_trainer_evaluate_reports_the_models_loss(variant, tmp_path):
+    """`Trainer.evaluate()` with transformers' default label names (read from forward's signature): eval_loss is
+    reported, and equals the model's own loss on the same batch (it went missing when a forward argument named
+    like a label was absent from ordinary batches)."""
+    for name, head in variant.heads.items():
+        if name == "base":
+            continue
+        config = variant.make_config(**head.config_overrides)
+        model = _build(head, config)
+        rows = _rows(head, config, 4, seed=60)
+        args = TrainingArguments(output_dir=str(tmp_path / name), per_device_eval_batch_size=4, report_to=[],
+                                 use_cpu=True, dataloader_num_workers=0)
+        metrics = Trainer(model=model, args=args, eval_dataset=_ListDataset(rows)).evaluate()
+        assert "eval_loss" in metrics, f"{name}: evaluate() gave {sorted(metrics)}"
+        batch = {k: torch.stack([r[k] for r in rows]) for k in rows[0]}
+        with torch.no_grad():
+            expected = model(**batch).loss.item()
+        assert abs(metrics["eval_loss"] - expected) <= 1e-5 * abs(expected), (name, metrics["eval_loss"], expected)
+
+
 # ---------------------------------------------------------------- bad input -------------------------------------------
 
 

@@ -76,6 +76,20 @@ def test_stream_trainer_refuses_a_batch_size_other_than_the_stream_count(tmp_pat
         trainer.train()
 
 
+@pytest.mark.parametrize("eval_batch", [8, 3])
+def test_stream_trainer_refuses_an_eval_batch_size_other_than_the_stream_count(tmp_path, eval_batch):
+    """With 4 streams, transformers' default eval batch of 8 put two segments of each stream in one batch (a
+    slightly wrong eval loss, no error); 3 failed with a message about rows following rows."""
+    g = torch.Generator().manual_seed(2)
+    evaluation = StreamDataset(torch.randint(0, 50, (4 * 24 + 1,), generator=g), 4, L)
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=eval_batch, report_to=[],
+                             use_cpu=True)
+    trainer = StreamTrainer(model=_model(), args=args, eval_dataset=evaluation)
+    with pytest.raises(ValueError, match=rf"per_device_eval_batch_size \({eval_batch}\) must equal the number of "
+                                         r"streams \(4\)"):
+        trainer.evaluate()
+
+
 def test_the_memory_efficacy_script_runs(tmp_path):
     """benchmarks/transfo_xl_memory.py --quick: stream training with and without memory, evaluation table."""
     import os

@@ -7,7 +7,8 @@ context far beyond ``L``.
 they can be):
 
 - batches in dataset order: the trainer uses a sequential sampler (no shuffling) and ``per_device_train_batch_size``
-  must equal the number of streams, so row ``b`` of every batch is stream ``b``;
+  (and ``per_device_eval_batch_size`` for evaluation streams) must equal the number of streams, so row ``b`` of
+  every batch is stream ``b``;
 - one set of streams per process: a single process (multi-process training would give each rank other rows and
   break continuity; it is refused);
 - a model whose forward takes ``mems`` and returns ``mems`` (hf_longctx's Transformer-XL causal LM).
@@ -80,19 +81,20 @@ class StreamTrainer(Trainer):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("data_collator", default_data_collator)
         super().__init__(*args, **kwargs)
+        if self.args.label_names is None:  # keeps the shift_labels column, and needs it for an eval loss
+            self.label_names = ["labels", "shift_labels"]
         self.train_mems = None
         self._eval_mems = None
         self.add_callback(_ResetEachEpoch(self))
 
-    def _check_streams(self, dataset) -> None:
+    def _check_streams(self, dataset, field: str = "per_device_train_batch_size") -> None:
         if self.args.world_size != 1:
             raise ValueError(f"StreamTrainer needs one process (one set of streams), got world size {self.args.world_size}")
         n = getattr(dataset, "n_streams", None)
-        batch = self.args.per_device_train_batch_size
+        batch = getattr(self.args, field)
         if n is not None and n != batch:
             raise ValueError(
-                f"per_device_train_batch_size ({batch}) must equal the number of streams ({n}): row b of every batch "
-                "is stream b"
+                f"{field} ({batch}) must equal the number of streams ({n}): row b of every batch is stream b"
             )
 
     def _get_train_sampler(self, train_dataset=None):
@@ -101,6 +103,8 @@ class StreamTrainer(Trainer):
         return torch.utils.data.SequentialSampler(dataset)  # never shuffle: batch t continues batch t - 1
 
     def _get_eval_sampler(self, eval_dataset):
+        # A batch of other size would mix two segments of one stream (or split one across batches) silently.
+        self._check_streams(eval_dataset, "per_device_eval_batch_size")
         return torch.utils.data.SequentialSampler(eval_dataset)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

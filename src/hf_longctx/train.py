@@ -449,9 +449,8 @@ def result_rows(task, test_metrics: dict, dataset_name: str, data) -> list[dict]
 
 
 def label_arguments(task) -> dict:
-    """``label_names`` for a language model: Trainer takes every forward argument with "label" in its name as a
-    label, so the Transformer-XL's optional ``shift_labels`` made it wait for one that never comes and evaluate
-    without a loss (no eval_loss, no perplexity)."""
+    """``label_names`` for a language model, named rather than read from forward's signature (Trainer takes every
+    argument with "label" in its name as one that each batch must carry, or it reports no loss)."""
     return {"label_names": ["labels"]} if task.head in ("AutoModelForCausalLM", "AutoModelForMaskedLM") else {}
 
 

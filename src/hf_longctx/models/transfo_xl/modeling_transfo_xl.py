@@ -718,16 +718,18 @@ class LongctxTransfoXLForCausalLM(LongctxTransfoXLPreTrainedModel, GenerationMix
         return inputs
 
     def forward(self, input_ids=None, attention_mask=None, mems=None, mems_mask=None, inputs_embeds=None,
-                labels=None, shift_labels=None, cache=None, use_cache=None, logits_to_keep: int = 0,
-                output_attentions=None, output_hidden_states=None, return_dict=None, **kwargs):
+                labels=None, cache=None, use_cache=None, logits_to_keep: int = 0, output_attentions=None,
+                output_hidden_states=None, return_dict=None, **kwargs):
         r"""
         labels (`(B, T)`): next-token targets as ``input_ids`` (shifted inside); -100 is ignored. One loss over all
             segments: the last token of a segment predicts the first of the next.
-        shift_labels (`(B, T)`): the target of every position, already shifted (replaces the shift of ``labels``):
-            stream training (:mod:`hf_longctx.streams`) predicts the first token of the next call this way. Named in
-            the signature so that ``Trainer`` keeps the column.
+        shift_labels (`(B, T)`, keyword): the target of every position, already shifted (replaces the shift of
+            ``labels``), as transformers' causal-LM loss takes it: stream training (:mod:`hf_longctx.streams`)
+            predicts the first token of the next call this way. A keyword and not a named argument because
+            ``Trainer`` takes every named argument with "label" in it as a label that each batch must carry.
         """
         cache = take_past_key_values(kwargs, cache)
+        shift_labels = kwargs.pop("shift_labels", None)
         out = self.transformer(
             input_ids, attention_mask, mems, mems_mask, inputs_embeds, cache=cache, use_cache=use_cache,
             output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
