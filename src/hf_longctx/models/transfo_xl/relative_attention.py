@@ -169,6 +169,9 @@ def relative_attention(
             ))  # r's last Kb rows are the distances Kb - 1 ... 0
         return torch.cat(outs, dim=2)
     scale = 1.0 / math.sqrt(D) if scale is None else scale
+    # The biases are parameters: under autocast they stay float32 while q is bfloat16, and the in-place GEMM below
+    # takes one dtype.
+    r_w_bias, r_r_bias = r_w_bias.to(q.dtype), r_r_bias.to(q.dtype)
     # The scale is folded into the (B, H, T, D) queries and biases, not applied to the (B, H, T, K) scores.
     q = q * scale
     # (b)+(d): position term against every distance, realigned per query row by the rel-shift.
@@ -218,6 +221,7 @@ def gathered_relative_attention(
     B, H, T, D = q.shape
     K = k.shape[2]
     scale = 1.0 / math.sqrt(D) if scale is None else scale
+    r_w_bias, r_r_bias = r_w_bias.to(q.dtype), r_r_bias.to(q.dtype)  # float32 parameters under autocast
     q = q * scale
     N = r.shape[1]
     qr = (q + (r_r_bias * scale)[None, :, None, :]).transpose(0, 1).reshape(H, B * T, D)  # r is not copied per row
