@@ -538,3 +538,62 @@ def test_bf16_autocast_and_bf16_weights_forward_and_backward(variant, mode):
             with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
                 out = model.generate(inputs["input_ids"][:1, :5], max_new_tokens=4, do_sample=False)
             assert out.shape == (1, 9), name
+
+
+# ---------------------------------------------------------------- padding side ----------------------------------------
+
+
+def _left_padded(batch: dict) -> dict:
+    """The same rows with their padding moved to the front (every (B, T) tensor reordered alike)."""
+    real = batch["attention_mask"].bool()
+    order = torch.argsort(real.long(), dim=1, stable=True)  # padding columns first, real tokens in order after
+    return {k: v.gather(1, order) if isinstance(v, torch.Tensor) and v.shape[:2] == real.shape else v
+            for k, v in batch.items()}
+
+
+def test_per_token_outputs_do_not_depend_on_the_padding_side(variant):
+    """A row alone, right-padded and left-padded in a ragged batch: the same outputs at its real tokens, for
+    every head (the collator and the README promise it; transformers' generate pads on the left)."""
+    for name, head in variant.heads.items():
+        config = variant.make_config(**head.config_overrides)
+        model = _build(head, config)
+        alone, right = variant.padded_inputs(config, torch.Generator().manual_seed(80))
+        if "input_ids" not in alone or head.output not in ("logits", "last_hidden_state") or name == "mc":
+            continue
+        left = _left_padded(right)
+        n = alone["input_ids"].shape[1]
+        got = {side: _forward(model, inputs, head.output)[0] for side, inputs in (("right", right), ("left", left))}
+        expected = _forward(model, alone, head.output)[0]
+        if got["right"].dim() == 1:  # one row of class logits
+            per_side = {side: got[side] for side in got}
+        else:
+            per_side = {side: got[side][inputs["attention_mask"][0].bool()]
+                        for side, inputs in (("right", right), ("left", left))}
+            assert per_side["left"].shape[0] == n
+        for side, value in per_side.items():
+            torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-5,
+                                       msg=lambda m, s=side: f"{name}, {s}-padded: {m}")
+
+
+def test_left_padded_batched_generate_gives_each_row_its_own_tokens(variant):
+    """transformers' generate on a left-padded batch of prompts of different lengths: each row continues exactly
+    as it does alone (greedy)."""
+    head = variant.heads.get("causal")
+    if head is None:
+        pytest.skip(f"{variant.name} has no causal head")
+    config = variant.make_config(**head.config_overrides)
+    model = _build(head, config)
+    g = torch.Generator().manual_seed(81)
+    prompts = [torch.randint(3, config.vocab_size, (n,), generator=g) for n in (11, 6, 3)]
+    width = max(len(p) for p in prompts)
+    pad = config.pad_token_id
+    ids = torch.full((len(prompts), width), pad)
+    mask = torch.zeros(len(prompts), width, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):], mask[i, width - len(p):] = p, 1
+    kwargs = dict(max_new_tokens=6, do_sample=False, pad_token_id=pad, eos_token_id=None)
+    with torch.no_grad():
+        batched = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+        for i, p in enumerate(prompts):
+            alone = model.generate(input_ids=p[None], attention_mask=torch.ones(1, len(p), dtype=torch.long), **kwargs)
+            assert batched[i, width:].tolist() == alone[0, len(p):].tolist(), f"row {i} ({len(p)} tokens)"

@@ -60,3 +60,23 @@ def test_cli_budget():
         generation_budget(0, 5, 10)
     with pytest.raises(GenerateError, match="11 tokens but the model reads at most 10"):
         generation_budget(11, 5, 10)
+
+
+def test_reformer_generate_stops_at_its_length_and_keeps_the_tokens():
+    """The Reformer decoded up to its axial length, then raised and lost every generated token."""
+    from hf_longctx import LongctxReformerConfig, LongctxReformerForCausalLM
+
+    torch.manual_seed(0)
+    config = LongctxReformerConfig(
+        vocab_size=50, hidden_size=32, num_attention_heads=4, attention_head_size=8, attn_layers=["local", "lsh"],
+        num_hashes=1, num_buckets=4, lsh_attn_chunk_length=4, local_attn_chunk_length=4, axial_pos_shape=[4, 4],
+        axial_pos_embds_dim=[16, 16], max_position_embeddings=16, feed_forward_size=64, is_decoder=True,
+        pad_token_id=1, eos_token_id=2, hash_seed=3)
+    model = LongctxReformerForCausalLM(config).eval()
+    ids = torch.randint(3, 50, (1, 5), generator=torch.Generator().manual_seed(0))
+    out, said = generate(model, ids, max_new_tokens=300)
+    assert out.shape == (1, 17) and said == ["generation stopped at the model's length: it reads at most 16 tokens"]
+    exact, said = generate(model, ids, max_new_tokens=12)
+    assert said == [] and torch.equal(exact, out)
+    with pytest.raises(ValueError, match="the prompt has 17 tokens but this model reads at most 16"):
+        model.generate(torch.randint(3, 50, (1, 17)), max_new_tokens=3)

@@ -43,9 +43,11 @@ class LongContextCollator:
         pad_token_id: the tokenizer's ``pad_token_id``.
         pad_to_multiple_of: round the padded length up to a multiple of this (e.g. the attention window of a model
             that needs it, or 8 for tensor cores). ``None`` pads to the longest example only.
-        padding_side: ``"right"`` puts padding after the tokens, ``"left"`` before them. hf_longctx models count
-            positions over real tokens only, so per-token outputs do not depend on the side; but sequence
-            classification heads read position 0, which is padding on the left: use right padding for them.
+        padding_side: ``"right"`` puts padding after the tokens, ``"left"`` before them. Every hf_longctx model
+            reads a row's real tokens as it reads the row alone (positions, Reformer chunks and Transformer-XL
+            segments count real tokens; classifiers read the first or last real token), so outputs at real tokens
+            do not depend on the side (tests/model_suite.py). Transformer-XL rows with left padding cannot
+            continue memories (refused by name).
         pad_values: padding value per extra per-token field, e.g. ``{"position_ids": 1}``; overrides
             :data:`PAD_VALUES`.
     """

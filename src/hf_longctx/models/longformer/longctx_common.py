@@ -94,3 +94,92 @@ def take_past_key_values(kwargs: dict, cache=None, *, accepted: bool = True, mod
     if cache is not None and cache is not past:
         raise ValueError("pass the generation state once, as cache= or as past_key_values=, not both")
     return past
+
+
+def has_padding_before_tokens(real: torch.Tensor | None) -> bool:
+    """True when some row of the ``(B, T)`` bool mask has padding before one of its real tokens (left padding)."""
+    return real is not None and bool((real[:, 1:] & ~real[:, :-1]).any())
+
+
+def generate_left_padded_rows_alone(generate, generation_config, args: tuple, kwargs: dict):
+    """``generate(*args, **kwargs)``, with each row of a left-padded batch generated on its own real tokens and
+    the rows put back together as transformers lays out a batch (prompt columns, then the new tokens; padding
+    before a shorter prompt and after a row that stopped early).
+
+    For a model whose cached decoding counts positions in columns, this is how every row gets exactly the tokens
+    it gets alone; it costs one ``generate`` call per row. A batch without padding before real tokens is passed
+    through unchanged.
+    """
+    ids = kwargs.get("input_ids", args[0] if args else None)
+    mask = kwargs.get("attention_mask")
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or not isinstance(mask, torch.Tensor) \
+            or tuple(mask.shape) != tuple(ids.shape) or not has_padding_before_tokens(mask.bool()):
+        return generate(*args, **kwargs)
+    real = mask.bool()
+    B, W = ids.shape
+    starts = (~real).sum(-1)  # (B,) padding columns before each row's first real token
+    if not bool((real == (torch.arange(W, device=real.device)[None] >= starts[:, None])).all()):
+        raise ValueError("generate() takes left padding (padding before the prompt) or right padding, not padding "
+                         "between the tokens of a prompt")
+    for name in ("return_dict_in_generate", "streamer", "assistant_model"):
+        if kwargs.get(name):
+            raise ValueError(f"{name} is not supported with a left-padded batch of prompts of different lengths by "
+                             "this model (its rows are generated one at a time); generate each prompt alone")
+    rest = {k: v for k, v in kwargs.items() if k not in ("input_ids", "attention_mask")}
+    if rest.get("max_new_tokens") is None:  # the batch's budget, counted from its width as transformers does
+        max_length = rest.pop("max_length", None) or generation_config.max_length
+        rest["max_new_tokens"] = max(0, max_length - W)
+    pad = rest.get("pad_token_id", generation_config.pad_token_id)
+    if pad is None:
+        pad = rest.get("eos_token_id", generation_config.eos_token_id)
+        pad = pad[0] if isinstance(pad, (list, tuple)) else pad
+    rows = []
+    for i in range(B):
+        s = int(starts[i])
+        row_kwargs = {k: (v[i:i + 1, s:] if v.dim() >= 2 and tuple(v.shape[:2]) == (B, W) else v[i:i + 1])
+                      if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == B else v
+                      for k, v in rest.items()}
+        out = generate(input_ids=ids[i:i + 1, s:], attention_mask=mask[i:i + 1, s:], **row_kwargs)
+        rows.append((s, out))
+    new = max(out.shape[1] - (W - s) for s, out in rows)
+    result = ids.new_full((sum(out.shape[0] for _, out in rows), W + new), 0 if pad is None else pad)
+    r = 0
+    for s, out in rows:  # num_return_sequences gives several rows per prompt, in order
+        result[r:r + out.shape[0], s:s + out.shape[1]] = out
+        r += out.shape[0]
+    return result
+
+
+def generate_within_length(generate, limit: int, what: str, args: tuple, kwargs: dict):
+    """``generate(*args, **kwargs)`` stopped at a model's length instead of failing past its position table: a
+    prompt longer than ``limit`` real tokens (``what`` names the limit) is refused before anything is decoded,
+    and generation ends, with a warning, once the next token would need a position the model does not have.
+    Padding takes no position."""
+    import warnings
+
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    ids, mask = kwargs.get("input_ids", args[0] if args else None), kwargs.get("attention_mask")
+    pad_columns = 0
+    if isinstance(ids, torch.Tensor) and ids.dim() == 2:
+        longest = int(mask.sum(-1).max()) if isinstance(mask, torch.Tensor) and mask.numel() else ids.shape[-1]
+        if longest == 0:
+            raise ValueError("the prompt is empty: give at least one token to continue")
+        if longest > limit:
+            raise ValueError(f"the prompt has {longest} tokens but this model reads at most {limit} ({what})")
+        pad_columns = ids.shape[-1] - longest
+    asked = kwargs.get("max_new_tokens")
+    cut = asked is None or not isinstance(ids, torch.Tensor) or ids.shape[-1] - pad_columns + asked > limit + 1
+
+    class PositionLimit(StoppingCriteria):
+        # The last token generated is never read back, so a sequence may end one token past `limit`.
+        def __call__(self, input_ids, scores, **_):
+            done = input_ids.shape[-1] - pad_columns > limit
+            if done and cut:
+                warnings.warn(f"generation stopped at the model's length: it reads at most {limit} tokens",
+                              stacklevel=2)
+            return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+    criteria = StoppingCriteriaList(kwargs.pop("stopping_criteria", None) or [])
+    criteria.append(PositionLimit())
+    return generate(*args, stopping_criteria=criteria, **kwargs)

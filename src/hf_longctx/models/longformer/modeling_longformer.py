@@ -32,7 +32,14 @@ from transformers.modeling_outputs import (
 )
 
 from .configuration_longformer import LongctxLongformerConfig
-from .longctx_common import check_class_labels, check_length, check_mask, check_token_inputs, take_past_key_values
+from .longctx_common import (
+    check_class_labels,
+    check_length,
+    check_mask,
+    check_token_inputs,
+    generate_within_length,
+    take_past_key_values,
+)
 from .sliding_window_attention import (
     _MASKED_SCORE,
     _softmax_dtype,
@@ -250,8 +257,10 @@ class LongformerClassificationHead(nn.Module):
         self.dropout = HiddenDropout(dropout)
         self.out_proj = nn.Linear(hidden_size, num_labels)
 
-    def forward(self, hidden_states):
-        x = self.dropout(hidden_states[:, 0])
+    def forward(self, hidden_states, first=None):
+        """``first`` ``(B,)``: the column of each row's first real token (default 0: no left padding)."""
+        x = hidden_states[:, 0] if first is None else hidden_states[torch.arange(len(first)), first]
+        x = self.dropout(x)
         x = self.dropout(torch.tanh(self.dense(x)))
         return self.out_proj(x)
 
@@ -591,41 +600,11 @@ class LongctxLongformerForCausalLM(LongctxLongformerPreTrainedModel, GenerationM
     def _supports_default_dynamic_cache(cls) -> bool:
         return False  # generate() must not build a DynamicCache: the model creates its own on the first call
 
-    def generate(self, *args, stopping_criteria=None, **kwargs):
+    def generate(self, *args, **kwargs):
         """``GenerationMixin.generate``, stopped at the model's length instead of failing past the position table
-        (hf_longctx issue 10, defect 6): a prompt longer than the model is refused before anything is decoded, and
-        generation ends, with a warning, once the next token would need a position the model does not have."""
-        import warnings
-
-        from transformers import StoppingCriteria, StoppingCriteriaList
-
-        limit = self.config.max_input_tokens
-        ids, mask = kwargs.get("input_ids", args[0] if args else None), kwargs.get("attention_mask")
-        # Padding takes no position: count the longest row's real tokens (columns - pad_columns).
-        pad_columns = 0
-        if isinstance(ids, torch.Tensor) and ids.dim() == 2:
-            longest = int(mask.sum(-1).max()) if mask is not None and mask.numel() else ids.shape[-1]
-            if longest == 0:  # the attention op divided by zero on it
-                raise ValueError("the prompt is empty: give at least one token to continue")
-            if longest > limit:
-                raise ValueError(f"the prompt has {longest} tokens but this model reads at most {limit} "
-                                 "(max_position_embeddings - pad_token_id - 1)")
-            pad_columns = ids.shape[-1] - longest
-        asked = kwargs.get("max_new_tokens")
-        cut = asked is None or not isinstance(ids, torch.Tensor) or ids.shape[-1] - pad_columns + asked > limit + 1
-
-        class PositionLimit(StoppingCriteria):
-            # The last token generated is never read back, so a sequence may end one token past `limit`.
-            def __call__(self, input_ids, scores, **_):
-                done = input_ids.shape[-1] - pad_columns > limit
-                if done and cut:
-                    warnings.warn(f"generation stopped at the model's length: it reads at most {limit} tokens",
-                                  stacklevel=2)
-                return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
-
-        criteria = StoppingCriteriaList(stopping_criteria or [])
-        criteria.append(PositionLimit())
-        return super().generate(*args, stopping_criteria=criteria, **kwargs)
+        (see ``generate_within_length``)."""
+        return generate_within_length(super().generate, self.config.max_input_tokens,
+                                      "max_position_embeddings - pad_token_id - 1", args, kwargs)
 
     def get_output_embeddings(self):
         return self.lm_head.decoder
@@ -662,7 +641,8 @@ class LongctxLongformerForCausalLM(LongctxLongformerPreTrainedModel, GenerationM
 
 
 class LongctxLongformerForSequenceClassification(LongctxLongformerPreTrainedModel):
-    """Classifier on the first token, which is global unless a ``global_attention_mask`` says otherwise."""
+    """Classifier on the first real token (``<s>``; after any left padding), which is global unless a
+    ``global_attention_mask`` says otherwise. transformers' reads column 0, a padding token in a left-padded row."""
 
     accepts_loss_kwargs = False  # the loss is a per-example mean; Trainer then scales it for accumulation
 
@@ -677,16 +657,19 @@ class LongctxLongformerForSequenceClassification(LongctxLongformerPreTrainedMode
                 position_ids=None, inputs_embeds=None, labels=None, output_attentions=None,
                 output_hidden_states=None, return_dict=None, **kwargs):
         take_past_key_values(kwargs, accepted=False, model=type(self).__name__)
+        B, T = check_token_inputs(input_ids, inputs_embeds, self.config.vocab_size)  # before indexing them below
+        device = input_ids.device if input_ids is not None else inputs_embeds.device
+        first = None  # the column of each row's first real token, when rows are left-padded
+        if isinstance(attention_mask, torch.Tensor) and tuple(attention_mask.shape) == (B, T):
+            first = check_mask("attention_mask", attention_mask, (B, T)).int().argmax(-1)  # (B,) an empty row: 0
         if global_attention_mask is None:
-            check_token_inputs(input_ids, inputs_embeds, self.config.vocab_size)  # before indexing them below
-            ref = input_ids if input_ids is not None else inputs_embeds[..., 0]
-            global_attention_mask = torch.zeros(ref.shape[:2], dtype=torch.long, device=ref.device)
-            global_attention_mask[:, 0] = 1
+            global_attention_mask = torch.zeros(B, T, dtype=torch.long, device=device)
+            global_attention_mask[torch.arange(B, device=device), 0 if first is None else first] = 1
         out = self.longformer(
             input_ids, attention_mask, global_attention_mask, token_type_ids, position_ids, inputs_embeds,
             output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
         )
-        logits = self.classifier(out.last_hidden_state)
+        logits = self.classifier(out.last_hidden_state, first)
         if self.config.num_labels > 1:  # one label is regression
             check_class_labels(labels, self.config.num_labels)
         loss = self.loss_function(labels, logits, self.config) if labels is not None else None

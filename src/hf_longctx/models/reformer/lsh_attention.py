@@ -740,11 +740,21 @@ def local_chunked_attention(
         attention_mask: ``(B, T)``, ``True``/1 for real tokens.
         dropout_p, generator: dropout on the probabilities, drawn from ``generator``.
 
+    Chunks are counted over a row's real tokens: padding before or between them takes no place in a chunk (the
+    row is read with its real tokens moved to the front, in order), so a left-padded row reads as it does alone.
+
     Returns ``(B, H, T, D)``; rows of padding queries are finite but meaningless.
     """
     _check_chunking(chunk_length, num_chunks_before, num_chunks_after)
     B, H, T, D = q.shape
     real = _real_mask(attention_mask, B, T, q.device)
+    if bool((real[:, 1:] & ~real[:, :-1]).any()):  # padding before a real token in some row
+        order = torch.argsort((~real).to(torch.int8), dim=1, stable=True)  # (B, T) real tokens first, in order
+        take = order[:, None, :, None].expand(B, H, T, D)
+        out = local_chunked_attention(
+            q.gather(2, take), k.gather(2, take), v.gather(2, take), chunk_length, num_chunks_before,
+            num_chunks_after, causal, real.gather(1, order), dropout_p, generator)
+        return torch.empty_like(out).scatter_(2, take, out)  # back to the columns they came from
     sdt = _score_dtype(q)
     k = k / math.sqrt(D)
     c = chunk_length
@@ -796,9 +806,10 @@ def naive_local_attention(
 ) -> torch.Tensor:
     """Dense twin of :func:`local_chunked_attention` (tests only): a ``T x T`` mask, written plainly.
 
-    Key ``j`` is visible to query ``i`` when it is real, (causal) not after ``i``, and chunk ``j // c`` is one of
-    the chunks ``i // c + o`` (``-before <= o <= after``) counted around the cycle of the chunks up to the one of
-    the row's last real token. Rows of padding queries are zero.
+    Key ``j`` is visible to query ``i`` when it is real, (causal) not after ``i``, and chunk ``rank(j) // c`` is
+    one of the chunks ``rank(i) // c + o`` (``-before <= o <= after``) counted around the cycle of the chunks that
+    hold the row's real tokens, ``rank`` being a token's index among the row's real tokens. Rows of padding
+    queries are zero.
     """
     B, H, T, D = q.shape
     real = _real_mask(attention_mask, B, T, q.device)
@@ -807,12 +818,12 @@ def naive_local_attention(
     i = torch.arange(T)
     visible = torch.zeros(B, T, T, dtype=torch.bool)
     for bi in range(B):
-        last = max((j + 1 for j in range(T) if real[bi, j]), default=0)
-        m = max(1, -(-last // c))  # chunks up to the one of the row's last real token
+        rank = (real[bi].long().cumsum(0) - 1).tolist()
+        m = max(1, -(-int(real[bi].sum()) // c))  # chunks holding the row's real tokens
         for qi in range(T):
-            near = {(qi // c + o) % m for o in range(-num_chunks_before, num_chunks_after + 1)}
+            near = {(rank[qi] // c + o) % m for o in range(-num_chunks_before, num_chunks_after + 1)}
             for kj in range(T):
-                visible[bi, qi, kj] = T <= c or (kj // c < m and kj // c in near)
+                visible[bi, qi, kj] = T <= c or (rank[kj] // c < m and rank[kj] // c in near)
     visible = visible & real[:, None, :]
     if causal:
         visible = visible & (i[None, :] <= i[:, None])

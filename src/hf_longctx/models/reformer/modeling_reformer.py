@@ -32,7 +32,16 @@ from transformers.modeling_outputs import (
 )
 
 from .configuration_reformer import LongctxReformerConfig
-from .longctx_common import check_class_labels, check_length, check_mask, check_token_inputs, take_past_key_values
+from .longctx_common import (
+    check_class_labels,
+    check_length,
+    check_mask,
+    check_token_inputs,
+    generate_left_padded_rows_alone,
+    generate_within_length,
+    has_padding_before_tokens,
+    take_past_key_values,
+)
 from .lsh_attention import (
     auto_num_buckets,
     bucket_index_insert,
@@ -379,6 +388,7 @@ class ReformerGenerationCache:
         self.layers: list[_Timeline | None] = [None] * num_layers
         self.rotations, self.num_buckets = rotations, num_buckets
         self.seen = 0  # positions processed so far, padding included
+        self.real_seen: torch.Tensor | None = None  # (B,) real tokens processed so far per row: their positions
         self.step_positions: torch.Tensor | None = None
 
     @property
@@ -394,11 +404,16 @@ class ReformerGenerationCache:
     def begin_step(self, T: int, device) -> None:
         self.step_positions = torch.arange(self.seen, self.seen + T, device=device)
 
-    def end_step(self) -> None:
+    def end_step(self, real: torch.Tensor) -> None:
+        """``real`` ``(B, T)``: which of the step's tokens are real (they take positions)."""
         self.seen += self.step_positions.numel()
         self.step_positions = None
+        count = real.sum(-1)
+        self.real_seen = count if self.real_seen is None else self.real_seen + count
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        if self.real_seen is not None:
+            self.real_seen = self.real_seen.index_select(0, beam_idx.to(self.real_seen.device))
         for state in self.layers:
             if state is not None:
                 state.select_rows(beam_idx)
@@ -712,11 +727,25 @@ class LongctxReformerModel(LongctxReformerPreTrainedModel):
                 raise ValueError("cache is only used by causal models (config.is_decoder=True)")
             if self.training:
                 raise ValueError("a generation cache is for inference: call model.eval() first")
+            if has_padding_before_tokens(real):  # the cache's local chunks count columns
+                raise ValueError("a generation cache takes right padding only (a row has padding before its "
+                                 "tokens); generate() runs left-padded prompts one row at a time")
         past = cache.seen if cache is not None else 0
-        check_length(past + T, c.max_input_tokens,
+        past_real = cache.real_seen if cache is not None else None  # (B,) or None
+        # A token's position counts the real tokens before it, so a left-padded row reads as it does alone
+        # (transformers' Reformer counts columns: its padding takes positions).
+        if real is not None and position_ids is None:
+            longest = int((real.sum(-1) + (past if past_real is None else past_real)).max())
+        else:
+            longest = past + T if past_real is None else int(past_real.max()) + T
+        check_length(longest, c.max_input_tokens,
                      "the axial position shape's product" if c.axial_pos_embds else "max_position_embeddings")
         if position_ids is None:
-            position_ids = torch.arange(past, past + T, device=device)[None].expand(B, T)
+            if real is None:
+                position_ids = torch.arange(T, device=device)[None].expand(B, T)
+            else:  # padding before a row's first token gets 0, after a real token that token's position
+                position_ids = (real.long().cumsum(-1) - 1).clamp(min=0)
+            position_ids = position_ids + (past if past_real is None else past_real[:, None])
         elif tuple(position_ids.shape) != (B, T):
             raise ValueError(f"position_ids must have shape {(B, T)}, got {tuple(position_ids.shape)}")
         elif position_ids.numel() and (int(position_ids.min()) < 0 or int(position_ids.max()) >= c.max_input_tokens):
@@ -751,7 +780,7 @@ class LongctxReformerModel(LongctxReformerPreTrainedModel):
         if hidden_states is not None:
             hidden_states.append(x2)
         if cache is not None:
-            cache.end_step()
+            cache.end_step(real)
         p = c.hidden_dropout_prob if self.training else 0.0
         norm = self.encoder.layer_norm
         if p > 0:  # the dropout's 1/(1-p) folded into the norm's affine weights: one pass over (B, T, 2C) fewer
@@ -780,7 +809,7 @@ class ReformerOnlyLMHead(nn.Module):
 
 
 class ReformerClassificationHead(nn.Module):
-    """First token: dropout -> dense (2C -> C) -> tanh -> dropout -> out_proj. The dropouts draw from ``generator``
+    """First real token (``first`` ``(B,)``: its column in each row; default 0): dropout -> dense (2C -> C) -> tanh -> dropout -> out_proj. The dropouts draw from ``generator``
     (the model's private RNG): an ``nn.Dropout`` here advanced the global RNG, which the config promises not to."""
 
     def __init__(self, in_size, hidden_size, num_labels, dropout):
@@ -789,9 +818,10 @@ class ReformerClassificationHead(nn.Module):
         self.dropout = dropout
         self.out_proj = nn.Linear(hidden_size, num_labels)
 
-    def forward(self, hidden_states, generator=None):
+    def forward(self, hidden_states, generator=None, first=None):
         p = self.dropout if self.training else 0.0
-        x = seeded_dropout(hidden_states[:, 0], p, generator)
+        x = hidden_states[:, 0] if first is None else hidden_states[torch.arange(len(first)), first]
+        x = seeded_dropout(x, p, generator)
         return self.out_proj(seeded_dropout(torch.tanh(self.dense(x)), p, generator))
 
 
@@ -825,7 +855,20 @@ class LongctxReformerForCausalLM(LongctxReformerPreTrainedModel, GenerationMixin
         self.lm_head.decoder = new_embeddings
 
     def _prepare_position_ids_for_generation(self, inputs_tensor, model_kwargs):
-        return None  # positions count input columns (as transformers' Reformer), not the attention mask
+        return None  # the model numbers positions itself, over real tokens (the attention mask and the cache)
+
+    def generate(self, *args, **kwargs):
+        """``GenerationMixin.generate``, stopped (with a warning) at the model's length instead of failing past the
+        position table; a left-padded batch of prompts is generated row by row, each on its own tokens, since the
+        cache's local chunks count columns (one call per row; see ``generate_left_padded_rows_alone``)."""
+        c = self.config
+        what = "the axial position shape's product" if c.axial_pos_embds else "max_position_embeddings"
+
+        def within_length(*a, **k):
+            return generate_within_length(super(LongctxReformerForCausalLM, self).generate, c.max_input_tokens,
+                                          what, a, k)
+
+        return generate_left_padded_rows_alone(within_length, self.generation_config, args, kwargs)
 
     # Arguments in the order of transformers' ReformerModelWithLMHead.forward, so positional calls bind alike.
     def forward(self, input_ids=None, position_ids=None, attention_mask=None, inputs_embeds=None, num_hashes=None,
@@ -901,7 +944,10 @@ class LongctxReformerForSequenceClassification(LongctxReformerPreTrainedModel):
         out = self.reformer(input_ids, attention_mask, position_ids, inputs_embeds, num_hashes,
                             output_hidden_states=output_hidden_states, output_attentions=output_attentions,
                             return_dict=True)
-        logits = self.classifier(out.last_hidden_state, self.reformer.private_generator(out.last_hidden_state.device))
+        # The first real token: transformers' reads column 0, a padding token in a left-padded row.
+        first = attention_mask.int().argmax(-1) if isinstance(attention_mask, torch.Tensor) else None
+        logits = self.classifier(out.last_hidden_state, self.reformer.private_generator(out.last_hidden_state.device),
+                                 first)
         if self.config.num_labels > 1:  # one label is regression
             check_class_labels(labels, self.config.num_labels)
         loss = self.loss_function(labels, logits, self.config) if labels is not None else None

@@ -33,7 +33,14 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import ModelOutput
 
 from .configuration_transfo_xl import LongctxTransfoXLConfig
-from .longctx_common import check_class_labels, check_mask, check_token_inputs, take_past_key_values
+from .longctx_common import (
+    check_class_labels,
+    check_mask,
+    check_token_inputs,
+    generate_left_padded_rows_alone,
+    has_padding_before_tokens,
+    take_past_key_values,
+)
 from .relative_attention import gathered_relative_attention, relative_attention, sinusoid_positions
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -571,6 +578,12 @@ class LongctxTransfoXLModel(LongctxTransfoXLPreTrainedModel):
         real = check_mask("attention_mask", attention_mask, (B, T))
         if real is not None and bool(real.all()):
             real = None  # fast path: no padding
+        if has_padding_before_tokens(real):
+            if mems is not None or cache is not None or use_cache:
+                raise ValueError("padding before a row's tokens (left padding) cannot continue memories or a cache: "
+                                 "segments would not fall where they fall for the row alone; pad on the right, or "
+                                 "give each row alone (generate() does so for left-padded prompts)")
+            return self._forward_left_aligned(input_ids, real, inputs_embeds, output_hidden_states, return_dict)
         if use_cache and cache is None:
             cache = TransfoXLMemoryCache(c.n_layer, c.mem_len)
         if cache is not None and cache.seen and mems is not None:
@@ -663,6 +676,28 @@ class LongctxTransfoXLModel(LongctxTransfoXLPreTrainedModel):
         )
         return out if return_dict else out.to_tuple()
 
+    def _forward_left_aligned(self, input_ids, real, inputs_embeds, output_hidden_states, return_dict):
+        """A batch with padding before some row's tokens, read with every row's real tokens moved to the front (in
+        order): segments then start at each row's first token, as for the row alone, and the outputs go back to
+        the columns they came from. The memories returned are those of the moved rows (padding at their end,
+        marked by ``mems_mask``)."""
+        B, T = real.shape
+        order = torch.argsort((~real).to(torch.int8), dim=1, stable=True)  # (B, T) real tokens first
+        out = self.forward(
+            input_ids=None if input_ids is None else input_ids.gather(1, order), attention_mask=real.gather(1, order),
+            inputs_embeds=None if inputs_embeds is None else inputs_embeds.gather(
+                1, order[..., None].expand(-1, -1, inputs_embeds.shape[-1])),
+            output_hidden_states=output_hidden_states, return_dict=True,
+        )
+
+        def back(x):  # (B, T, d) in moved order -> original columns
+            return torch.empty_like(x).scatter_(1, order[..., None].expand_as(x), x)
+
+        out.last_hidden_state = back(out.last_hidden_state)
+        if out.hidden_states is not None:
+            out.hidden_states = tuple(back(h) for h in out.hidden_states)
+        return out if return_dict else out.to_tuple()
+
     def _position_embeddings(self, K: int, dtype, device) -> torch.Tensor:
         """Sinusoids of the distances K-1 ... 0, clamped (4.49 M 941-946); one table per segment for all layers."""
         distances = torch.arange(K - 1, -1, -1, device=device)
@@ -709,6 +744,11 @@ class LongctxTransfoXLForCausalLM(LongctxTransfoXLPreTrainedModel, GenerationMix
 
     def set_output_embeddings(self, new_embeddings):
         self.lm_head.out_layers[0] = new_embeddings
+
+    def generate(self, *args, **kwargs):
+        """``GenerationMixin.generate``; a left-padded batch of prompts is generated row by row, each on its own
+        tokens (segments and the cache count columns; one call per row, see ``generate_left_padded_rows_alone``)."""
+        return generate_left_padded_rows_alone(super().generate, self.generation_config, args, kwargs)
 
     def prepare_inputs_for_generation(self, input_ids, cache=None, **kwargs):
         inputs = super().prepare_inputs_for_generation(input_ids, cache=cache, **kwargs)
