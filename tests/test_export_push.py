@@ -103,8 +103,11 @@ def test_exported_tokenizer_knows_the_model_length(tmp_path):
     out = export_model(tmp_path / "trained", tmp_path / "hub")
     saved = json.loads((out / "tokenizer_config.json").read_text())
     assert saved["model_max_length"] == config.max_input_tokens
+    # Loading arguments transformers writes back would make the Hub copy load offline-only.
+    assert not {"is_local", "local_files_only"} & set(saved), sorted(saved)
     card = (out / "README.md").read_text()  # its snippet loads the tokenizer and cuts inputs at the model's length
-    assert "tokenizer = AutoTokenizer.from_pretrained(repo)" in card
+    # Without trust_remote_code, AutoTokenizer (which reads the remote-code config) stops at an interactive prompt.
+    assert "tokenizer = AutoTokenizer.from_pretrained(repo, trust_remote_code=True)" in card
     assert f"truncation=True, max_length={config.max_input_tokens}," in card
     snippet = card.split("```python\n")[1].split("```")[0].replace("PATH_OR_REPO", str(out))
     scope = {}

@@ -98,6 +98,18 @@ def render_card(config, class_name: str, *, repo_id=None, summary: dict | None =
     )
 
 
+# Loading arguments transformers writes back into a saved tokenizer_config.json: a Hub folder that says
+# local_files_only makes every later load on the user's side offline-only.
+_LOCAL_LOADING_FIELDS = ("is_local", "local_files_only")
+
+
+def _drop_local_loading_fields(path: Path) -> None:
+    saved = json.loads(path.read_text())
+    if any(key in saved for key in _LOCAL_LOADING_FIELDS):
+        path.write_text(json.dumps({k: v for k, v in saved.items() if k not in _LOCAL_LOADING_FIELDS}, indent=2,
+                                   ensure_ascii=False) + "\n")
+
+
 def export_model(model_dir, out_dir, *, overwrite: bool = False, repo_id: str | None = None) -> Path:
     """Export ``model_dir`` to ``out_dir`` and return it. Raises :class:`ExportError` with the reason."""
     from transformers import AutoConfig, AutoTokenizer
@@ -148,6 +160,7 @@ def export_model(model_dir, out_dir, *, overwrite: bool = False, repo_id: str | 
             # pipeline then fails on long text: cap it at what the model accepts.
             tokenizer.model_max_length = model.config.max_input_tokens
             tokenizer.save_pretrained(staging)
+            _drop_local_loading_fields(staging / "tokenizer_config.json")
         if summary:
             (staging / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
         render_card(model.config, model_class.__name__, repo_id=repo_id, summary=summary,
