@@ -168,8 +168,9 @@ def evaluate_arguments(p) -> None:
     p.add_argument("--split", default="test", help="train, validation or test")
     p.add_argument("--max-length", type=positive_int, help="tokens per example (default: the model's longest input)")
     p.add_argument("--batch-size", type=positive_int, default=4, help="examples per forward pass")
-    p.add_argument("--max-samples", type=positive_int, help="evaluate on N examples of the split (a seeded random "
-                   "draw)")
+    # The name `train` uses; --max-samples, this command's earlier name, still works.
+    p.add_argument("--max-eval-samples", "--max-samples", dest="max_samples", type=positive_int,
+                   help="evaluate on N examples of the split (a seeded random draw)")
     _device(p)
 
 
@@ -314,7 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if unknown:
         if args.command != "bench":  # only a variant's benchmark has flags this parser does not know
-            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+            # The subcommand's usage, not the top-level one: it lists the options that were meant.
+            subcommand = parser._subparsers._group_actions[0].choices.get(args.command, parser)
+            subcommand.error(f"unrecognized arguments: {' '.join(unknown)}")
         args.variant_args = unknown  # hf_longctx.commands.bench hands them on; the variant's parser checks them
     if args.command is None:
         parser.print_help()

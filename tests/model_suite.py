@@ -597,3 +597,78 @@ def test_left_padded_batched_generate_gives_each_row_its_own_tokens(variant):
         for i, p in enumerate(prompts):
             alone = model.generate(input_ids=p[None], attention_mask=torch.ones(1, len(p), dtype=torch.long), **kwargs)
             assert batched[i, width:].tolist() == alone[0, len(p):].tolist(), f"row {i} ({len(p)} tokens)"
+
+
+# ---------------------------------------------------------------- torch.compile ---------------------------------------
+
+
+def _loss(out):
+    return out.loss if out.get("loss") is not None else out[0].float().square().mean()
+
+
+# transformers' convention: the everyday run is minutes, RUN_SLOW=1 runs everything.
+slow = pytest.mark.skipif(not os.environ.get("RUN_SLOW"), reason="slow: RUN_SLOW=1 runs it")
+
+
+def _compiled_matches_eager(head, config, backend, batches, name):
+    """Compiled and eager training steps in float64 (no rounding to hide a real difference, none to excuse)."""
+    model = _build(head, config).double().train()
+    compiled = torch.compile(model, backend=backend)
+    for B in batches:
+        inputs = {k: (v[:B].double() if v.is_floating_point() else v[:B]) if isinstance(v, torch.Tensor) else v
+                  for k, v in head.make_inputs(config, torch.Generator().manual_seed(90)).items()}
+        results = []
+        # A model with a private generator (the Reformer's LSH rotations, redrawn every training forward) starts
+        # both runs from the same state.
+        owner = getattr(model, model.base_model_prefix, model)
+        state = owner.private_rng_state() if hasattr(owner, "private_rng_state") else None
+        for m in (model, compiled):
+            model.zero_grad(set_to_none=True)
+            if state is not None:
+                owner.set_private_rng_state(state)
+            loss = _loss(m(**inputs))
+            loss.backward()
+            results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                            if p.grad is not None}))
+        (eager, eager_grads), (got, got_grads) = results
+        torch.testing.assert_close(got, eager, rtol=1e-9, atol=1e-10, msg=lambda m: f"{name} {backend} B={B}: {m}")
+        assert got_grads.keys() == eager_grads.keys(), name
+        for n in eager_grads:
+            torch.testing.assert_close(got_grads[n], eager_grads[n], rtol=1e-7, atol=1e-9,
+                                       msg=lambda m, n=n: f"{name} {backend} B={B} grad {n}: {m}")
+
+
+def _training_head(variant) -> str:
+    return "causal" if "causal" in variant.heads else next(n for n in variant.heads if n != "base")
+
+
+def test_torch_compile_trains_at_batch_1_and_2_as_eager(variant):
+    """`torch.compile` (Dynamo + AOTAutograd, no code generation: seconds, not minutes) of a training step at
+    batch 1 and 2: the loss and every gradient equal eager's. The Transformer-XL's strided rel-shift failed at
+    batch 2, the Reformer's dropout bits (a dtype view) at run time. Every head: RUN_SLOW=1."""
+    torch._dynamo.reset()
+    name = _training_head(variant)
+    head = variant.heads[name]
+    _compiled_matches_eager(head, variant.make_config(**head.config_overrides), "aot_eager", (1, 2), name)
+
+
+@slow
+def test_torch_compile_every_head_as_eager(variant):
+    torch._dynamo.reset()
+    for name, head in variant.heads.items():
+        _compiled_matches_eager(head, variant.make_config(**head.config_overrides), "aot_eager", (1, 2), name)
+
+
+@slow
+def test_torch_compile_with_inductor_trains_with_dropout(variant):
+    """Inductor (the default backend, C++ code generation: about a minute per model here, cold) on one head: a
+    training step with dropout on runs and gives a finite loss (the Longformer's counter-based dropout failed
+    Inductor's C++ compile). The everyday run compiles the dropout ops alone with Inductor (test_fuzz_ops.py)."""
+    torch._dynamo.reset()
+    head = variant.heads[_training_head(variant)]
+    dropout = {k: 0.1 for k in variant.make_config().to_dict() if k in ("hidden_dropout_prob", "dropout")}
+    config = variant.make_config(**head.config_overrides, **dropout)
+    inputs = head.make_inputs(config, torch.Generator().manual_seed(91))
+    loss = _loss(torch.compile(_build(head, config).train())(**inputs))
+    loss.backward()
+    assert torch.isfinite(loss), f"compiled training with dropout {dropout}: loss {loss}"

@@ -32,7 +32,7 @@ def test_train_evaluate_export_kernel_docs(tmp_path, capsys):
 
     capsys.readouterr()
     assert main(["evaluate", str(run / "model"), "--task", "kernel-docs", "--split", "validation",
-                 "--max-samples", "8"]) == 0
+                 "--max-eval-samples", "8"]) == 0
     evaluated = json.loads(capsys.readouterr().out)
     assert 0.0 <= evaluated["validation_accuracy"] <= 1.0
 
@@ -343,3 +343,13 @@ def test_every_help_shows_its_defaults_and_every_flag_has_one_spelling():
     # --lr (train) and --learning-rate (demo) were two spellings of one flag
     assert {dest: s for dest, s in spellings.items() if len(s) > 1} == {}
     assert spellings["learning_rate"] == {("--learning-rate",)}
+
+
+def test_an_unknown_option_prints_the_subcommands_usage(capsys):
+    """A wrong option printed the top-level usage (the list of commands), not the options of the command used."""
+    for command, wrong in ((["evaluate", "somewhere"], "--max-evals"), (["train", "--task", "kernel-docs"], "--bogus")):
+        with pytest.raises(SystemExit) as exit_:
+            main([*command, wrong, "3"])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.startswith(f"usage: hf-longctx {command[0]} "), err[:200]
+        assert f"unrecognized arguments: {wrong} 3" in err

@@ -131,3 +131,30 @@ def test_padding_query_rows_stay_finite():
     assert torch.isfinite(out).all()
     grads = torch.autograd.grad(out.sum(), list(x.values()))
     assert all(torch.isfinite(g).all() for g in grads)
+
+
+def test_traceable_shift_and_mask_equals_the_strided_one():
+    """The path torch.compile takes (views of a padded copy) against the eager one (an overlapping strided view
+    written in place): the same scores at every allowed entry and the same gradients, with and without padding."""
+    from hf_longctx.models.transfo_xl.relative_attention import (
+        _masked_value,
+        _ShiftAndMask,
+        relative_attention_mask,
+        shift_and_mask,
+    )
+
+    torch.manual_seed(0)
+    for B, H, T, K in [(2, 3, 5, 9), (1, 2, 4, 4), (2, 1, 1, 6)]:
+        x = torch.randn(B, H, T, K, dtype=torch.float64, requires_grad=True)
+        key_mask = torch.rand(B, K) > 0.3
+        key_mask[:, -1] = True
+        for mask in (None, key_mask):
+            allowed = relative_attention_mask(T, K, mask, None)
+            keep = allowed.to(x.dtype)
+            bias = (1 - keep) * _masked_value(x.dtype)
+            kept = None if mask is None else keep
+            eager, traced = _ShiftAndMask.apply(x, bias, kept), shift_and_mask(x, bias, kept)
+            valid = allowed.expand(B, H, T, K).reshape(B * H, T, K)
+            torch.testing.assert_close(traced[valid], eager[valid], rtol=0, atol=0)
+            g = torch.randn_like(eager) * valid
+            torch.testing.assert_close(torch.autograd.grad(traced, x, g)[0], torch.autograd.grad(eager, x, g)[0])

@@ -402,6 +402,9 @@ def _as_int32(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x >= 2**31, x - 2**32, x).to(torch.int32)
 
 
+# The mask's integer hashing runs eagerly under torch.compile (a graph break): Inductor's C++ backend typed the
+# wrapping int32 products as floats and failed to compile them (torch 2.13).
+@torch.compiler.disable
 def dropout_keys(seed: int, batch: int, heads: int, length: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Row keys ``(batch, heads, length)`` and column keys ``(batch, length)`` (int32) of the dropout mask.
 
@@ -417,6 +420,7 @@ def dropout_keys(seed: int, batch: int, heads: int, length: int, device=None) ->
     return _as_int32(rows).view(batch, heads, length), _as_int32(cols)[None].expand(batch, length)
 
 
+@torch.compiler.disable
 def dropout_keep(row_keys: torch.Tensor, col_keys: torch.Tensor, p: float) -> torch.Tensor:
     """The mask for row keys ``(..., n, 1)`` and column keys ``(..., 1, m)``: int32 ``(..., n, m)``, -1 (all bits
     set) where kept, 0 where dropped. ``P(kept) = 1 - p`` to within ``2**-31``."""
@@ -429,7 +433,9 @@ def dropout_keep(row_keys: torch.Tensor, col_keys: torch.Tensor, p: float) -> to
 
 def _apply_keep(x: torch.Tensor, keep: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``x`` where kept, 0 where dropped; in place unless ``out`` is the string ``"new"``."""
-    if x.dtype == torch.float32:  # a bitwise AND with the all-ones / all-zeros mask
+    # A bitwise AND with the all-ones / all-zeros mask; not under torch.compile, whose C++ backend cannot AND
+    # floats through a dtype view: it multiplies by 1 / 0 (the same values).
+    if x.dtype == torch.float32 and not torch.compiler.is_compiling():
         xi = x.view(torch.int32)
         return (torch.bitwise_and(xi, keep) if out == "new" else xi.bitwise_and_(keep)).view(torch.float32)
     ones = keep.to(x.dtype).neg_()  # float64 (the tests): multiply by 1 / 0
@@ -484,7 +490,7 @@ def _counter_dropout_apply(x: torch.Tensor, p: float, seed: int) -> torch.Tensor
     for r0 in range(0, N, step):
         keep = dropout_keep(rows[r0 : r0 + step], cols, p)  # (step, C) int32, -1 kept, 0 dropped
         o = out[r0 : r0 + step]
-        if x.dtype == torch.float32:  # AND with the all-ones / all-zeros mask, then the scale, while in cache
+        if x.dtype == torch.float32 and not torch.compiler.is_compiling():  # AND with the mask, then scale
             torch.bitwise_and(x2[r0 : r0 + step].view(torch.int32), keep, out=o.view(torch.int32))
             o.mul_(scale)
         else:
@@ -492,6 +498,7 @@ def _counter_dropout_apply(x: torch.Tensor, p: float, seed: int) -> torch.Tensor
     return out.view(x.shape)
 
 
+@torch.compiler.disable  # eagerly from torch's RNG also in a compiled model: the same masks as eager
 def _draw_seed() -> int:
     # From torch's (CPU) RNG, once per call: torch.manual_seed reproduces it, checkpointing replays it.
     return int(torch.randint(0, 2**31 - 1, (1,)).item())

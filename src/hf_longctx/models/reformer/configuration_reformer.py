@@ -90,22 +90,29 @@ class LongctxReformerConfig(PretrainedConfig):
 
     def check_fields(self) -> None:
         """Raise ``ValueError`` naming the first field whose value cannot build a model (also run by the model)."""
-        positive = ("vocab_size", "hidden_size", "num_attention_heads", "attention_head_size", "num_hashes",
-                    "lsh_attn_chunk_length", "local_attn_chunk_length", "max_position_embeddings", "feed_forward_size")
-        for name in positive:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("lsh_num_chunks_before", "lsh_num_chunks_after", "local_num_chunks_before",
-                     "local_num_chunks_after", "chunk_size_feed_forward", "hash_seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
         if not self.attn_layers:
             raise ValueError("attn_layers is empty: give one of 'lsh' / 'local' per layer")
         for i, kind in enumerate(self.attn_layers):
             if kind not in LAYER_TYPES:
                 raise ValueError(f"attn_layers[{i}] must be 'lsh' or 'local', got {kind!r}")
+        # The chunking fields of an attention type no layer uses may be None (transformers writes them so).
+        used = set(self.attn_layers)
+        positive = ("vocab_size", "hidden_size", "num_attention_heads", "attention_head_size", "num_hashes",
+                    "max_position_embeddings", "feed_forward_size")
+        positive += tuple(f"{kind}_attn_chunk_length" for kind in ("lsh", "local") if kind in used)
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        counts = tuple(f"{kind}_num_chunks_{side}" for kind in ("lsh", "local") if kind in used
+                       for side in ("before", "after"))
+        for name in counts + ("chunk_size_feed_forward", "hash_seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"pad_token_id must be an id in the vocabulary [0, {self.vocab_size}), got "
+                             f"{self.pad_token_id}")
         nb = self.num_buckets
         if nb is not None:
             factors = [nb] if not isinstance(nb, list) else nb
@@ -129,13 +136,6 @@ class LongctxReformerConfig(PretrainedConfig):
                     f"axial_pos_embds_dim {self.axial_pos_embds_dim!r} must be two widths summing to hidden_size "
                     f"({self.hidden_size})"
                 )
-            product = math.prod(self.axial_pos_shape)
-            chunk = self.chunk_lcm
-            if product % chunk:
-                raise ValueError(
-                    f"axial_pos_shape {self.axial_pos_shape} (product {product}) must be a multiple of the chunk "
-                    f"lengths' least common multiple ({chunk})"
-                )
         for name in ("hidden_dropout_prob", "local_attention_probs_dropout_prob", "lsh_attention_probs_dropout_prob"):
             p = getattr(self, name)
             if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
@@ -149,6 +149,13 @@ class LongctxReformerConfig(PretrainedConfig):
         """Least common multiple of the chunk lengths of the layer types in use."""
         lengths = {"lsh": self.lsh_attn_chunk_length, "local": self.local_attn_chunk_length}
         return math.lcm(*(lengths[k] for k in set(self.attn_layers)))
+
+    @property
+    def input_limit_name(self) -> str:
+        """What sets :attr:`max_input_tokens`, for error messages."""
+        if self.axial_pos_embds and math.prod(self.axial_pos_shape) <= self.max_position_embeddings:
+            return f"the axial position shape's product, {self.axial_pos_shape}"
+        return "max_position_embeddings"
 
     @property
     def max_input_tokens(self) -> int:

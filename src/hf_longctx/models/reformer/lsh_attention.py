@@ -149,8 +149,12 @@ def _dropout_bits(shape, p: float, generator: torch.Generator | None, device) ->
     truncated toward zero: ``p`` rounds up below 0.5 (0.1 drops 6554/65536 = 0.1000061) and down above.
     """
     n = math.prod(shape)
-    draws = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
-    bits = draws.random_(-(2**63), None, generator=generator).view(torch.int16)[:n].view(shape)
+    draws = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None, generator=generator)
+    if torch.compiler.is_compiling():  # no dtype view in a compiled graph: the same four 16-bit fields, by shifts
+        fields = (draws[:, None] >> torch.tensor([0, 16, 32, 48], device=device)) & 0xFFFF  # little-endian order
+        bits = (fields - (fields >= 32768).long() * 65536).to(torch.int16).flatten()[:n].view(shape)
+    else:
+        bits = draws.view(torch.int16)[:n].view(shape)
     return bits, int(-32768 + p * 65536)
 
 

@@ -603,10 +603,11 @@ class LongctxReformerModel(LongctxReformerPreTrainedModel):
         """The configured bucket count, or transformers' automatic one for this call's length (as transformers
         computes it: after padding to the chunk lengths' LCM). Never written into the config."""
         c = self.config
-        if c.num_buckets is not None:
+        if c.num_buckets is not None or "lsh" not in c.attn_layers:  # (no LSH layer: no buckets)
             return c.num_buckets
         lcm = c.chunk_lcm
-        padded = -(-T // lcm) * lcm if T > min(c.lsh_attn_chunk_length, c.local_attn_chunk_length) else T
+        shortest = min(getattr(c, f"{kind}_attn_chunk_length") for kind in set(c.attn_layers))
+        padded = -(-T // lcm) * lcm if T > shortest else T
         return auto_num_buckets(padded, c.lsh_attn_chunk_length, c.max_position_embeddings)
 
     def _rotations(self, num_hashes, num_buckets, dtype, device, generator=None):
@@ -738,8 +739,7 @@ class LongctxReformerModel(LongctxReformerPreTrainedModel):
             longest = int((real.sum(-1) + (past if past_real is None else past_real)).max())
         else:
             longest = past + T if past_real is None else int(past_real.max()) + T
-        check_length(longest, c.max_input_tokens,
-                     "the axial position shape's product" if c.axial_pos_embds else "max_position_embeddings")
+        check_length(longest, c.max_input_tokens, c.input_limit_name)
         if position_ids is None:
             if real is None:
                 position_ids = torch.arange(T, device=device)[None].expand(B, T)
@@ -754,7 +754,7 @@ class LongctxReformerModel(LongctxReformerPreTrainedModel):
         dtype = self.embeddings.word_embeddings.weight.dtype
         rands, seeds, outer_seeds = self._randomness(T, num_hashes, dtype, device)
         if use_cache and cache is None:
-            nb = c.num_buckets if c.num_buckets is not None else auto_num_buckets(
+            nb = c.num_buckets if c.num_buckets is not None or "lsh" not in c.attn_layers else auto_num_buckets(
                 c.max_input_tokens, c.lsh_attn_chunk_length, c.max_position_embeddings)
             rotations = self._rotations(num_hashes, nb, dtype, device) if "lsh" in c.attn_layers else None
             cache = ReformerGenerationCache(len(c.attn_layers), rotations, nb)
@@ -862,11 +862,9 @@ class LongctxReformerForCausalLM(LongctxReformerPreTrainedModel, GenerationMixin
         position table; a left-padded batch of prompts is generated row by row, each on its own tokens, since the
         cache's local chunks count columns (one call per row; see ``generate_left_padded_rows_alone``)."""
         c = self.config
-        what = "the axial position shape's product" if c.axial_pos_embds else "max_position_embeddings"
-
         def within_length(*a, **k):
             return generate_within_length(super(LongctxReformerForCausalLM, self).generate, c.max_input_tokens,
-                                          what, a, k)
+                                          c.input_limit_name, a, k)
 
         return generate_left_padded_rows_alone(within_length, self.generation_config, args, kwargs)
 

@@ -84,6 +84,9 @@ class LongctxTransfoXLConfig(PretrainedConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"pad_token_id must be an id in the vocabulary [0, {self.vocab_size}), got "
+                             f"{self.pad_token_id}")
         if self.d_model % 2:
             raise ValueError(f"d_model must be even (sinusoid position embeddings), got {self.d_model}")
         if isinstance(self.mem_len, bool) or not isinstance(self.mem_len, int) or self.mem_len < 0:

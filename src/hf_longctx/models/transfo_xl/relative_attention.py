@@ -122,6 +122,18 @@ def relative_attention_mask(
     return allowed
 
 
+def shift_and_mask(x: torch.Tensor, bias: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """What :class:`_ShiftAndMask` computes, ``(rel_shift(x) + bias)`` as ``(B*H, T, K)``, written with views of a
+    padded copy only (the paper's zero-column trick, appendix B), so that ``torch.compile`` traces it: Inductor
+    cannot write through the overlapping strided view that the eager path uses. ``keep`` (or ``None``) drops the
+    masked entries' gradients, as there."""
+    B, H, T, K = x.shape
+    shifted = F.pad(x, (1, 0)).view(B, H, K + 1, T)[:, :, 1:].reshape(B, H, T, K)  # needs T <= K
+    if keep is not None:
+        shifted = shifted * keep
+    return (shifted + bias).reshape(B * H, T, K)
+
+
 def relative_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -184,7 +196,10 @@ def relative_attention(
     # GEMM itself (baddbmm_: no further pass over the scores).
     keep = allowed.to(qr.dtype)  # (B or 1, 1, T, K), small
     bias = (1.0 - keep) * _masked_value(qr.dtype)
-    scores = _ShiftAndMask.apply(qr, bias, keep if key_mask is not None else None)  # (B*H, T, K)
+    if torch.compiler.is_compiling():
+        scores = shift_and_mask(qr, bias, keep if key_mask is not None else None)  # (B*H, T, K)
+    else:
+        scores = _ShiftAndMask.apply(qr, bias, keep if key_mask is not None else None)  # (B*H, T, K)
     scores.baddbmm_((q + (r_w_bias * scale)[None, :, None, :]).reshape(B * H, T, D),
                     k.reshape(B * H, K, D).transpose(1, 2))
     probs = torch.softmax(scores.view(B, H, T, K), dim=-1)
