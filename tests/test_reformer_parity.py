@@ -149,3 +149,20 @@ def test_bf16_error_within_2x_of_transformers_bf16(tmp_path):
     assert torch.isfinite(ours_bf16).all()
     err_ours, err_theirs = (ours_bf16 - exact).abs().max().item(), (theirs_bf16 - exact).abs().max().item()
     assert err_ours <= 2 * err_theirs, f"bf16 error {err_ours:.3e} vs transformers' bf16 {err_theirs:.3e}"
+
+
+@pytest.mark.parametrize("case", ["local only, lsh fields None", "axial product not whole chunks"])
+def test_configs_transformers_accepts_convert_and_match(tmp_path, case):
+    """transformers builds and runs these; the converter refused them (about 20 of transformers' own Reformer
+    model tests failed on this alone): a local-only layer list whose LSH fields are None, and an axial shape whose
+    product (8 x 9 = 72) is not a multiple of the chunk lengths' LCM (8)."""
+    fields = dict(CRIME, is_decoder=False)
+    if case.startswith("local only"):
+        fields.update(attn_layers=["local", "local"], lsh_attn_chunk_length=None, lsh_num_chunks_before=None,
+                      lsh_num_chunks_after=None, num_buckets=None)
+    else:
+        fields.update(axial_pos_shape=[8, 9], max_position_embeddings=72)
+    ours, theirs = _convert(tmp_path, ReformerModel, **fields)
+    ids = _ids(2, 72, fields["vocab_size"], seed=4)
+    with torch.no_grad():
+        _close(ours(ids).last_hidden_state, theirs(ids).last_hidden_state, case)
