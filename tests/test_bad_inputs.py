@@ -598,3 +598,30 @@ def test_bad_input_ends_in_a_named_error_and_changes_no_file(c, pristine, tmp_pa
         with pytest.raises(c.error, match=c.match):
             c.call(ws)
     assert _snapshot(ws) == before, "the call changed, added or removed files"
+
+
+def test_labels_memories_and_a_changed_config_get_errors_that_name_them():
+    """Reformer labels of another shape or a float dtype were reshape / dtype errors from inside torch; float64
+    memories for a float32 Transformer-XL a dtype error from a matmul; a layer list changed after the model was
+    built a KeyError at forward."""
+    from test_reformer_model import make_config as reformer_config
+    from test_transfo_xl_model import make_config as transfo_xl_config
+
+    from hf_longctx import LongctxReformerForCausalLM, LongctxReformerForMaskedLM, LongctxTransfoXLForCausalLM
+
+    ids = torch.randint(3, 90, (2, 9))
+    for model in (LongctxReformerForCausalLM(reformer_config(is_decoder=True)), LongctxReformerForMaskedLM(reformer_config())):
+        with pytest.raises(ValueError, match=r"labels must have shape \(2, 9\) like the input, got \(2, 8\)"):
+            model(input_ids=ids, labels=ids[:, :8])
+        with pytest.raises(ValueError, match="labels must be integer token ids"):
+            model(input_ids=ids, labels=ids.float())
+    txl = LongctxTransfoXLForCausalLM(transfo_xl_config())
+    mems = txl(input_ids=ids).mems
+    with pytest.raises(ValueError, match=r"mems\[0\] is torch.float64 but the model computes in torch.float32"):
+        txl(input_ids=ids, mems=tuple(m.double() for m in mems))
+    with pytest.raises(ValueError, match="labels must be integer token ids"):
+        txl(input_ids=ids, labels=ids.float())
+    model = LongctxReformerForMaskedLM(reformer_config())
+    model.config.attn_layers = ["local", "zzz"]
+    with pytest.raises(ValueError, match=r"config.attn_layers is \['local', 'zzz'\] but this model was built with"):
+        model(input_ids=ids)

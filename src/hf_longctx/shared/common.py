@@ -182,3 +182,17 @@ def generate_within_length(generate, limit: int, what: str, args: tuple, kwargs:
     criteria = StoppingCriteriaList(kwargs.pop("stopping_criteria", None) or [])
     criteria.append(PositionLimit())
     return generate(*args, stopping_criteria=criteria, **kwargs)
+
+
+def check_token_labels(labels, shape: tuple[int, int], vocab_size: int, name: str = "labels") -> None:
+    """Per-token labels: a ``(batch, seq_len)`` integer tensor like the input, of token ids or -100 (a wrong shape
+    or a float dtype was a reshape or dtype error from inside torch's cross-entropy)."""
+    if labels is None:
+        return
+    if not isinstance(labels, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape {tuple(shape)}, got {type(labels).__name__}")
+    if tuple(labels.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)} like the input, got {tuple(labels.shape)}")
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise ValueError(f"{name} must be integer token ids (or -100), got dtype {labels.dtype}")
+    check_class_labels(labels, vocab_size, name)

@@ -37,6 +37,7 @@ from .longctx_common import (
     check_length,
     check_mask,
     check_token_inputs,
+    check_token_labels,
     generate_left_padded_rows_alone,
     generate_within_length,
     has_padding_before_tokens,
@@ -704,6 +705,10 @@ class LongctxReformerModel(LongctxReformerPreTrainedModel):
         cache = take_past_key_values(kwargs, cache)
         cache = cache if cache is not None else past_buckets_states
         c = self.config
+        built = [layer.attention.kind for layer in self.encoder.layers]
+        if list(c.attn_layers) != built:  # a KeyError or a silent mismatch deep inside otherwise
+            raise ValueError(f"config.attn_layers is {c.attn_layers} but this model was built with {built}: layers "
+                             "cannot change after the model is built; build a new model from the changed config")
         if output_attentions if output_attentions is not None else c.output_attentions:
             raise ValueError(
                 "output_attentions=True is not supported: LSH attention never materialises a (T x T) attention "
@@ -885,7 +890,7 @@ class LongctxReformerForCausalLM(LongctxReformerPreTrainedModel, GenerationMixin
         loss = None
         if labels is not None:
             # num_items_in_batch arrives through kwargs, so gradient accumulation averages over all tokens.
-            check_class_labels(labels, self.config.vocab_size)
+            check_token_labels(labels, tuple(out.last_hidden_state.shape[:2]), self.config.vocab_size)
             loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
         result = CausalLMOutputWithPast(
             loss=loss, logits=logits, cache=out.get("cache") if use_cache else None, hidden_states=out.hidden_states
@@ -917,7 +922,7 @@ class LongctxReformerForMaskedLM(LongctxReformerPreTrainedModel):
         logits = self.lm_head(out.last_hidden_state)
         loss = None
         if labels is not None:
-            check_class_labels(labels, self.config.vocab_size)
+            check_token_labels(labels, tuple(logits.shape[:2]), self.config.vocab_size)
             loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
         return _finish(MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states), return_dict, self.config)
 

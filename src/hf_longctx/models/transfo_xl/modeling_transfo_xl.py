@@ -37,6 +37,7 @@ from .longctx_common import (
     check_class_labels,
     check_mask,
     check_token_inputs,
+    check_token_labels,
     generate_left_padded_rows_alone,
     has_padding_before_tokens,
     take_past_key_values,
@@ -533,6 +534,9 @@ class LongctxTransfoXLModel(LongctxTransfoXLPreTrainedModel):
             raise ValueError(f"mems must hold one tensor per layer ({c.n_layer} layers), got {got}")
         M = mems[0].shape[1] if mems[0].dim() == 3 else -1
         for i, m in enumerate(mems):
+            if isinstance(m, torch.Tensor) and m.dtype != self.word_emb.emb_layers[0].weight.dtype:
+                raise ValueError(f"mems[{i}] is {m.dtype} but the model computes in "
+                                 f"{self.word_emb.emb_layers[0].weight.dtype}: cast the memories (or the model)")
             if m.dim() != 3 or m.shape[0] != B or m.shape[1] != M or m.shape[2] != c.d_model:
                 raise ValueError(
                     f"mems[{i}] must have shape (batch={B}, memory length, d_model={c.d_model}) like mems[0] "
@@ -776,8 +780,7 @@ class LongctxTransfoXLForCausalLM(LongctxTransfoXLPreTrainedModel, GenerationMix
         )
         hidden = out.last_hidden_state
         for name, value in (("labels", labels), ("shift_labels", shift_labels)):
-            if value is not None and tuple(value.shape) != tuple(hidden.shape[:2]):
-                raise ValueError(f"{name} must have shape {tuple(hidden.shape[:2])} like the input, got {tuple(value.shape)}")
+            check_token_labels(value, tuple(hidden.shape[:2]), self.config.vocab_size, name)
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
         logits = self.lm_head(hidden)
@@ -785,8 +788,6 @@ class LongctxTransfoXLForCausalLM(LongctxTransfoXLPreTrainedModel, GenerationMix
         if labels is not None or shift_labels is not None:
             # Cross-entropy of log-probs equals their NLL (log_softmax is idempotent on them); num_items_in_batch
             # arrives through kwargs, so gradient accumulation averages over all tokens.
-            check_class_labels(labels, self.config.vocab_size)
-            check_class_labels(shift_labels, self.config.vocab_size, "shift_labels")
             loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, shift_labels=shift_labels,
                                       **kwargs)
         result = TransfoXLCausalLMOutput(
