@@ -41,7 +41,7 @@ def test_train_evaluate_export_kernel_docs(tmp_path, capsys):
     assert f"| SequenceClassification | kernel-docs | test | accuracy | {metrics['accuracy']} |" in card
     # The card's metadata names no Hub data set that does not exist; its snippet loads the tokenizer with the length.
     assert "datasets:" not in card.split("---")[1]
-    assert "tokenizer = AutoTokenizer.from_pretrained(repo)" in card and "max_length=96" in card
+    assert "tokenizer = AutoTokenizer.from_pretrained(repo, trust_remote_code=True)" in card and "max_length=96" in card
 
     # Defect 4: evaluate at a length the model cannot read is refused with the command that lengthens it.
     assert main(["evaluate", str(run / "model"), "--task", "kernel-docs", "--max-length", "4096"]) == 1
@@ -347,7 +347,8 @@ def test_every_help_shows_its_defaults_and_every_flag_has_one_spelling():
 
 def test_an_unknown_option_prints_the_subcommands_usage(capsys):
     """A wrong option printed the top-level usage (the list of commands), not the options of the command used."""
-    for command, wrong in ((["evaluate", "somewhere"], "--max-evals"), (["train", "--task", "kernel-docs"], "--bogus")):
+    for command, wrong in ((["evaluate", "somewhere"], "--max-evals"),
+                           (["train", "--task", "kernel-docs", "--output-dir", "nowhere"], "--bogus")):
         with pytest.raises(SystemExit) as exit_:
             main([*command, wrong, "3"])
         err = capsys.readouterr().err

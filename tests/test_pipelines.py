@@ -81,3 +81,28 @@ def test_text_generation_pipeline(tmp_path_factory, tokenizer):
     ids = tokenizer("The kernel documentation", return_tensors="pt")
     expected = model.generate(**ids, max_new_tokens=12, do_sample=False)
     assert out == tokenizer.decode(expected[0], skip_special_tokens=True)
+
+
+def test_a_causal_models_saved_tokenizer_adds_no_end_token_to_prompts(tmp_path):
+    """pipeline("text-generation") tokenizes with the tokenizer's defaults: ByT5's appended </s> to the prompt, so
+    a byte-level model continued after end-of-text (and a BPE's RoBERTa template did the same)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+
+    from hf_longctx import LongctxTransfoXLConfig, LongctxTransfoXLForCausalLM
+    from hf_longctx.data.tokenizers import byte_tokenizer, causal_prompt_tokenizer, kernel_docs_bpe
+
+    saved = causal_prompt_tokenizer(kernel_docs_bpe())
+    saved.save_pretrained(tmp_path / "bpe")
+    assert AutoTokenizer.from_pretrained(tmp_path / "bpe")("hello world")["input_ids"][-1] != saved.eos_token_id
+    torch.manual_seed(0)
+    config = LongctxTransfoXLConfig(vocab_size=259, d_model=32, n_head=4, d_head=8, d_inner=64, n_layer=2,
+                                    segment_length=8, mem_len=8, pad_token_id=0, eos_token_id=1)
+    LongctxTransfoXLForCausalLM(config).save_pretrained(tmp_path / "lm")
+    causal_prompt_tokenizer(byte_tokenizer()).save_pretrained(tmp_path / "lm")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "lm")
+    seen = []
+    model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["input_ids"]), with_kwargs=True)
+    out = pipeline("text-generation", model=model, tokenizer=str(tmp_path / "lm"))("<page>", max_new_tokens=2,
+                                                                                     do_sample=False)
+    assert seen[0].tolist() == [[ord(c) + 3 for c in "<page>"]]  # the prompt's bytes, nothing after them
+    assert out[0]["generated_text"].startswith("<page>")

@@ -266,7 +266,7 @@ def _pretraining_splits(name, documents, tokenizer, max_length, seed, limits):
     for split in raw_text.SPLITS:
         # The evaluation draw does not follow the run's seed: runs of several seeds are scored on the same pieces.
         pieces = raw_text.chunk_documents(documents[split], tokenizer, max_length, limit=limits.get(split),
-                                          seed=seed if split == "train" else 0)
+                                          seed=seed if split == "train" else 0, end_token=name == "clm")
         if not pieces:
             raise ValueError(f"the {split} documents give no piece of text at --max-length {max_length}")
         columns = {"input_ids": pieces}

@@ -720,6 +720,10 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
     # The saved tokenizer must know the model's length (it had model_max_length 1e30, so `truncation=True`
     # did nothing and a pipeline failed on long text: issue 10, defect 2).
     tokenizer.model_max_length = model.config.max_input_tokens
+    if task.head == "AutoModelForCausalLM":  # a prompt must not end with the end-of-text token
+        from .data.tokenizers import causal_prompt_tokenizer
+
+        trainer.processing_class = causal_prompt_tokenizer(tokenizer)
     # One staging folder, made by the main process and named to all: every process calls save_model (FSDP and
     # DeepSpeed gather the weights there), Trainer writes on the main one, which alone renames it to model/.
     staging = Path(tempfile.mkdtemp(prefix=".model.", dir=output_dir)) if main else None

@@ -143,7 +143,7 @@ def read_text_folder(folder) -> dict[str, list[str]]:
 
 
 def chunk_documents(documents: list[str], tokenizer, max_length: int, *, limit: int | None = None,
-                    seed: int = 0) -> list[list[int]]:
+                    seed: int = 0, end_token: bool = False) -> list[list[int]]:
     """Every document tokenized whole and cut into consecutive pieces of at most ``max_length`` tokens, each wrapped
     in the tokenizer's special tokens (``<s> ... </s>`` for a RoBERTa-style BPE); a last piece under
     :data:`MIN_PIECE_TOKENS` tokens of text is dropped unless it is the whole document.
@@ -151,10 +151,17 @@ def chunk_documents(documents: list[str], tokenizer, max_length: int, *, limit: 
     With ``limit``, documents are read in a seeded random order only until ``limit`` pieces are found, and ``limit``
     of them are returned (so ``--max-train-samples`` does not tokenize a whole corpus); without, every piece in
     document order.
+
+    ``end_token``: every piece ends with the tokenizer's end token even if its template adds none (causal LM:
+    a causal model saves a tokenizer that adds no end token to prompts, and evaluating it must read the pieces
+    it was trained on).
     """
     from .long_docs import special_tokens_template
 
     prefix, suffix = special_tokens_template(tokenizer)
+    eos = tokenizer.eos_token_id
+    if end_token and eos is not None and suffix[-1:] != [eos]:
+        suffix = suffix + [eos]
     body = max_length - len(prefix) - len(suffix)
     if body < 1:
         raise ValueError(f"--max-length {max_length} leaves no room for text beside the tokenizer's "

@@ -81,3 +81,61 @@ def kernel_docs_bpe() -> PreTrainedTokenizerFast:
 
 
 __all__ = ["BPE_DIR", "SHIPPED_BPES", "SPECIAL_TOKENS", "byte_tokenizer", "kernel_docs_bpe", "shipped_bpe", "train_bpe"]
+
+
+def byte_prompt_tokenizer() -> PreTrainedTokenizerFast:
+    """:func:`byte_tokenizer`'s ids (0 ``<pad>``, 1 ``</s>``, 2 ``<unk>``, byte b -> b + 3) as a fast tokenizer
+    that adds no ``</s>`` to a text: what a causal LM saves, so that a pipeline's prompt does not end with the
+    end-of-text token (ByT5's tokenizer always appends it; a model then continues after end-of-text).
+
+    A byte-level BPE with no merges: byte-level pre-tokenisation maps each byte to one character, and the
+    vocabulary maps each character to its byte's id. ``tests/test_data_sets.py`` checks the ids against ByT5's.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()  # the 256 characters standing for bytes, in no fixed order
+    char_of = _byte_level_chars()
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{char_of[b]: b + 3 for b in range(256)}}
+    assert set(char_of.values()) == set(alphabet)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    # lstrip / rstrip as ByT5's: a special token in the text swallows the spaces around it
+    tok.add_special_tokens([AddedToken(t, lstrip=True, rstrip=True, special=True) for t in ("<pad>", "</s>", "<unk>")])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+def _byte_level_chars() -> dict[int, str]:
+    """GPT-2's byte -> printable character table, which the byte-level pre-tokeniser applies."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return chars
+
+
+def causal_prompt_tokenizer(tokenizer):
+    """The tokenizer a causal LM is saved with: ``tokenizer`` without the end token it appends to a text (a
+    prompt must not end with end-of-text). ByT5's byte tokenizer becomes :func:`byte_prompt_tokenizer` (same
+    ids); a fast tokenizer whose post-processor appends ``</s>`` keeps its start token only. Others are returned
+    as they are."""
+    from tokenizers import processors
+
+    if isinstance(tokenizer, ByT5Tokenizer):
+        prompt = byte_prompt_tokenizer()
+        prompt.model_max_length = tokenizer.model_max_length
+        return prompt
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    eos = tokenizer.eos_token
+    if backend is None or eos is None or tokenizer("a")["input_ids"][-1:] != [tokenizer.eos_token_id]:
+        return tokenizer
+    bos = tokenizer.bos_token if tokenizer("a")["input_ids"][:1] == [tokenizer.bos_token_id] else None
+    specials = [(t, tokenizer.convert_tokens_to_ids(t)) for t in dict.fromkeys(x for x in (bos, eos) if x)]
+    single = f"{bos} $A" if bos else "$A"
+    backend.post_processor = processors.TemplateProcessing(
+        single=single, pair=f"{single} {eos} {eos} $B:1", special_tokens=specials)
+    return tokenizer
