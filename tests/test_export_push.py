@@ -175,6 +175,13 @@ def test_push_dry_run_lists_the_files_without_token_or_network(trained, tmp_path
     assert ".hf_longctx_written.json" not in listed
     assert main(["push", str(out), "not a repo", "--dry-run"]) == 1
     assert "is not a Hub repository id" in capsys.readouterr().err
+    # A card exported for one repository and pushed to another: its snippet would load the first, so say so.
+    named = export_model(folder, tmp_path / "named", repo_id="someone/tiny")
+    assert main(["push", str(named), "someone/tiny", "--dry-run"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert main(["push", str(named), "someone/other", "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert "the card in" in err and "loads 'someone/tiny', not 'someone/other'" in err
 
 
 def test_train_push_to_hub_is_checked_before_training_then_pushes(tmp_path, monkeypatch, capsys):

@@ -55,6 +55,7 @@ def test_a_prompt_longer_than_the_model_or_empty_is_refused_before_decoding(mode
 
 def test_cli_budget():
     assert generation_budget(3, 400, 10) == 8
+    assert generation_budget(3000, 400, None) == 400  # no position table (the Transformer-XL): no limit
     assert generation_budget(3, 5, 10) == 5
     with pytest.raises(GenerateError, match="empty"):
         generation_budget(0, 5, 10)
@@ -80,3 +81,20 @@ def test_reformer_generate_stops_at_its_length_and_keeps_the_tokens():
     assert said == [] and torch.equal(exact, out)
     with pytest.raises(ValueError, match="the prompt has 17 tokens but this model reads at most 16"):
         model.generate(torch.randint(3, 50, (1, 17)), max_new_tokens=3)
+
+
+def test_cli_generates_past_max_input_length_for_a_model_without_positions(tmp_path, capsys):
+    """`hf-longctx generate` refused Transformer-XL prompts longer than max_input_length (a tokenization bound for
+    training), though the model has no position table and continues any length."""
+    from hf_longctx import LongctxTransfoXLConfig, LongctxTransfoXLForCausalLM
+    from hf_longctx.__main__ import main
+    from hf_longctx.data.tokenizers import byte_prompt_tokenizer
+
+    torch.manual_seed(0)
+    config = LongctxTransfoXLConfig(vocab_size=259, d_model=32, n_head=4, d_head=8, d_inner=64, n_layer=2,
+                                    segment_length=8, mem_len=8, max_input_length=16, pad_token_id=0, eos_token_id=1)
+    LongctxTransfoXLForCausalLM(config).save_pretrained(tmp_path / "lm")
+    byte_prompt_tokenizer().save_pretrained(tmp_path / "lm")
+    assert main(["generate", str(tmp_path / "lm"), "--prompt", "a fairly long prompt of forty bytes.....",
+                 "--max-new-tokens", "3"]) == 0
+    assert "reads at most" not in capsys.readouterr().err

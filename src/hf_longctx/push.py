@@ -54,6 +54,17 @@ def files_to_push(folder) -> list[str]:
                   if p.is_file() and p.name != MANIFEST and ".cache" not in p.relative_to(folder).parts)
 
 
+def card_repo_id(folder: Path) -> str | None:
+    """The repository id the exported card's loading snippet names (``repo = "..."``), or None."""
+    card = folder / "README.md"
+    if not card.is_file():
+        return None
+    for line in card.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith('repo = "') and line.endswith('"'):
+            return line[len('repo = "'):-1]
+    return None
+
+
 def push_folder(folder, repo_id: str, *, private: bool | None = None, token: str | None = None,
                 commit_message: str | None = None, revision: str | None = None, dry_run: bool = False,
                 api: HfApi | None = None) -> str | list[str]:
@@ -92,6 +103,10 @@ def push_folder(folder, repo_id: str, *, private: bool | None = None, token: str
 
 
 def run(args) -> int:
+    named = card_repo_id(Path(args.folder)) if Path(args.folder).is_dir() else None
+    if named is not None and named != args.repo_id:  # the card's snippet would load another repository
+        print(f"hf-longctx push: warning: the card in {args.folder} loads {named!r}, not {args.repo_id!r}; "
+              f"re-export with --repo-id {args.repo_id} so that its snippet loads this repository", file=sys.stderr)
     try:
         result = push_folder(args.folder, args.repo_id, private=args.private or None, token=args.token,
                              commit_message=args.commit_message, revision=args.revision, dry_run=args.dry_run)

@@ -448,6 +448,11 @@ def result_rows(task, test_metrics: dict, dataset_name: str, data) -> list[dict]
     return results
 
 
+def _seconds(value: float) -> str:
+    """A duration for a person: tenths under ten seconds (a short run read "0 s")."""
+    return f"{value:.1f} s" if value < 10 else f"{value:.0f} s"
+
+
 def label_arguments(task) -> dict:
     """``label_names`` for a language model, named rather than read from forward's signature (Trainer takes every
     argument with "label" in its name as one that each batch must carry, or it reports no loss)."""
@@ -703,7 +708,7 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     summary = {
         "task": task.name, "variant": variant, "preset": preset, "max_length": max_length,
-        "training": f"`{command_line(run_record)}`: {trainer.state.global_step} steps, {train_seconds:.0f} s on "
+        "training": f"`{command_line(run_record)}`: {trainer.state.global_step} steps, {_seconds(train_seconds)} on "
                     + (f"{args.device}" if args.world_size == 1
                        else f"{args.world_size} processes ({args.device.type})") + _data_sentence(task, init_from),
         "world_size": args.world_size,

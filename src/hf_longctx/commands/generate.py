@@ -13,11 +13,14 @@ class GenerateError(RuntimeError):
     """A generation that cannot start; the message says why."""
 
 
-def generation_budget(prompt_tokens: int, max_new_tokens: int, max_input_tokens: int) -> int:
+def generation_budget(prompt_tokens: int, max_new_tokens: int, max_input_tokens: int | None) -> int:
     """How many new tokens fit after a prompt of ``prompt_tokens``. The model reads at most ``max_input_tokens``
-    positions, and the last generated token is never read back, so a sequence may end one token past them."""
+    positions (``None``: no limit), and the last generated token is never read back, so a sequence may end one
+    token past them."""
     if prompt_tokens == 0:
         raise GenerateError("the prompt is empty: give at least one token to continue")
+    if max_input_tokens is None:
+        return max_new_tokens
     if prompt_tokens > max_input_tokens:
         raise GenerateError(f"the prompt has {prompt_tokens} tokens but the model reads at most {max_input_tokens}; "
                             "shorten it")
@@ -60,14 +63,15 @@ def run(args) -> int:
     # numbers, instead of transformers' "indexing errors" warning.
     inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False, verbose=False)
     prompt_tokens = inputs["input_ids"].shape[1]
-    longest = getattr(config, "max_input_tokens", None) or config.max_position_embeddings
+    # A model without a position table (the Transformer-XL) has no limit to generate within.
+    longest = getattr(config, "position_limit", getattr(config, "max_input_tokens", None))
     try:
         device = pick_device(args.device)
         budget = generation_budget(prompt_tokens, args.max_new_tokens, longest)
     except (GenerateError, TrainError) as err:
         print(f"hf-longctx generate: {err}", file=sys.stderr)
         return 1
-    if budget < args.max_new_tokens:
+    if longest is not None and budget < args.max_new_tokens:
         print(f"hf-longctx generate: the model reads at most {longest} tokens, so after this {prompt_tokens}-token "
               f"prompt it generates {budget} of the {args.max_new_tokens} new tokens asked for", file=sys.stderr)
     try:

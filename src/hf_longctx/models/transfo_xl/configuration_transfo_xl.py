@@ -122,6 +122,12 @@ class LongctxTransfoXLConfig(PretrainedConfig):
         return self.max_input_length
 
     @property
+    def position_limit(self) -> None:
+        """No position table: the model reads (and generates) any length; ``max_input_tokens`` only bounds what
+        tools tokenize for training and evaluation. The other variants' limit is their ``max_input_tokens``."""
+        return None
+
+    @property
     def initializer_range(self) -> float:
         """``init_std`` under the name tools outside the model use (re-initialising a classifier head)."""
         return self.init_std
