@@ -672,3 +672,98 @@ def test_torch_compile_with_inductor_trains_with_dropout(variant):
     loss = _loss(torch.compile(_build(head, config).train())(**inputs))
     loss.backward()
     assert torch.isfinite(loss), f"compiled training with dropout {dropout}: loss {loss}"
+
+
+# ---------------------------------------------------------------- generate() modes ------------------------------------
+
+
+def test_generate_modes_run_and_agree(variant):
+    """GenerationTesterMixin's modes on the causal head: greedy cached = uncached, sampling reproducible under a
+    seed, beam search (its best beam with 1 beam is greedy), num_return_sequences, a streamer that receives exactly
+    the generated tokens (the text-generation pipeline: tests/test_pipelines.py, on saved models)."""
+    from transformers.generation.streamers import BaseStreamer
+
+    head = variant.heads.get("causal")
+    if head is None:
+        pytest.skip(f"{variant.name} has no causal head")
+    config = variant.make_config(**head.config_overrides)
+    model = _build(head, config)
+    ids = torch.randint(3, config.vocab_size, (1, 7), generator=torch.Generator().manual_seed(95))
+    kwargs = dict(max_new_tokens=5, pad_token_id=config.pad_token_id, eos_token_id=None)
+    with torch.no_grad():
+        greedy = model.generate(ids, do_sample=False, **kwargs)
+        assert greedy.shape == (1, 12)
+        if variant.name != "reformer":  # its LSH layers decode a little differently cached (lsh_decode_attention)
+            assert torch.equal(model.generate(ids, do_sample=False, use_cache=False, **kwargs), greedy)
+        samples = []
+        for _ in range(2):
+            torch.manual_seed(3)
+            samples.append(model.generate(ids, do_sample=True, top_k=10, **kwargs))
+        assert torch.equal(*samples)
+        assert torch.equal(model.generate(ids, num_beams=1, do_sample=False, **kwargs), greedy)
+        beams = model.generate(ids, num_beams=3, num_return_sequences=2, do_sample=False, **kwargs)
+        assert beams.shape == (2, 12) and torch.equal(beams[:, :7], ids.expand(2, 7))
+        several = model.generate(ids, do_sample=True, num_return_sequences=3, **kwargs)
+        assert several.shape == (3, 12)
+
+        class Collect(BaseStreamer):
+            def __init__(self):
+                self.chunks = []
+
+            def put(self, value):
+                self.chunks.append(value.reshape(-1).tolist())
+
+            def end(self):
+                self.chunks.append("end")
+
+        streamer = Collect()
+        model.generate(ids, do_sample=False, streamer=streamer, **kwargs)
+        assert streamer.chunks[0] == ids[0].tolist() and streamer.chunks[-1] == "end"
+        assert sum(streamer.chunks[1:-1], []) == greedy[0, 7:].tolist()
+
+
+# ---------------------------------------------------------------- sequence classification problem types -------------
+
+
+@pytest.mark.parametrize("problem_type", ["regression", "single_label_classification", "multi_label_classification"])
+def test_sequence_classification_problem_types(variant, problem_type):
+    """transformers' three problem types, chosen from the config or from the labels: the loss is MSE, cross
+    entropy or BCE-with-logits of the head's own logits."""
+    import torch.nn.functional as F
+
+    head = variant.heads["seqcls"]
+    num_labels = 1 if problem_type == "regression" else 3
+    config = variant.make_config(**head.config_overrides, num_labels=num_labels, problem_type=problem_type)
+    model = _build(head, config)
+    inputs = head.make_inputs(config, torch.Generator().manual_seed(96))
+    B = inputs["input_ids"].shape[0]
+    g = torch.Generator().manual_seed(97)
+    labels = {"regression": torch.randn(B, generator=g),
+              "single_label_classification": torch.randint(0, 3, (B,), generator=g),
+              "multi_label_classification": torch.randint(0, 2, (B, 3), generator=g).float()}[problem_type]
+    with torch.no_grad():
+        out = model(**{**inputs, "labels": labels})
+    logits = out.logits
+    expected = {"regression": lambda: F.mse_loss(logits.squeeze(-1), labels),
+                "single_label_classification": lambda: F.cross_entropy(logits, labels),
+                "multi_label_classification": lambda: F.binary_cross_entropy_with_logits(logits, labels)}
+    torch.testing.assert_close(out.loss, expected[problem_type](), msg=lambda m: f"{problem_type}: {m}")
+
+
+@pytest.mark.parametrize("use_reentrant", [True, False])
+def test_gradient_checkpointing_reentrant_or_not(variant, use_reentrant):
+    """Activation checkpointing in both of torch's modes gives the plain backward's gradients."""
+    name = _training_head(variant)
+    head = variant.heads[name]
+    config = variant.make_config(**head.config_overrides)
+    inputs = head.make_inputs(config, torch.Generator().manual_seed(98))
+    grads = []
+    for checkpointing in (False, True):
+        model = _build(head, config).train()
+        if checkpointing:
+            model.activation_checkpointing_enable({"use_reentrant": use_reentrant})
+        model(**inputs).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-5, atol=1e-6, msg=lambda m, n=n: f"{n}: {m}")
