@@ -43,6 +43,8 @@ parser.add_argument("--eval-every", type=int, default=20)
 parser.add_argument("--curve-blocks", type=int, default=8, help="validation blocks per curve point")
 parser.add_argument("--final-blocks", type=int, default=64, help="validation blocks for the final number")
 parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+parser.add_argument("--axial-norm-std", type=float, default=None,
+                    help="std of the axial position tables at init (default: the config's, 1.0 as transformers)")
 parser.add_argument("--models", nargs="+", default=["reformer-4", "reformer-1", "gpt2-sdpa"])
 parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
 parser.add_argument("--quick", action="store_true")
@@ -79,7 +81,8 @@ def build(name: str):
             is_decoder=True, axial_pos_shape=axial, axial_pos_embds_dim=[args.hidden // 4, args.hidden - args.hidden // 4],
             max_position_embeddings=math.prod(axial), hidden_dropout_prob=0.0, local_attention_probs_dropout_prob=0.0,
             lsh_attention_probs_dropout_prob=0.0, chunk_size_feed_forward=0, pad_token_id=0, eos_token_id=1,
-            hash_seed=0, use_cache=False)
+            hash_seed=0, use_cache=False,
+            **({} if args.axial_norm_std is None else {"axial_norm_std": args.axial_norm_std}))
         return LongctxReformerForCausalLM(cfg)
     cfg = GPT2Config(vocab_size=vocab, n_positions=L, n_embd=args.hidden, n_layer=args.layers, n_head=args.heads,
                      n_inner=args.ffn, activation_function="gelu", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,

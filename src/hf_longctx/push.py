@@ -103,16 +103,16 @@ def push_folder(folder, repo_id: str, *, private: bool | None = None, token: str
 
 
 def run(args) -> int:
-    named = card_repo_id(Path(args.folder)) if Path(args.folder).is_dir() else None
-    if named is not None and named != args.repo_id:  # the card's snippet would load another repository
-        print(f"hf-longctx push: warning: the card in {args.folder} loads {named!r}, not {args.repo_id!r}; "
-              f"re-export with --repo-id {args.repo_id} so that its snippet loads this repository", file=sys.stderr)
     try:
         result = push_folder(args.folder, args.repo_id, private=args.private or None, token=args.token,
                              commit_message=args.commit_message, revision=args.revision, dry_run=args.dry_run)
     except PushError as err:
         print(f"hf-longctx push: {err}", file=sys.stderr)
         return 1
+    named = card_repo_id(Path(args.folder))
+    if named not in (None, "PATH_OR_REPO", args.repo_id):  # (PATH_OR_REPO: exported without --repo-id)
+        print(f"hf-longctx push: warning: the card in {args.folder} loads {named!r}, not {args.repo_id!r}; "
+              f"re-export with --repo-id {args.repo_id} so that its snippet loads this repository", file=sys.stderr)
     if args.dry_run:
         print(f"would upload to {args.repo_id}" + (f" (branch {args.revision})" if args.revision else "")
               + f", in one commit ({args.commit_message!r}):")
