@@ -368,7 +368,12 @@ def transfo_xl_config(preset: dict, tokenizer, max_length: int, task: Task, labe
 def reformer_config(preset: dict, tokenizer, max_length: int, task: Task, labels, dropout: float):
     """Reformer of the preset's size: local and LSH layers alternating (local first), chunks of half the preset's
     window (at most 64, transformers' default), 2 hashes, automatic bucket counts, and axial positions of shape
-    ``(ceil(max_length / chunk), chunk)``, so any length up to ``max_length`` trains."""
+    ``(ceil(max_length / chunk), chunk)``, so any length up to ``max_length`` trains.
+
+    The axial tables start at the word embeddings' scale (``axial_norm_std`` = ``initializer_range``, 0.02), not
+    at transformers' 1.0: with 1.0 the positions swamp the tokens (std 1 against 0.02) and a causal Reformer
+    trained from scratch learned nothing in 200 steps (benchmarks/reformer_efficacy.py: 5.08 bits per byte with 1
+    and with 4 hashes, against 3.88 / 3.92 with 0.02; results/reformer_efficacy_axial_init.md)."""
     import math
 
     from . import LongctxReformerConfig
@@ -387,7 +392,7 @@ def reformer_config(preset: dict, tokenizer, max_length: int, task: Task, labels
         local_attn_chunk_length=chunk, axial_pos_shape=axial, axial_pos_embds_dim=[hidden // 4, hidden - hidden // 4],
         max_position_embeddings=math.prod(axial), is_decoder=task.head == "AutoModelForCausalLM",
         hidden_dropout_prob=dropout, local_attention_probs_dropout_prob=dropout,
-        lsh_attention_probs_dropout_prob=dropout, pad_token_id=tokenizer.pad_token_id,
+        lsh_attention_probs_dropout_prob=dropout, pad_token_id=tokenizer.pad_token_id, axial_norm_std=0.02,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **extra,
     )
 
