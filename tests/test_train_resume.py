@@ -154,3 +154,25 @@ def test_a_run_that_fails_before_training_leaves_no_folder(tmp_path, monkeypatch
     with pytest.raises(ValueError, match="cannot start"):
         train("kernel-docs", tmp_path / "empty", **{**RUN, "max_steps": 1})
     assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())
+
+
+def test_folder_refusals_come_before_any_data_is_tokenized(tmp_path, monkeypatch):
+    """A --resume whose arguments differ and a folder that already exists were refused only after the task's data
+    was tokenized (seconds to minutes); both are refused before, and nothing is written."""
+    import hf_longctx.train as train_module
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / RUN_FILE).write_text(json.dumps({"task": "kernel-docs", "preset": "small"}))
+    (run / "checkpoints" / "checkpoint-2").mkdir(parents=True)
+    before = sorted(p.name for p in run.rglob("*"))
+
+    def no_tokenizing(*args, **kwargs):
+        raise AssertionError("the data was tokenized before the folder was checked")
+
+    monkeypatch.setattr(train_module, "load_task", no_tokenizing)
+    with pytest.raises(TrainError, match="these differ: .*preset 'small' -> 'tiny'"):
+        train("kernel-docs", run, resume=True, **RUN)
+    with pytest.raises(TrainError, match="already exists and is not empty"):
+        train("kernel-docs", run, **RUN)
+    assert sorted(p.name for p in run.rglob("*")) == before

@@ -206,7 +206,7 @@ RUN_ENTRIES = ("checkpoints", "model", "hub")  # what a run writes beside RUN_FI
 
 
 def _prepare_run_dir(output_dir: Path, run_record: dict, *, overwrite: bool, resume: bool, main: bool = True,
-                     barrier=lambda: None) -> str | None:
+                     barrier=lambda: None, check_only: bool = False) -> str | None:
     """Make ``output_dir`` ready for the run described by ``run_record``; return the checkpoint to resume from.
 
     Under several processes (torchrun, accelerate launch) every process runs the checks, on the folder as it was
@@ -218,6 +218,7 @@ def _prepare_run_dir(output_dir: Path, run_record: dict, *, overwrite: bool, res
     a fresh run needs an empty or missing folder; ``--overwrite`` deletes only a folder this command wrote
     (it has ``RUN_FILE``), never one a user pointed at by mistake; ``--resume`` needs a checkpoint and the same
     arguments as the run it continues (a different preset or task would fail later, deep inside ``load_state_dict``).
+    ``check_only``: the refusals alone, no wait and no write (``train`` runs them before it tokenizes anything).
     """
     if overwrite and resume:
         raise TrainError("--overwrite starts again and --resume continues: pass one of them")
@@ -240,6 +241,8 @@ def _prepare_run_dir(output_dir: Path, run_record: dict, *, overwrite: bool, res
         if last is None:
             raise TrainError(f"nothing to resume in {output_dir}: no checkpoints/checkpoint-* yet (a checkpoint is "
                              "saved every epoch by default; --set save_steps=N saves every N steps)")
+        if check_only:
+            return last
         barrier()  # nothing is written: every process reads the same checkpoint
         return last
     replace = output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir()))
@@ -251,6 +254,8 @@ def _prepare_run_dir(output_dir: Path, run_record: dict, *, overwrite: bool, res
             check_run_folder(output_dir, RUN_FILE, RUN_ENTRIES)
         except FolderError as err:
             raise TrainError(str(err)) from None
+    if check_only:
+        return None
     barrier()  # every process has checked the folder as it was
     if main:
         if replace:
@@ -636,17 +641,6 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
     except ValueError as err:
         raise TrainError(str(err)) from None
     init_config = None if init_from is None else _check_init_from(Path(init_from), max_length, task, tokenizer)
-    limits = {"train": max_train_samples, "validation": max_eval_samples, "test": max_eval_samples}
-    data, labels = load_task(task, tokenizer, max_length, seed, limits)
-    data = subsample(data, "train", max_train_samples)
-    data = subsample(subsample(data, "validation", max_eval_samples), "test", max_eval_samples)
-    if init_from is None:
-        try:  # a config field the builder refuses (ValueError naming it) stops the run here, not after the folder
-            config = VARIANTS[variant](PRESETS[preset], tokenizer, max_length, task, labels, dropout)
-        except ValueError as err:
-            raise TrainError(f"cannot build a {variant} {preset} model: {err}") from None
-        check_has_head(config.model_type, task, f"--variant {variant}")
-        check_tokenizer_fits(tokenizer, config)
     run_record = {
         "task": task.name, "data_dir": None if data_dir is None else str(data_dir),
         "data_sha256": None if data_dir is None else folder_sha256(data_dir, raw=task.name in PRETRAINING_TASKS),
@@ -658,6 +652,20 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
     }
     if task.name in PRETRAINING_TASKS:  # only then, so that earlier runs' records still --resume
         run_record.update(corpora=None if corpora is None else list(corpora), tokenizer=tokenizer_choice)
+    # A resume that does not match, or a folder that is not ours to replace, is refused before tokenizing (the
+    # folder is prepared, and written, further down, once the model's config is known to build).
+    _prepare_run_dir(output_dir, run_record, overwrite=overwrite, resume=resume, check_only=True)
+    limits = {"train": max_train_samples, "validation": max_eval_samples, "test": max_eval_samples}
+    data, labels = load_task(task, tokenizer, max_length, seed, limits)
+    data = subsample(data, "train", max_train_samples)
+    data = subsample(subsample(data, "validation", max_eval_samples), "test", max_eval_samples)
+    if init_from is None:
+        try:  # a config field the builder refuses (ValueError naming it) stops the run here, not after the folder
+            config = VARIANTS[variant](PRESETS[preset], tokenizer, max_length, task, labels, dropout)
+        except ValueError as err:
+            raise TrainError(f"cannot build a {variant} {preset} model: {err}") from None
+        check_has_head(config.model_type, task, f"--variant {variant}")
+        check_tokenizer_fits(tokenizer, config)
     existed = output_dir.exists()
     resume_from = _prepare_run_dir(output_dir, run_record, overwrite=overwrite, resume=resume, main=main,
                                    barrier=barrier)
