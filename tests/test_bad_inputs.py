@@ -625,3 +625,18 @@ def test_labels_memories_and_a_changed_config_get_errors_that_name_them():
     model.config.attn_layers = ["local", "zzz"]
     with pytest.raises(ValueError, match=r"config.attn_layers is \['local', 'zzz'\] but this model was built with"):
         model(input_ids=ids)
+
+
+def test_a_reformer_length_error_names_the_limit_that_binds():
+    """With an axial product (64) above max_position_embeddings (32), the limit is the latter, and the error said
+    "the axial position shape's product"."""
+    from test_reformer_model import make_config as reformer_config
+
+    from hf_longctx import LongctxReformerModel
+
+    model = LongctxReformerModel(reformer_config(axial_pos_shape=[8, 8], max_position_embeddings=32)).eval()
+    with pytest.raises(ValueError, match=r"at most 32 \(max_position_embeddings\)"):
+        model(input_ids=torch.ones(1, 40, dtype=torch.long))
+    model = LongctxReformerModel(reformer_config(axial_pos_shape=[4, 8], max_position_embeddings=64)).eval()
+    with pytest.raises(ValueError, match=r"at most 32 \(the axial position shape's product, \[4, 8\]\)"):
+        model(input_ids=torch.ones(1, 40, dtype=torch.long))

@@ -354,3 +354,10 @@ def test_an_unknown_option_prints_the_subcommands_usage(capsys):
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and err.startswith(f"usage: hf-longctx {command[0]} "), err[:200]
         assert f"unrecognized arguments: {wrong} 3" in err
+
+
+def test_short_run_times_read_in_tenths():
+    """A run of under a second read "0 s" in the summary and the model card."""
+    from hf_longctx.train import _seconds
+
+    assert (_seconds(0.43), _seconds(9.96), _seconds(12.4)) == ("0.4 s", "10.0 s", "12 s")
