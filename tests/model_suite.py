@@ -133,6 +133,39 @@ def test_padding_invariance(variant):
     torch.testing.assert_close(out_batched[real], out_alone, rtol=1e-5, atol=1e-5)
 
 
+def test_a_masked_token_changes_no_other_output(variant):
+    """An attention mask with a hole (a 0 between real tokens, as transformers' testers draw them): whatever id
+    stands under the hole, every head's outputs elsewhere stay the same. How the rest reads around the hole is
+    each variant's own: the Longformer and Transformer-XL keep positions by column, the Reformer reads a row's
+    real tokens in order, as it reads padding (its attention op's docstring)."""
+    for name, head in variant.heads.items():
+        config = variant.make_config(**head.config_overrides)
+        model = _build(head, config)
+        inputs = {k: v for k, v in head.make_inputs(config, torch.Generator().manual_seed(11)).items()
+                  if k not in ("labels", "start_positions", "end_positions")}
+        ids = inputs["input_ids"]
+        specials = {getattr(config, k, None) for k in ("pad_token_id", "bos_token_id", "eos_token_id",
+                                                        "sep_token_id", "cls_token_id")}
+        ordinary = [p for p in range(1, ids.shape[-1] - 1) if not specials & set(ids[..., p].flatten().tolist())]
+        hole = min(ordinary, key=lambda p: abs(p - ids.shape[-1] // 2))  # a separator moves default globals
+        inputs["attention_mask"] = torch.ones_like(ids)
+        inputs["attention_mask"][..., hole] = 0
+        if "global_attention_mask" in inputs:
+            inputs["global_attention_mask"] = inputs["global_attention_mask"].clone()
+            inputs["global_attention_mask"][..., hole] = 0
+        other = ids.clone()  # another ordinary token
+        other[..., hole] = torch.tensor([next(c for c in range(3, config.vocab_size) if c not in specials and c != i)
+                                         for i in ids[..., hole].flatten().tolist()]).view(ids[..., hole].shape)
+        first = _forward(model, inputs, head.output)
+        second = _forward(model, {**inputs, "input_ids": other}, head.output)
+        if first.shape[: ids.dim()] == ids.shape:  # one output per token: the hole's own may change
+            keep = torch.arange(ids.shape[-1]) != hole
+            first, second = first[..., keep, :] if first.dim() > ids.dim() else first[..., keep], (
+                second[..., keep, :] if second.dim() > ids.dim() else second[..., keep])
+        assert not torch.equal(ids, other)
+        torch.testing.assert_close(second, first, rtol=1e-5, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+
+
 @pytest.mark.parametrize("use_reentrant", [True, False])
 def test_gradient_checkpointing_gives_the_same_gradients(variant, use_reentrant):
     """Activation checkpointing in both of torch's modes gives the plain backward's gradients, every head."""
@@ -510,11 +543,12 @@ def test_resize_token_embeddings_agrees_in_forward_loss_and_save_load(variant, d
 # ---------------------------------------------------------------- mixed precision -------------------------------------
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("mode", ["train", "eval"])
-def test_bf16_autocast_and_bf16_weights_forward_and_backward(variant, mode):
-    """What `--bf16` / `Trainer(bf16=True)` / `torch.autocast` run, and a model cast to bfloat16: every head's
-    loss is finite, within bf16 rounding of the float32 loss, and every parameter that gets a float32 gradient
-    gets a finite one. Causal heads also decode under autocast with their cache."""
+def test_low_precision_autocast_and_weights_forward_and_backward(variant, mode, dtype):
+    """What `--bf16` / `--fp16` / `Trainer(bf16=True)` / `torch.autocast` run, and a model cast to that dtype:
+    every head's loss is finite, within rounding of the float32 loss, and every parameter that gets a float32
+    gradient gets a finite one. Causal heads also decode under autocast with their cache."""
     for name, head in variant.heads.items():
         config = variant.make_config(**head.config_overrides)
         inputs = head.make_inputs(config, torch.Generator().manual_seed(70))
@@ -526,18 +560,18 @@ def test_bf16_autocast_and_bf16_weights_forward_and_backward(variant, mode):
 
         reference = loss_of(model).item()
         model.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=dtype):
             loss = loss_of(model)
         loss.backward()
         assert abs(loss.item() - reference) <= 0.03 * abs(reference) + 1e-3, (name, mode, loss.item(), reference)
         bad = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
         assert not bad, f"{name} {mode} autocast: non-finite gradients in {bad[:3]}"
-        half = getattr(_build(head, config).to(torch.bfloat16), mode)()
+        half = getattr(_build(head, config).to(dtype), mode)()
         loss = loss_of(half)
         loss.float().backward()
-        assert abs(loss.item() - reference) <= 0.05 * abs(reference) + 1e-2, (name, mode, "bf16 weights", loss.item())
+        assert abs(loss.item() - reference) <= 0.05 * abs(reference) + 1e-2, (name, mode, dtype, loss.item())
         if name == "causal" and mode == "eval":
-            with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+            with torch.autocast("cpu", dtype=dtype), torch.no_grad():
                 out = model.generate(inputs["input_ids"][:1, :5], max_new_tokens=4, do_sample=False)
             assert out.shape == (1, 9), name
 
@@ -750,3 +784,65 @@ def test_sequence_classification_problem_types(variant, problem_type):
                 "single_label_classification": lambda: F.cross_entropy(logits, labels),
                 "multi_label_classification": lambda: F.binary_cross_entropy_with_logits(logits, labels)}
     torch.testing.assert_close(out.loss, expected[problem_type](), msg=lambda m: f"{problem_type}: {m}")
+
+
+# ---------------------------------------------------------------- pipelines -------------------------------------------
+
+PIPELINE_TASKS = {"base": "feature-extraction", "causal": "text-generation", "mlm": "fill-mask",
+                  "seqcls": "text-classification", "tokcls": "token-classification"}  # transformers 5 has no QA one
+
+
+def test_pipelines_give_what_the_model_gives(variant, tmp_path):
+    """Every head that has a transformers pipeline, saved with the shipped BPE and loaded by the pipeline from the
+    folder (through the Auto classes): its answer is the model's own forward or `generate()` on the same ids."""
+    from transformers import AutoTokenizer, pipeline
+
+    from hf_longctx.data.tokenizers import causal_prompt_tokenizer, kernel_docs_bpe
+
+    text = "The kernel documentation describes how drivers register."
+    for name, head in variant.heads.items():
+        if name not in PIPELINE_TASKS:
+            continue
+        tokenizer = causal_prompt_tokenizer(kernel_docs_bpe()) if name == "causal" else kernel_docs_bpe()
+        ids = {"pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
+               "eos_token_id": tokenizer.eos_token_id, "sep_token_id": tokenizer.sep_token_id}
+        overrides = {"vocab_size": len(tokenizer), **head.config_overrides}
+        config = variant.make_config(**overrides)
+        overrides.update({k: v for k, v in ids.items() if hasattr(config, k)})
+        config = variant.make_config(**overrides)
+        folder = tmp_path / name
+        _build(head, config).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        run = pipeline(PIPELINE_TASKS[name], model=str(folder), tokenizer=str(folder))
+        model = head.auto_class.from_pretrained(folder).eval()
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        prompt = f"The kernel {tokenizer.mask_token} drivers." if name == "mlm" else text
+        enc = tokenizer(prompt, return_tensors="pt")
+        with torch.no_grad():
+            out = model(**enc)
+        if name == "base":
+            got = torch.tensor(run(prompt))
+            torch.testing.assert_close(got, out.last_hidden_state, msg=lambda m: f"feature-extraction: {m}")
+        elif name == "causal":
+            got = run(prompt, max_new_tokens=6, do_sample=False)[0]["generated_text"]
+            with torch.no_grad():
+                expected = model.generate(**enc, max_new_tokens=6, do_sample=False)
+            assert got == tokenizer.decode(expected[0], skip_special_tokens=True), (got, expected)
+        elif name == "mlm":
+            got = run(prompt, top_k=2)
+            where = enc["input_ids"][0].tolist().index(tokenizer.mask_token_id)
+            top = out.logits[0, where].softmax(-1).topk(2)
+            assert [r["token"] for r in got] == top.indices.tolist()
+            assert [r["score"] for r in got] == pytest.approx(top.values.tolist(), rel=1e-5)
+        elif name == "seqcls":
+            got = run(prompt)[0]
+            probs = out.logits[0].softmax(-1)
+            assert got["label"] == model.config.id2label[int(probs.argmax())]
+            assert got["score"] == pytest.approx(probs.max().item(), rel=1e-5)
+        else:  # token classification: one entry per ordinary token, none for <s> / </s>
+            got = run(prompt)
+            probs = out.logits[0].softmax(-1)
+            special = tokenizer.get_special_tokens_mask(enc["input_ids"][0].tolist(), already_has_special_tokens=True)
+            rows = [i for i, s in enumerate(special) if not s]
+            assert [r["index"] for r in got] == rows
+            assert [r["score"] for r in got] == pytest.approx([probs[i].max().item() for i in rows], rel=1e-5)

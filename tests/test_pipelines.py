@@ -1,14 +1,9 @@
-"""transformers pipelines run on hf_longctx models loaded through the Auto classes, with the shipped BPE."""
+"""What the pipelines of the shared suite (tests/model_suite.py) do not cover: the question-answering helper that
+stands in for the pipeline transformers 5 removed, and the tokenizer a causal model saves for text-generation."""
 
 import pytest
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    AutoModelForMaskedLM,
-    AutoModelForQuestionAnswering,
-    AutoModelForSequenceClassification,
-    pipeline,
-)
+from transformers import AutoModelForQuestionAnswering
 
 from hf_longctx import LongctxLongformerConfig
 from hf_longctx.data.tokenizers import kernel_docs_bpe
@@ -37,23 +32,6 @@ def _saved(tmp_path_factory, tokenizer, auto_class, **overrides):
     return auto_class.from_pretrained(folder).eval()
 
 
-def test_text_classification_pipeline(tmp_path_factory, tokenizer):
-    model = _saved(tmp_path_factory, tokenizer, AutoModelForSequenceClassification,
-                   num_labels=3, id2label={0: "a", 1: "b", 2: "c"}, label2id={"a": 0, "b": 1, "c": 2})
-    result = pipeline("text-classification", model=model, tokenizer=tokenizer)([TEXT, "short one"])
-    assert [r["label"] for r in result] and all(r["label"] in "abc" for r in result)
-    with torch.no_grad():
-        probs = model(**tokenizer(TEXT, return_tensors="pt")).logits.softmax(-1)[0]
-    assert result[0]["score"] == pytest.approx(probs.max().item(), rel=1e-5)
-
-
-def test_fill_mask_pipeline(tmp_path_factory, tokenizer):
-    model = _saved(tmp_path_factory, tokenizer, AutoModelForMaskedLM)
-    result = pipeline("fill-mask", model=model, tokenizer=tokenizer, top_k=3)(f"The kernel {tokenizer.mask_token} drivers.")
-    assert len(result) == 3 and all(0 <= r["score"] <= 1 for r in result)
-    assert result[0]["score"] >= result[1]["score"] >= result[2]["score"]
-
-
 def test_question_answering_helper(tmp_path_factory, tokenizer):
     """transformers 5 removed the question-answering pipeline; hf_longctx.qa.answer_question stands in for it."""
     model = _saved(tmp_path_factory, tokenizer, AutoModelForQuestionAnswering)
@@ -71,16 +49,6 @@ def test_question_answering_helper(tmp_path_factory, tokenizer):
         if context[i] and context[j]
     )
     assert answer["score"] == pytest.approx(torch.tensor(best).exp().item(), rel=1e-4)
-
-
-def test_text_generation_pipeline(tmp_path_factory, tokenizer):
-    model = _saved(tmp_path_factory, tokenizer, AutoModelForCausalLM, causal=True, num_sink_tokens=1)
-    generator = pipeline("text-generation", model=model, tokenizer=tokenizer)
-    out = generator("The kernel documentation", max_new_tokens=12, do_sample=False)[0]["generated_text"]
-    assert out.startswith("The kernel documentation") and len(out) > len("The kernel documentation")
-    ids = tokenizer("The kernel documentation", return_tensors="pt")
-    expected = model.generate(**ids, max_new_tokens=12, do_sample=False)
-    assert out == tokenizer.decode(expected[0], skip_special_tokens=True)
 
 
 def test_a_causal_models_saved_tokenizer_adds_no_end_token_to_prompts(tmp_path):
