@@ -1,4 +1,4 @@
-"""Does masked-LM pretraining make long context pay on Shakespeare genre? (issue 12, efficacy)
+"""Does masked-LM pretraining make long context pay on Shakespeare genre?
 
 A script over the public API, with these subcommands:
 

@@ -1,4 +1,4 @@
-"""Where a Transformer-XL training step's time goes, against its FLOP bound (issue 8's 1.35x target).
+"""Where a Transformer-XL training step's time goes, against its FLOP bound (the target: at most 1.35x).
 
 `hf-longctx bench transfo-xl` reports a training step (segment 256 + memory 256, batch 4, d_model 256, 4 layers,
 4 heads of 64, FFN 1024, one thread) as a multiple of ``FLOPs / rate``, the rate being one hot ``torch.mm`` of
@@ -142,7 +142,7 @@ def main() -> None:
         f"| anchor GEMM (1024,256)@(256,1024), hot | {mm_s * 1e3:.2f} ms = {rate / 1e9:.1f} GFLOP/s |",
         f"| FLOPs the step needs (the benchmark's count) | {needed / 1e9:.2f} GFLOP |",
         f"| FLOP bound: needed / anchor rate | {ideal_s * 1e3:.0f} ms |",
-        f"| **step / FLOP bound** (issue 8 target: <= 1.35) | **{step_s / ideal_s:.2f}** |",
+        f"| **step / FLOP bound** (target: <= 1.35) | **{step_s / ideal_s:.2f}** |",
         f"| FLOPs the matrix products compute (recorded shapes) | {gemm_flop / 1e9:.2f} GFLOP "
         f"({gemm_flop / needed:.2f}x the needed count: dense causal blocks, the rel-shift's extra column) |",
         f"| profiled step: matrix products / everything else | {gemm_us / 1e3:.0f} ms / "

@@ -48,7 +48,7 @@ def test_train_and_evaluate_on_a_folder(folder, tmp_path, capsys):
     # The saved model, its saved tokenizer and the folder's labels in the model's order give what training measured.
     accuracy = {r["metric"]: r["value"] for r in summary["results"]}["accuracy"]
     assert round(json.loads(capsys.readouterr().out)["test_accuracy"], 4) == accuracy
-    # The card's table names the folder, but its YAML must not claim it as a Hub data set (issue 10).
+    # The card's table names the folder, but its YAML must not claim it as a Hub data set.
     assert main(["export", str(run / "model"), str(tmp_path / "hub")]) == 0
     card = (tmp_path / "hub" / "README.md").read_text()
     assert f"| {folder.name} | test | accuracy |" in card and folder.name not in card.split("---")[1]

@@ -61,7 +61,7 @@ def test_export_refuses_to_overwrite_and_names_bad_folders(trained, tmp_path):
     assert (out / "mine.txt").read_text() == "user data"
     with pytest.raises(ExportError, match="no config.json"):
         export_model(tmp_path / "nowhere", tmp_path / "x")
-    # --overwrite must not delete a folder export never wrote (issue 10, defect 1: the user's file was lost)
+    # --overwrite must not delete a folder export never wrote (the user's file would be lost)
     with pytest.raises(ExportError, match="mine.txt"):
         export_model(folder, out, overwrite=True)
     assert [p.name for p in out.iterdir()] == ["mine.txt"] and (out / "mine.txt").read_text() == "user data"

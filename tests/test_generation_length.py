@@ -1,5 +1,6 @@
-"""Generation stops at the model's length, in Python and on the command line (issue 10, defect 6): it raised a
-ValueError from the position table after streaming text, and an empty prompt divided by zero in the attention op."""
+"""Generation stops at the model's length, in Python and on the command line, keeping what it generated (not a
+ValueError from the position table after streaming text), and an empty prompt gets a clear error (not a division
+by zero in the attention op)."""
 
 import warnings
 

@@ -460,7 +460,7 @@ def test_existing_destination_is_kept_unless_overwrite(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert [p.name for p in dst.iterdir()] == ["keep.txt"] and _leftovers(tmp_path) == []
 
-    # --overwrite replaces only a folder hf-longctx wrote: the user's file stays (issue 10, defect 1)
+    # --overwrite replaces only a folder hf-longctx wrote: the user's file stays
     assert main(["convert", str(src), str(dst), "--overwrite"]) != 0
     assert "keep.txt" in capsys.readouterr().err
     assert [p.name for p in dst.iterdir()] == ["keep.txt"] and _leftovers(tmp_path) == []
@@ -563,8 +563,8 @@ def test_cli_from_short(tmp_path, capsys):
 
 
 def test_lengthen_an_hf_longctx_longformer(tmp_path, capsys):
-    """Issue 10, defect 7: the length errors advised converting the model to a longer length, but convert refused
-    hf_longctx models. `convert MODEL DST --max-length N` now grows its position table as --from-short does."""
+    """The length errors advise converting the model to a longer length, so convert must take hf_longctx models:
+    `convert MODEL DST --max-length N` grows its position table as --from-short does."""
     from hf_longctx import LongctxLongformerConfig, LongctxLongformerForSequenceClassification
     from hf_longctx.train import TrainError, _check_init_from
     from hf_longctx.tasks import TASKS

@@ -1,6 +1,6 @@
 """What the README shows works: every dotted ``hf_longctx.`` name imports, and every ``hf-longctx`` command line
-parses (issue 10, defect 11: it named ``hf_longctx.collator.LongformerCollator``, a class that does not exist;
-defect 8: ``hf-longctx bench --quick``, exactly as written, failed to parse)."""
+parses, exactly as written (a README that names a class that does not exist, or a command line that fails to
+parse, is what a newcomer meets first)."""
 
 import argparse
 import importlib

@@ -1,4 +1,4 @@
-"""Nothing is unpickled but weights (issue 11, safety): every reader of a weights file is safetensors or
+"""Nothing is unpickled but weights: every reader of a weights file is safetensors or
 ``torch.load(weights_only=True)``, and a legacy ``.bin`` that carries code is refused without running it.
 
 (The shared model suite checks, per variant, that saved folders hold safetensors and only the variant's own code,

@@ -80,7 +80,7 @@ def test_overwrite_deletes_only_a_folder_a_train_run_wrote(tmp_path, one_thread)
     no_saves = {"save_strategy": "no", "eval_strategy": "no", "disable_tqdm": True}
     train("kernel-docs", run, overrides=no_saves, **{**RUN, "max_steps": 1})
     assert json.loads((run / RUN_FILE).read_text())["preset"] == "tiny"
-    # A file the user put into the run folder is never deleted with it (issue 10, defect 1 and its siblings).
+    # A file the user put into the run folder is never deleted with it.
     (run / "notes.txt").write_text("my observations")
     with pytest.raises(TrainError, match="did not write \\(notes.txt\\)"):
         train("kernel-docs", run, overrides=no_saves, overwrite=True, **{**RUN, "max_steps": 1})
@@ -139,8 +139,8 @@ def test_init_from_a_classifier_of_other_labels_gets_a_new_head(tmp_path, one_th
 
 
 def test_a_run_that_fails_before_training_leaves_no_folder(tmp_path, monkeypatch):
-    """Issue 10, defect 4: a run refused after its folder was made (a refused --init-from) left hf_longctx_run.json
-    behind. Whatever stops a fresh run before training starts, its folder goes with it; an earlier run's is kept."""
+    """A run refused after its folder was made (a refused --init-from) must not leave hf_longctx_run.json
+    behind: whatever stops a fresh run before training starts, its folder goes with it; an earlier run's is kept."""
     import transformers
 
     def broken(self, *args, **kwargs):

@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 
 # What from_pretrained raises for a missing, damaged or half-written file in a saved folder: OSError (no weights, a
 # config.json that is not JSON), ValueError (a tokenizer or other JSON file that does not parse) and safetensors'
-# SafetensorError (a truncated model.safetensors), which derives from neither and escaped as a traceback (issue 11).
+# SafetensorError (a truncated model.safetensors), which derives from neither and escaped as a traceback.
 LOAD_ERRORS = (OSError, ValueError, SafetensorError)
 
 

@@ -1,4 +1,4 @@
-"""Reformer on CPU: ours against transformers' ``ReformerModelWithLMHead`` (and a dense-SDPA GPT-2), issue 7.
+"""Reformer on CPU: ours against transformers' ``ReformerModelWithLMHead`` (and a dense-SDPA GPT-2).
 
 One config for both Reformers: hidden 256, 4 heads of 64, 2 layers (local, LSH), chunks of 64, FFN 512
 (transformers' default), byte vocabulary, ``num_buckets = 2 T / 64``, axial positions ``(64, T / 64)``, 1 and

@@ -1,4 +1,4 @@
-"""Transformer-XL on CPU against transformers' GPT-2 with SDPA, same width and depth (issue 8).
+"""Transformer-XL on CPU against transformers' GPT-2 with SDPA, same width and depth.
 
 Config for both: d_model 256, 4 layers, 4 heads of 64, FFN 1024, byte vocabulary (256), batch 4, one thread.
 

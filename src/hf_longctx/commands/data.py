@@ -21,7 +21,7 @@ def run(args) -> int:
         from hf_longctx_cli import data_list
 
         return data_list(args)
-    if args.name is None:  # printed "unknown data set None" (issue 10, defect 12)
+    if args.name is None:  # not "unknown data set None": list them
         print(f"hf-longctx data: show which data set? `hf-longctx data show NAME`, NAME one of {', '.join(TASKS)}",
               file=sys.stderr)
         return 2

@@ -180,7 +180,7 @@ def lengthen_longformer(src, dst, *, max_length: int, overwrite: bool = False) -
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
         raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
     src, dst = check_paths(src, dst, overwrite)
-    raw = read_config(src)  # a config.json that is not JSON is named, not a bare JSONDecodeError (issue 11)
+    raw = read_config(src)  # a config.json that is not JSON is named, not a bare JSONDecodeError
     if raw.get("model_type") != "longctx_longformer":
         raise ValueError(f"{src} holds a {raw.get('model_type')!r} model, not an hf_longctx Longformer")
     config = LongctxLongformerConfig.from_pretrained(src)
@@ -231,7 +231,7 @@ def extend_position_embeddings(table: torch.Tensor, max_length: int, *, pad_toke
 
 def _read_source(src: Path, families: dict) -> tuple[dict, str, str]:
     """Return (raw config.json, model_type, head suffix), or a ValueError saying what is supported."""
-    raw = read_config(src)  # a config.json that is not JSON is named, not a bare JSONDecodeError (issue 11)
+    raw = read_config(src)  # a config.json that is not JSON is named, not a bare JSONDecodeError
     model_type = raw.get("model_type")
     known = {**LONG_FAMILIES, **SHORT_FAMILIES}
     if model_type not in known:

@@ -3,7 +3,7 @@
 Our weight names are transformers' own, so this maps the config, checks that every weight has a home and saves
 with our ``save_pretrained`` (remote code + ``auto_map`` for every head). One weight is dropped:
 ``lm_head.bias``, which transformers' forward never reads (its LM head adds ``lm_head.decoder.bias``,
-``modeling_reformer.py:1832-1837``).
+``ReformerOnlyLMHead.forward``).
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ def convert_config(raw: dict, state: dict[str, torch.Tensor]) -> LongctxTransfoX
         vocab_size=int(raw["vocab_size"]), d_model=int(raw["d_model"]), d_embed=int(raw.get("d_embed", raw["d_model"])),
         n_head=int(raw["n_head"]), d_head=int(raw["d_head"]), d_inner=int(raw["d_inner"]), n_layer=int(raw["n_layer"]),
         segment_length=segment, mem_len=mem_len, same_length=bool(raw.get("same_length", False)),
-        clamp_len=int(clamp) if clamp is not None and clamp > 0 else None,  # 4.49 clamps only if > 0 (M 943)
+        clamp_len=int(clamp) if clamp is not None and clamp > 0 else None,  # 4.49 clamps only if > 0 (``TransfoXLModel.forward``)
         dropout=float(raw.get("dropout", 0.1)), dropatt=float(raw.get("dropatt", 0.0)),
         pre_lnorm=bool(raw.get("pre_lnorm", False)), untie_r=untie_r, cutoffs=list(raw.get("cutoffs", [])),
         div_val=int(raw.get("div_val", 1)), tie_projs=list(raw.get("tie_projs", [False] + [True] * len(raw.get("cutoffs", [])))),

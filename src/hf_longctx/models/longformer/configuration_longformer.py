@@ -88,7 +88,7 @@ class LongctxLongformerConfig(PretrainedConfig):
             if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         # Position ids start after pad_token_id (max_input_tokens): a pad id outside the vocabulary was a bare
-        # AssertionError from nn.Embedding, None a TypeError inside the position-id helper (issue 11).
+        # AssertionError from nn.Embedding, None a TypeError inside the position-id helper.
         pad = self.pad_token_id
         if isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad < self.vocab_size:
             raise ValueError(f"pad_token_id must be an id in the vocabulary [0, {self.vocab_size}) (positions start "

@@ -140,7 +140,7 @@ class LongctxReformerConfig(PretrainedConfig):
             p = getattr(self, name)
             if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {p!r}")
-        if self.hidden_act not in ACT2FN:  # a KeyError from transformers' table when the model was built (issue 11)
+        if self.hidden_act not in ACT2FN:  # a KeyError from transformers' table when the model was built
             raise ValueError(f"hidden_act must be one of transformers' activations ({', '.join(sorted(ACT2FN))}), "
                              f"got {self.hidden_act!r}")
 

@@ -17,7 +17,7 @@ padding in a bucket of its own that sorts last) are cut into chunks of ``chunk_l
 least one real token form a cycle (round 0's chunks, then round 1's, ...). A query attends to the keys of its own
 chunk and of the ``num_chunks_before`` / ``num_chunks_after`` chunks around it on that cycle, each distinct chunk
 once. Without padding this is exactly transformers' circular ``_look_adjacent`` over the rounds x chunks axis
-(``models/reformer/modeling_reformer.py:363-384``); with padding, transformers' first chunk of a round looks back
+(``EfficientAttentionMixin._look_adjacent``); with padding, transformers' first chunk of a round looks back
 into padding while ours looks back to the last chunk that holds real tokens, which is what makes a row's output
 independent of the padding added to it. transformers also attends twice to a chunk that the circular walk reaches
 twice (a cycle shorter than the neighbourhood, e.g. 1 hash, 2 chunks, one chunk before and one after); we do not.
@@ -34,14 +34,14 @@ import math
 import torch
 
 # Scores of forbidden keys (causal, padding, not in the neighbourhood) and of a token's own key, as transformers
-# (modeling_reformer.py:444-447). A shared-QK query is always most similar to itself, so Reformer forbids the self
+# (``LSHSelfAttention``'s mask values). A shared-QK query is always most similar to itself, so Reformer forbids the self
 # key (section 2, "Causal masking for shared-QK attention") except when nothing else is visible: -1e5 loses to
 # every real score (|q . k_hat| <= |q| stays far below 1e5) and, through the round weights, makes a round in which
 # a query saw only itself count for nothing when another round saw real keys, yet it is far above -1e9, so a query
 # with no other key (the first token of a causal sequence) attends to itself instead of to forbidden keys.
 _FORBIDDEN = -1e9
 _SELF = -1e5
-_KEY_NORM_EPS = 1e-6  # transformers' _len_norm epsilon (modeling_reformer.py:1061)
+_KEY_NORM_EPS = 1e-6  # transformers' _len_norm epsilon (`LSHSelfAttention._len_norm`)
 
 
 def _score_dtype(x: torch.Tensor) -> torch.dtype:
@@ -50,7 +50,7 @@ def _score_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def _softmax(scores: torch.Tensor) -> torch.Tensor:
-    # exp(s - logsumexp(s)), as transformers writes its softmax (modeling_reformer.py:903-905): the same rounding.
+    # exp(s - logsumexp(s)), as transformers writes its softmax (``LSHSelfAttention._attend``): the same rounding.
     return torch.exp(scores - torch.logsumexp(scores, dim=-1, keepdim=True))
 
 
@@ -198,7 +198,7 @@ def seeded_dropout(x: torch.Tensor, p: float, generator: torch.Generator | None,
 def unit_keys(qk: torch.Tensor) -> torch.Tensor:
     """Shared-QK keys: each vector scaled to unit RMS, then by ``1/sqrt(D)`` (so ``|k| = 1``). ``(B, H, T, D)``.
 
-    transformers' ``_len_and_dim_norm`` (modeling_reformer.py:1053-1067); queries stay unscaled.
+    transformers' ``LSHSelfAttention._len_and_dim_norm``; queries stay unscaled.
     """
     variance = qk.pow(2).mean(dim=-1, keepdim=True)
     return qk * torch.rsqrt(variance + _KEY_NORM_EPS) / math.sqrt(qk.shape[-1])
@@ -230,7 +230,7 @@ def random_rotations(
 
     Drawn on the generator's device (CPU by default) and moved to ``device``. With a CPU generator seeded with
     ``hash_seed`` these are the numbers transformers draws with ``torch.manual_seed(hash_seed); torch.randn(...)``
-    (modeling_reformer.py:725-730), in the same dtype.
+    (``LSHSelfAttention._hash_vectors``), in the same dtype.
     """
     width = sum(_bucket_factors(num_buckets)) // 2
     gen_device = generator.device if generator is not None else "cpu"
@@ -242,8 +242,8 @@ def lsh_buckets(vectors: torch.Tensor, rotations: torch.Tensor, num_buckets: int
     """Angular LSH of ``vectors`` ``(B, H, T, D)`` with ``rotations`` ``(H, D, R, sum(factors)/2)``.
 
     Returns buckets ``(B, H, R, T)`` in ``[0, prod(factors))``. Each factor ``f`` uses its own ``f/2`` rotation
-    columns: ``argmax([xR, -xR])``; factors combine mixed-radix, the first the least significant (transformers,
-    modeling_reformer.py:733-748). No gradient flows through hashing.
+    columns: ``argmax([xR, -xR])``; factors combine mixed-radix, the first the least significant (transformers'
+    ``LSHSelfAttention._hash_vectors``). No gradient flows through hashing.
     """
     factors = _bucket_factors(num_buckets)
     if rotations.shape[-1] != sum(factors) // 2:
@@ -272,7 +272,7 @@ def lsh_buckets(vectors: torch.Tensor, rotations: torch.Tensor, num_buckets: int
 
 
 def auto_num_buckets(seq_len: int, chunk_length: int, max_positions: int) -> int | list[int]:
-    """transformers' ``num_buckets=None`` rule (modeling_reformer.py:792-810): about ``2 * seq_len / chunk``, a power
+    """transformers' ``num_buckets=None`` rule (``LSHSelfAttention._set_num_buckets``): about ``2 * seq_len / chunk``, a power
     of two, factorized into two when it exceeds ``2 * max(sqrt(max_positions / chunk), chunk)``. Never below 2."""
     power = max(1, (2 * (seq_len // chunk_length)).bit_length() - 1)
     limit = 2 * max(int((max_positions // chunk_length) ** 0.5), chunk_length)
@@ -480,7 +480,7 @@ def lsh_attention(
     if R == 1:
         combined = out[:, :, 0]
     else:  # Reformer section 2, multi-round LSH: weight each round by its share of the total probability mass
-        # exp(lse - logsumexp) rather than softmax: the same rounding as transformers (modeling_reformer.py:640)
+        # exp(lse - logsumexp) rather than softmax: the same rounding as transformers (`LSHSelfAttention._attend`)
         weights = torch.exp(lse - torch.logsumexp(lse, dim=2, keepdim=True)).to(out.dtype)  # (B, H, R, Tp)
         combined = (out * weights[..., None]).sum(dim=2)
     combined = combined[:, :, :T]

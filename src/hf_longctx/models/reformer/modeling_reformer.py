@@ -75,8 +75,8 @@ class AxialPositionEmbeddings(nn.Module):
     """Axial positions (Reformer section 5 / trax): position ``p`` is ``[w0[p // s1], w1[p % s1]]``.
 
     Works for every length up to ``s0 * s1`` in training and eval. Training dropout drops whole columns, i.e. every
-    position with the same ``p % s1`` (transformers' ``dropout2d`` over the broadcast table,
-    modeling_reformer.py:246-258), drawn from the given generator.
+    position with the same ``p % s1`` (transformers' ``dropout2d`` over the broadcast table in
+    ``AxialPositionEmbeddings.forward``), drawn from the given generator.
     """
 
     def __init__(self, shape, dims, dropout):
@@ -237,7 +237,7 @@ class ReformerFeedForwardDense(nn.Module):
         self.relu = act == "relu"
 
     def forward(self, x, generator=None):
-        # transformers applies the dropout before the activation (modeling_reformer.py:1446-1450)
+        # transformers applies the dropout before the activation (its ``ReformerFeedForwardDense.forward``)
         p = self.dropout if self.training else 0.0
         h = seeded_dropout(_scaled_linear(self.dense, x, p), p, generator, scale=False)
         return h.relu_() if self.relu else self.act_fn(h)  # in place: the masked copy is ours

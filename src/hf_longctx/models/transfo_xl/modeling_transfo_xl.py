@@ -7,7 +7,7 @@ Memories: for every layer, the **input** hidden states of the last ``mem_len`` p
 3.2). They travel batch-first, ``mems[l]`` is ``(B, M, d_model)`` with ``M <= mem_len`` (transformers 4.x kept
 them length-first ``(M, B, d_model)``; the converter's parity test transposes). A model starts with **empty**
 memories (``M = 0``); transformers 4.x started with ``mem_len`` zero vectors that were attended like real tokens
-(4.49 M 832-842) -- pass such zeros as ``mems`` to reproduce it.
+(4.49's ``TransfoXLModel.init_mems``) -- pass such zeros as ``mems`` to reproduce it.
 
 Inside ``forward`` a long input is cut into segments of ``config.segment_length`` that run in order, each
 attending to the memories of the previous ones, so ``Trainer`` trains on long documents as on any causal LM and
@@ -62,7 +62,7 @@ class AdaptiveEmbedding(nn.Module):
 
     Cluster ``i`` (ids in ``[cutoff_ends[i], cutoff_ends[i+1])``) has width ``widths[i]`` and a projection to
     ``d_model`` (``emb_projs.i``); a single cluster of width ``d_model`` needs no projection. The result is scaled by
-    ``sqrt(d_model)`` (4.49 M 406, 450).
+    ``sqrt(d_model)`` (4.49's ``AdaptiveEmbedding.forward``).
     """
 
     def __init__(self, vocab_size: int, d_model: int, cutoffs: list[int], widths: list[int]):
@@ -109,7 +109,7 @@ class AdaptiveLogSoftmax(nn.Module):
     """Log-probabilities over the vocabulary from hidden states (adaptive softmax, Grave et al. 2017).
 
     The head scores the first cluster's tokens plus one entry per tail cluster; a tail token's log-prob is its
-    cluster's head log-prob plus its log-prob within the cluster (4.49 U 119-181). With no cutoffs this is a plain
+    cluster's head log-prob plus its log-prob within the cluster (4.49's ``ProjectedAdaptiveLogSoftmax.forward``). With no cutoffs this is a plain
     ``log_softmax(linear(h))``. Returns **log-probs**, not logits, as transformers 4.x did; they serve as logits for
     ``generate()`` since softmax(log p / t) = softmax(logit / t).
     """
@@ -131,7 +131,7 @@ class AdaptiveLogSoftmax(nn.Module):
                 nn.Linear(w, r - l) for l, r, w in zip(cutoff_ends[:-1], cutoff_ends[1:], widths)
             )
             n_proj = len(widths)
-        # weight (d_model, w_i) as 4.49's `out_projs.i`; applied as h @ P_i (U 75-76).
+        # weight (d_model, w_i) as 4.49's `out_projs.i`; applied as h @ P_i (its ``_compute_logit``).
         self.out_projs = nn.ModuleList(AdaptiveProjection(widths[i], d_model) for i in range(n_proj))
 
     @property
@@ -204,7 +204,7 @@ class RelativeSelfAttention(nn.Module):
         if mem is not None and mem.shape[1]:
             # The memory's keys/values by their own GEMM: it is detached, so autograd computes no input gradient
             # for its rows (one GEMM over memory + segment would, and throw it away), and no queries are computed
-            # for it (4.49 projects them and throws them away). Pre-LN normalises memory and segment (4.49 M 296).
+            # for it (4.49 projects them and throws them away). Pre-LN normalises memory and segment (4.49's ``RelPartialLearnableMultiHeadAttn.forward``).
             m = self.norm(mem) if self.pre_lnorm else mem
             k_mem, v_mem = (self._heads(t) for t in F.linear(m, self.qkv.weight[hd:]).split(hd, dim=-1))
             # Written head-major: the attention's batched GEMMs need (B*H, K, D) rows, a copy the cat replaces.
@@ -510,7 +510,7 @@ class LongctxTransfoXLModel(LongctxTransfoXLPreTrainedModel):
                            c.layer_norm_epsilon, own_biases=c.untie_r)
             for _ in range(c.n_layer)
         )
-        if not c.untie_r:  # one u, v pair shared by every layer (4.49 M 781-797)
+        if not c.untie_r:  # one u, v pair shared by every layer (4.49's ``TransfoXLModel.__init__`` with ``untie_r=False``)
             self.r_w_bias = nn.Parameter(torch.zeros(c.n_head, c.d_head))
             self.r_r_bias = nn.Parameter(torch.zeros(c.n_head, c.d_head))
         self.post_init()
@@ -624,7 +624,7 @@ class LongctxTransfoXLModel(LongctxTransfoXLPreTrainedModel):
                         seg_real if seg_real is not None else torch.ones(B, L, dtype=torch.bool, device=device),
                     ], dim=1)  # (B, K)
             pos_emb = None  # the sinusoids, built on first use: a decoding step usually reuses the cache's r
-            keep = max(0, K - c.mem_len)  # memory = the last mem_len of memory + segment (4.49 M 844-859)
+            keep = max(0, K - c.mem_len)  # memory = the last mem_len of memory + segment (4.49's ``TransfoXLModel._update_mems``)
             new_mems = []
             for i, layer in enumerate(self.layers):
                 if all_hidden is not None:
@@ -703,7 +703,7 @@ class LongctxTransfoXLModel(LongctxTransfoXLPreTrainedModel):
         return out if return_dict else out.to_tuple()
 
     def _position_embeddings(self, K: int, dtype, device) -> torch.Tensor:
-        """Sinusoids of the distances K-1 ... 0, clamped (4.49 M 941-946); one table per segment for all layers."""
+        """Sinusoids of the distances K-1 ... 0, clamped (4.49's ``TransfoXLModel.forward``); one table per segment for all layers."""
         distances = torch.arange(K - 1, -1, -1, device=device)
         if self.config.clamp_len is not None:
             distances = distances.clamp(max=self.config.clamp_len)
@@ -711,7 +711,7 @@ class LongctxTransfoXLModel(LongctxTransfoXLPreTrainedModel):
 
 
 def _tied_keys(config: LongctxTransfoXLConfig, lm_head: AdaptiveLogSoftmax, emb: AdaptiveEmbedding) -> dict:
-    """Weights the LM head shares with the embedding (4.49 M 1031-1050): every output table, and the projections
+    """Weights the LM head shares with the embedding (4.49's ``TransfoXLLMHeadModel.tie_weights``): every output table, and the projections
     that ``tie_projs`` names (with div_val=1 they all share the single embedding projection)."""
     keys = {}
     for i in range(len(lm_head.out_layers)):
