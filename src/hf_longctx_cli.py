@@ -29,7 +29,8 @@ PRETRAINING_TASK_NAMES = ("mlm", "clm")  # hf_longctx.tasks.PRETRAINING_TASKS
 CORPUS_NAMES = ("kernel-docs", "shakespeare-genre", "wiki-bytes")  # hf_longctx.data.raw_text.CORPORA
 PRETRAINING_TOKENIZERS = ("kernel-docs", "shakespeare-genre", "bytes")  # hf_longctx.tasks.PRETRAINING_TOKENIZERS
 DEMO_TASK_NAMES = ("kernel-docs", "shakespeare-genre")  # hf_longctx.demo.DEMO_TASKS
-BENCH_VARIANTS = ("longformer", "reformer", "transfo-xl")
+VARIANT_NAMES = ("longformer", "reformer", "transfo-xl")  # hf_longctx.variants.VARIANTS, by name
+BENCH_VARIANTS = VARIANT_NAMES  # each record names its benchmark module
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 

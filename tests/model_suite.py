@@ -42,6 +42,24 @@ class VariantSpec:
     # Config fields for the Trainer accumulation test only, for a variant whose training forward is random by
     # design (the Reformer redraws LSH rotations every forward, so batch 4 and 2 x 2 would hash differently).
     train_overrides: dict = field(default_factory=dict)
+    bad_configs: list[tuple[str, dict, str]] = field(default_factory=list)  # (id, config fields, error match)
+    position_table: bool = True  # False: any length, and position_ids are not an input (tests/test_bad_inputs.py)
+
+
+def variant_specs() -> dict[str, VariantSpec]:
+    """Every variant's spec, from its test file ``tests/test_<folder>_model.py``, keyed by folder, in the order of
+    the variant table (hf_longctx.variants): what tests that loop over variants parametrize over."""
+    import importlib
+
+    from hf_longctx.variants import VARIANTS
+
+    specs = {}
+    for record in VARIANTS:
+        module = importlib.import_module(f"test_{record.folder}_model")
+        found = [x for x in vars(module).values() if isinstance(x, VariantSpec)]
+        assert len(found) == 1, f"tests/test_{record.folder}_model.py must define one VariantSpec, has {len(found)}"
+        specs[record.folder] = found[0]
+    return specs
 
 
 def _forward(model, inputs, output="logits"):
@@ -299,7 +317,7 @@ _AUDIT_SCRIPT = textwrap.dedent(
 
 def test_saved_folder_holds_safetensors_and_only_the_variant_code(variant, tmp_path):
     """Weights are written as safetensors only; the remote code a folder carries is this variant's own files, and
-    loading it neither reaches the network nor writes outside transformers' module cache (issue 11, safety)."""
+    loading it neither reaches the network nor writes outside transformers' module cache."""
     import hf_longctx
 
     base = variant.heads["base"]
@@ -400,7 +418,7 @@ def test_torch_jit_trace_at_short_and_long_lengths(variant):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_low_precision_stays_finite_on_padding_rows_and_single_tokens(variant, dtype):
     """No NaN or inf in forward or backward in bf16 / fp16 with a row that is all padding, a row that is all global
-    (where the variant has global tokens) and a one-token input (issue 11, numerics)."""
+    (where the variant has global tokens) and a one-token input."""
     config = variant.make_config()
     model = _build(variant.heads["base"], config).to(dtype).train()
     _, batched = variant.padded_inputs(config, torch.Generator().manual_seed(30))

@@ -1,4 +1,4 @@
-"""Bad input, everywhere (issue 11): one table of cases over every public entry point, each with the error it must end in.
+"""Bad input, everywhere: one table of cases over every public entry point, each with the error it must end in.
 
 Entry points: the three variants' configs, ``forward`` of every head, ``generate``, ``hf_longctx.convert`` and the
 family converters, the data-folder loader, and every ``hf-longctx`` subcommand run in-process through
@@ -31,12 +31,8 @@ from typing import Callable
 
 import pytest
 import torch
-from test_longformer_model import LONGFORMER
+from model_suite import variant_specs
 from test_longformer_model import make_config as longformer_config
-from test_reformer_model import REFORMER
-from test_reformer_model import make_config as reformer_config
-from test_transfo_xl_model import TRANSFO_XL
-from test_transfo_xl_model import make_config as transfo_xl_config
 
 from hf_longctx.__main__ import main
 from hf_longctx.data.files import DataError, load_classification_folder
@@ -193,56 +189,14 @@ def both(*damages):
 
 # ---------------------------------------------------------------- configs ----------------------------------------------
 
-CONFIG_CASES = {
-    "longformer": (longformer_config, [
-        ("odd window", dict(attention_window=5), "attention_window must be an even integer"),
-        ("window per layer, wrong count", dict(attention_window=[4, 4, 4]), "attention_window has 3 entries"),
-        ("dilation 0", dict(attention_dilation=0), "attention_dilation must be an integer >= 1"),
-        ("heads do not divide hidden", dict(hidden_size=30), "hidden_size \\(30\\) must be a multiple"),
-        ("zero layers", dict(num_hidden_layers=0), "num_hidden_layers must be a positive integer"),
-        ("float vocabulary", dict(vocab_size=99.0), "vocab_size must be a positive integer"),
-        ("dropout 1.5", dict(hidden_dropout_prob=1.5), "hidden_dropout_prob must be in \\[0, 1\\)"),
-        ("sinks without causal", dict(num_sink_tokens=2), "num_sink_tokens=2 needs causal=True"),
-        ("no room for positions", dict(max_position_embeddings=2), "max_position_embeddings must be at least"),
-        ("pad id outside vocabulary", dict(pad_token_id=99), "pad_token_id must be an id in the vocabulary"),
-        ("no pad id", dict(pad_token_id=None), "pad_token_id must be an id in the vocabulary"),
-        ("unknown activation", dict(hidden_act="gleu"), "hidden_act must be one of"),
-    ]),
-    "reformer": (reformer_config, [
-        ("odd bucket count", dict(num_buckets=5), "num_buckets must be an even integer"),
-        ("unknown layer kind", dict(attn_layers=["local", "global"]), "attn_layers\\[1\\] must be 'lsh' or 'local'"),
-        ("no layers", dict(attn_layers=[]), "attn_layers is empty"),
-        ("zero hashes", dict(num_hashes=0), "num_hashes must be a positive integer"),
-        ("chunk length 0", dict(lsh_attn_chunk_length=0), "lsh_attn_chunk_length must be a positive integer"),
-        ("negative chunks before", dict(local_num_chunks_before=-1), "local_num_chunks_before must be an integer >= 0"),
-        ("pad id outside vocabulary", dict(pad_token_id=99), "pad_token_id must be an id in the vocabulary"),
-        ("unused chunk field None", dict(attn_layers=["lsh"], lsh_attn_chunk_length=None),
-         "lsh_attn_chunk_length must be a positive integer"),
-        ("axial dims not the hidden size", dict(axial_pos_embds_dim=[16, 8]), "axial_pos_embds_dim"),
-        ("dropout -0.1", dict(hidden_dropout_prob=-0.1), "hidden_dropout_prob must be in \\[0, 1\\)"),
-        ("unknown activation", dict(hidden_act="gleu"), "hidden_act must be one of"),
-    ]),
-    "transfo_xl": (transfo_xl_config, [
-        ("odd d_model", dict(d_model=31, n_head=1, d_head=31), "d_model must be even"),
-        ("negative memory", dict(mem_len=-1), "mem_len must be an integer >= 0"),
-        ("clamp 0", dict(clamp_len=0), "clamp_len must be None \\(no clamp\\) or an integer >= 1"),
-        ("same_length without memory", dict(same_length=True, mem_len=0), "same_length=True needs mem_len >= 1"),
-        ("segment 0", dict(segment_length=0), "segment_length must be a positive integer"),
-        ("pad id outside vocabulary", dict(pad_token_id=99), "pad_token_id must be an id in the vocabulary"),
-        ("dropatt 1", dict(dropatt=1.0), "dropatt must be in \\[0, 1\\)"),
-        ("cutoffs past the vocabulary", dict(cutoffs=[50, 200]), "cutoffs"),
-        ("longest input 0", dict(max_input_length=0), "max_input_length must be a positive integer"),
-        ("tie_projs of the wrong length", dict(cutoffs=[50], tie_projs=[True]), "tie_projs has 1 entries"),
-    ]),
-}
-for variant, (make, rows) in CONFIG_CASES.items():
-    for id_, fields, match in rows:
-        case(f"config {variant}", id_, lambda ws, make=make, fields=fields: make(**fields), ValueError, match)
+SPECS = variant_specs()  # folder -> VariantSpec, one per record of hf_longctx.variants
+for variant, spec in SPECS.items():
+    for id_, fields, match in spec.bad_configs:
+        case(f"config {variant}", id_, lambda ws, make=spec.make_config, fields=fields: make(**fields), ValueError,
+             match)
 
 
 # ---------------------------------------------------------------- forward of every head --------------------------------
-
-SPECS = {"longformer": LONGFORMER, "reformer": REFORMER, "transfo_xl": TRANSFO_XL}
 
 
 def _forward(variant: str, head: str, **kwargs):
@@ -320,10 +274,10 @@ FORWARD_CASES = [
     ("batch of 0", lambda v, h: dict(input_ids=_ids_like(v, h, 0, 6)), "the input is empty \\(batch size 0"),
     ("length 0", lambda v, h: dict(input_ids=_ids_like(v, h, 1, 0)), "the input is empty"),
 ]
-# The Transformer-XL has no position table (relative positions, recurrence over segments): any length is valid,
-# and it takes no position_ids.
-NOT_APPLICABLE = {("transfo_xl", "longer than the positions"), ("transfo_xl", "position ids past the table"),
-                  ("transfo_xl", "negative position ids")}
+# A variant without a position table (the Transformer-XL: relative positions, recurrence over segments) takes any
+# length, and no position_ids.
+NOT_APPLICABLE = {(v, id_) for v, spec in SPECS.items() if not spec.position_table
+                  for id_ in ("longer than the positions", "position ids past the table", "negative position ids")}
 # The Longformer's causal LM counts positions itself (from the mask and the cache, so that generate() stays exact):
 # position_ids of any value are refused rather than silently ignored.
 CAUSAL_POSITIONS = "position_ids are not accepted by the causal Longformer"

@@ -25,7 +25,7 @@ def test_train_evaluate_export_kernel_docs(tmp_path, capsys):
     assert last["split"] == "test" and last["accuracy"] == metrics["accuracy"]
     # 2 steps log no loss (logging_steps 10): the mean training loss stands in, never an empty list.
     assert len(summary["train_losses"]) == 1 and summary["train_losses"][0] > 0
-    # The saved tokenizer knows the model's length (it had 1e30, so truncation=True did nothing: defect 2).
+    # The saved tokenizer knows the model's length (with transformers' 1e30 default, truncation=True would do nothing).
     assert AutoTokenizer.from_pretrained(run / "model").model_max_length == 96
     assert type(AutoModelForSequenceClassification.from_pretrained(run / "model")).__name__.startswith("LongctxLongformer")
     assert len(AutoTokenizer.from_pretrained(run / "model")) == 8192
@@ -81,11 +81,11 @@ def test_train_byte_lm_then_generate_and_evaluate_bits_per_byte(tmp_path, capsys
         assert main(["generate", str(run / "model"), "--prompt", prompt]) == 1
         out = capsys.readouterr()
         assert out.out == "" and message in out.err
-    # A causal LM is refused as the start of a classifier, before a run folder exists (defect 4).
+    # A causal LM is refused as the start of a classifier, before a run folder exists.
     assert main(["train", "--task", "kernel-docs", "--init-from", str(run / "model"), "--max-length", "32",
                  "--output-dir", str(tmp_path / "refused"), *FAST[2:]]) == 1
     assert "holds a causal language model" in capsys.readouterr().err and not (tmp_path / "refused").exists()
-    # Flags that would do nothing are refused (defect 9's siblings): a new model's shape with --init-from,
+    # Flags that would do nothing are refused: a new model's shape with --init-from,
     # sampling settings without --sample.
     assert main(["train", "--task", "wiki-bytes", "--init-from", str(run / "model"), "--preset", "base",
                  "--dropout", "0.1", "--output-dir", str(tmp_path / "refused"), *FAST[2:]]) == 1
@@ -236,7 +236,7 @@ def test_data_list_and_show(capsys):
 
 def test_bench_command_runs_as_the_readme_writes_it(tmp_path, monkeypatch, capsys):
     """`hf-longctx bench --quick` failed ("unrecognized arguments"), wrote over the committed results and linked
-    longformer_cpu.png whatever --out said (issue 10, defect 8)."""
+    longformer_cpu.png whatever --out said."""
     from hf_longctx.benchmarks.harness import DEFAULT_OUT_DIR
 
     assert not DEFAULT_OUT_DIR.is_absolute() and "results" not in DEFAULT_OUT_DIR.parts
@@ -307,7 +307,10 @@ def test_cli_copies_of_names_match_the_package():
     assert hf_longctx_cli.PRETRAINING_TASK_NAMES == tuple(PRETRAINING_TASKS)
     assert hf_longctx_cli.CORPUS_NAMES == tuple(CORPORA)
     assert hf_longctx_cli.PRETRAINING_TOKENIZERS == PRETRAINING_TOKENIZERS
-    assert set(VARIANT_MODULES) <= set(hf_longctx_cli.BENCH_VARIANTS)
+    from hf_longctx.variants import VARIANTS
+
+    assert hf_longctx_cli.VARIANT_NAMES == tuple(v.name for v in VARIANTS)
+    assert set(VARIANT_MODULES) == set(hf_longctx_cli.BENCH_VARIANTS)
     import argparse
 
     demo = argparse.ArgumentParser()

@@ -157,6 +157,20 @@ LONGFORMER = VariantSpec(
         ("attentions", lambda c: {"input_ids": torch.ones(1, 3).long(), "output_attentions": True},
          "output_attentions"),
     ],
+    bad_configs=[  # (id, config fields, what the ValueError must say)
+        ("odd window", dict(attention_window=5), "attention_window must be an even integer"),
+        ("window per layer, wrong count", dict(attention_window=[4, 4, 4]), "attention_window has 3 entries"),
+        ("dilation 0", dict(attention_dilation=0), "attention_dilation must be an integer >= 1"),
+        ("heads do not divide hidden", dict(hidden_size=30), "hidden_size \\(30\\) must be a multiple"),
+        ("zero layers", dict(num_hidden_layers=0), "num_hidden_layers must be a positive integer"),
+        ("float vocabulary", dict(vocab_size=99.0), "vocab_size must be a positive integer"),
+        ("dropout 1.5", dict(hidden_dropout_prob=1.5), "hidden_dropout_prob must be in \\[0, 1\\)"),
+        ("sinks without causal", dict(num_sink_tokens=2), "num_sink_tokens=2 needs causal=True"),
+        ("no room for positions", dict(max_position_embeddings=2), "max_position_embeddings must be at least"),
+        ("pad id outside vocabulary", dict(pad_token_id=99), "pad_token_id must be an id in the vocabulary"),
+        ("no pad id", dict(pad_token_id=None), "pad_token_id must be an id in the vocabulary"),
+        ("unknown activation", dict(hidden_act="gleu"), "hidden_act must be one of"),
+    ],
 )
 
 

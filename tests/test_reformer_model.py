@@ -136,6 +136,20 @@ REFORMER = VariantSpec(
         ("cache on an encoder", lambda c: {"input_ids": torch.ones(1, 3).long(), "use_cache": True}, "causal models"),
     ],
     train_overrides=TRAIN_OVERRIDES,
+    bad_configs=[  # (id, config fields, what the ValueError must say)
+        ("odd bucket count", dict(num_buckets=5), "num_buckets must be an even integer"),
+        ("unknown layer kind", dict(attn_layers=["local", "global"]), "attn_layers\\[1\\] must be 'lsh' or 'local'"),
+        ("no layers", dict(attn_layers=[]), "attn_layers is empty"),
+        ("zero hashes", dict(num_hashes=0), "num_hashes must be a positive integer"),
+        ("chunk length 0", dict(lsh_attn_chunk_length=0), "lsh_attn_chunk_length must be a positive integer"),
+        ("negative chunks before", dict(local_num_chunks_before=-1), "local_num_chunks_before must be an integer >= 0"),
+        ("pad id outside vocabulary", dict(pad_token_id=99), "pad_token_id must be an id in the vocabulary"),
+        ("unused chunk field None", dict(attn_layers=["lsh"], lsh_attn_chunk_length=None),
+         "lsh_attn_chunk_length must be a positive integer"),
+        ("axial dims not the hidden size", dict(axial_pos_embds_dim=[16, 8]), "axial_pos_embds_dim"),
+        ("dropout -0.1", dict(hidden_dropout_prob=-0.1), "hidden_dropout_prob must be in \\[0, 1\\)"),
+        ("unknown activation", dict(hidden_act="gleu"), "hidden_act must be one of"),
+    ],
 )
 
 

@@ -91,6 +91,19 @@ TRANSFO_XL = VariantSpec(
         ("attentions", lambda c: {"input_ids": torch.ones(1, 3).long(), "output_attentions": True},
          "output_attentions"),
     ],
+    bad_configs=[  # (id, config fields, what the ValueError must say)
+        ("odd d_model", dict(d_model=31, n_head=1, d_head=31), "d_model must be even"),
+        ("negative memory", dict(mem_len=-1), "mem_len must be an integer >= 0"),
+        ("clamp 0", dict(clamp_len=0), "clamp_len must be None \\(no clamp\\) or an integer >= 1"),
+        ("same_length without memory", dict(same_length=True, mem_len=0), "same_length=True needs mem_len >= 1"),
+        ("segment 0", dict(segment_length=0), "segment_length must be a positive integer"),
+        ("pad id outside vocabulary", dict(pad_token_id=99), "pad_token_id must be an id in the vocabulary"),
+        ("dropatt 1", dict(dropatt=1.0), "dropatt must be in \\[0, 1\\)"),
+        ("cutoffs past the vocabulary", dict(cutoffs=[50, 200]), "cutoffs"),
+        ("longest input 0", dict(max_input_length=0), "max_input_length must be a positive integer"),
+        ("tie_projs of the wrong length", dict(cutoffs=[50], tie_projs=[True]), "tie_projs has 1 entries"),
+    ],
+    position_table=False,  # relative positions and recurrence: any length, no position_ids
 )
 
 

@@ -3,16 +3,7 @@
 Importing the package registers every variant with ``AutoConfig`` and the matching ``AutoModel*`` classes.
 """
 
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForCausalLM,
-    AutoModelForMaskedLM,
-    AutoModelForMultipleChoice,
-    AutoModelForQuestionAnswering,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
-)
+from transformers import AutoConfig
 
 from .models.longformer.configuration_longformer import LongctxLongformerConfig
 from .models.longformer.modeling_longformer import (
@@ -42,41 +33,12 @@ from .models.transfo_xl.modeling_transfo_xl import (
     TransfoXLMemoryCache,
 )
 
+from .variants import VARIANTS
+
 __version__ = "0.1.0"
 
-# (config class, {auto class: model class}) for every variant; `hf_longctx.registry` is what tests and tools read.
-REGISTRY = {
-    "longctx_longformer": (
-        LongctxLongformerConfig,
-        {
-            AutoModel: LongctxLongformerModel,
-            AutoModelForMaskedLM: LongctxLongformerForMaskedLM,
-            AutoModelForCausalLM: LongctxLongformerForCausalLM,
-            AutoModelForSequenceClassification: LongctxLongformerForSequenceClassification,
-            AutoModelForTokenClassification: LongctxLongformerForTokenClassification,
-            AutoModelForQuestionAnswering: LongctxLongformerForQuestionAnswering,
-            AutoModelForMultipleChoice: LongctxLongformerForMultipleChoice,
-        },
-    ),
-    "longctx_reformer": (
-        LongctxReformerConfig,
-        {
-            AutoModel: LongctxReformerModel,
-            AutoModelForCausalLM: LongctxReformerForCausalLM,
-            AutoModelForMaskedLM: LongctxReformerForMaskedLM,
-            AutoModelForSequenceClassification: LongctxReformerForSequenceClassification,
-            AutoModelForQuestionAnswering: LongctxReformerForQuestionAnswering,
-        },
-    ),
-    "longctx_transfo_xl": (
-        LongctxTransfoXLConfig,
-        {
-            AutoModel: LongctxTransfoXLModel,
-            AutoModelForCausalLM: LongctxTransfoXLForCausalLM,
-            AutoModelForSequenceClassification: LongctxTransfoXLForSequenceClassification,
-        },
-    ),
-}
+# model_type -> (config class, {auto class: model class}), derived from the variant table (hf_longctx.variants).
+REGISTRY = {v.model_type: (v.config_class, v.heads) for v in VARIANTS}
 
 
 def _register() -> None:
@@ -115,4 +77,5 @@ __all__ = [
     "LongctxTransfoXLForSequenceClassification",
     "TransfoXLMemoryCache",
     "REGISTRY",
+    "VARIANTS",
 ]

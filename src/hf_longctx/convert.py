@@ -23,13 +23,10 @@ from .conversion.longformer import (
     lengthen_longformer,
 )
 from .folders import FolderError, check_location, check_replaceable
+from .variants import VARIANTS
 
-# model_type of a source folder -> the module under hf_longctx.conversion that converts it
-CONVERTERS = {
-    "longformer": "longformer",
-    "reformer": "reformer",
-    "transfo-xl": "transfo_xl",
-}
+# model_type of a source folder -> the module under hf_longctx.conversion that converts it (the variant table's)
+CONVERTERS = {v.source_model_type: v.converter for v in VARIANTS}
 SHORT_MODEL_TYPES = ("roberta", "bert")  # --from-short
 LENGTHEN = {"longctx_longformer": lengthen_longformer}  # hf_longctx models whose position table --max-length grows
 # What a conversion reads from a Hub repository: config, tokenizer and one copy of the weights.

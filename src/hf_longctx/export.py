@@ -14,6 +14,7 @@ from huggingface_hub import ModelCard, ModelCardData
 
 import hf_longctx
 
+from .variants import BY_MODEL_TYPE
 from .folders import (
     LOAD_ERRORS,
     FolderError,
@@ -85,7 +86,9 @@ def render_card(config, class_name: str, *, repo_id=None, summary: dict | None =
         metrics=sorted({r["metric"] for r in results if "baseline" not in r["metric"]}) or None,
         base_model=summary.get("base_model"),
     )
-    template = resources.files("hf_longctx.model_cards").joinpath(f"{config.model_type}.md")
+    record = BY_MODEL_TYPE.get(config.model_type)
+    template = resources.files("hf_longctx.model_cards").joinpath(record.card_template if record else
+                                                                 f"{config.model_type}.md")
     if not template.is_file():
         raise ExportError(f"no model card template for {config.model_type} in model_cards/")
     fields = config.to_dict()

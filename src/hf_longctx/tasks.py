@@ -4,7 +4,7 @@ The shipped tasks are :data:`TASKS`; :func:`folder_task` makes one from a user's
 
 A task turns one of the shipped data sets into tokenized ``train`` / ``validation`` / ``test`` splits for one
 kind of head; a preset sizes a variant's config. Both are model-agnostic where they can be: a new variant adds
-one entry to :data:`VARIANTS`.
+one builder here, named by its record in :mod:`hf_longctx.variants`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import variants as _variant_table
 from .data import long_docs
 
 
@@ -397,7 +398,8 @@ def reformer_config(preset: dict, tokenizer, max_length: int, task: Task, labels
     )
 
 
-VARIANTS = {"longformer": longformer_config, "transfo-xl": transfo_xl_config, "reformer": reformer_config}
+# --variant name -> the builder above that sizes its config (each record of hf_longctx.variants names its own).
+VARIANTS = {v.name: globals()[v.preset] for v in _variant_table.VARIANTS}
 
 
 def compute_metrics_for(task: Task):

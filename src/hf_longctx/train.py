@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from .export import SUMMARY_FILE
+from .variants import BY_NAME, by_model_type, variant_name
 from .folders import LOAD_ERRORS, FolderError, check_location, check_run_folder, load_error
 from .tasks import (
     PRESETS,
     PRETRAINING_TASKS,
-    VARIANTS,
     check_pretraining_tokenizer,
     compute_metrics_for,
     language_model_metrics,
@@ -40,7 +40,7 @@ class TrainError(RuntimeError):
 
 
 # TrainingArguments fields that a flag of `train` sets (and the run record holds): --set must not change them
-# behind the record's back (issue 10, defect 3: --set output_dir sent checkpoints outside the run folder).
+# behind the record's back (--set output_dir would send checkpoints outside the run folder).
 OWNED_FIELDS = {
     "output_dir": "--output-dir", "logging_dir": "--output-dir", "overwrite_output_dir": "--overwrite",
     "resume_from_checkpoint": "--resume", "num_train_epochs": "--epochs", "max_steps": "--max-steps",
@@ -49,9 +49,9 @@ OWNED_FIELDS = {
     "push_to_hub": "--push-to-hub REPO", **{f"hub_{k}": "--push-to-hub REPO" for k in (
         "model_id", "token", "private_repo", "strategy", "always_push", "revision")},
 }
-# Fields Trainer never reads (they are for example scripts): a --set of them would do nothing (defect 9).
+# Fields Trainer never reads (they are for example scripts): a --set of them would do nothing.
 NO_EFFECT = {"do_train", "do_eval", "do_predict"}
-# --set save_steps=N with the default save_strategy "epoch" was silently ignored (defect 9): a step count implies
+# --set save_steps=N with the default save_strategy "epoch" would be silently ignored: a step count implies
 # the "steps" strategy unless the user chose another one, which is then refused.
 STEP_STRATEGIES = {"save_steps": "save_strategy", "eval_steps": "eval_strategy", "logging_steps": "logging_strategy"}
 
@@ -367,10 +367,12 @@ def _check_init_from(folder: Path, max_length: int, task, tokenizer):
                          f"pass a smaller --max-length, or {lengthen_advice(folder, max_length)}")
     check_has_head(config.model_type, task, f"--init-from {folder}")
     causal_task = task.head == "AutoModelForCausalLM"
-    # The Longformer's `causal` and the Reformer's `is_decoder` fix the attention for every head; a Transformer-XL
-    # is causal whatever its head (its classifier reads the last token), so it fits every task it has a head for.
+    # The Longformer's `causal` and the Reformer's `is_decoder` fix the attention for every head; a variant that is
+    # causal whatever its head (the Transformer-XL: its classifier reads the last token) fits every task it has a
+    # head for.
     causal = getattr(config, "causal", False) or getattr(config, "is_decoder", False)
-    if config.model_type != "longctx_transfo_xl" and causal != causal_task:
+    record = by_model_type(config.model_type)
+    if not (record and record.always_causal) and causal != causal_task:
         kind = "a causal language model" if causal else "a bidirectional encoder"
         raise TrainError(f"--init-from {folder} holds {kind}, but task {task.name} needs "
                          f"{'a causal' if causal_task else 'a bidirectional'} model")
@@ -378,9 +380,6 @@ def _check_init_from(folder: Path, max_length: int, task, tokenizer):
         check_tokenizer_fits(tokenizer, config)
     return config
 
-
-VARIANT_NAMES = {"longctx_longformer": "longformer", "longctx_reformer": "reformer",
-                 "longctx_transfo_xl": "transfo-xl"}  # model_type -> --variant
 
 
 def check_has_head(model_type: str, task, what: str) -> None:
@@ -392,9 +391,9 @@ def check_has_head(model_type: str, task, what: str) -> None:
     heads = hf_longctx.REGISTRY[model_type][1] if model_type in hf_longctx.REGISTRY else {}
     if heads and getattr(transformers, task.head) not in heads:
         have = sorted(cls.__name__.replace("AutoModelFor", "") for cls in heads if cls.__name__ != "AutoModel")
-        others = [VARIANT_NAMES.get(t, t) for t, (_, h) in hf_longctx.REGISTRY.items()
+        others = [variant_name(t) for t, (_, h) in hf_longctx.REGISTRY.items()
                   if getattr(transformers, task.head) in h]
-        raise TrainError(f"{what}: a {VARIANT_NAMES.get(model_type, model_type)} model has no "
+        raise TrainError(f"{what}: a {variant_name(model_type)} model has no "
                          f"{task.head.replace('AutoModelFor', '')} head (its heads: {', '.join(have)}); task "
                          f"{task.name} needs one: use {' or '.join(others) or 'another variant'}")
 
@@ -598,8 +597,8 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
             init_from = resolve(init_from)
         except ValueError as err:
             raise TrainError(f"--init-from {err}") from None
-    if variant not in VARIANTS:
-        raise TrainError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    if variant not in BY_NAME:
+        raise TrainError(f"unknown variant {variant!r}; choose one of {', '.join(BY_NAME)}")
     if preset not in PRESETS:
         raise TrainError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     output_dir = Path(output_dir)
@@ -617,7 +616,7 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
         "learning_rate": learning_rate, "warmup_steps": 0.1, "lr_scheduler_type": "linear",
         "eval_strategy": "epoch", "save_strategy": "epoch", "save_total_limit": 1, "logging_steps": 10,
         "report_to": "none", "seed": seed, **device_arguments(device, bf16),
-        # Every parameter of our models takes part in every step (issue 11), so DDP needs no extra graph pass.
+        # Every parameter of our models takes part in every step, so DDP needs no extra graph pass.
         "ddp_find_unused_parameters": False, **label_arguments(task),
     }, overrides)
     # Under torchrun / accelerate launch, TrainingArguments has joined the process group: only the main process
@@ -661,7 +660,7 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
     data = subsample(subsample(data, "validation", max_eval_samples), "test", max_eval_samples)
     if init_from is None:
         try:  # a config field the builder refuses (ValueError naming it) stops the run here, not after the folder
-            config = VARIANTS[variant](PRESETS[preset], tokenizer, max_length, task, labels, dropout)
+            config = BY_NAME[variant].build_config(PRESETS[preset], tokenizer, max_length, task, labels, dropout)
         except ValueError as err:
             raise TrainError(f"cannot build a {variant} {preset} model: {err}") from None
         check_has_head(config.model_type, task, f"--variant {variant}")
@@ -730,8 +729,8 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
     if task.source:
         summary["pretraining_data"] = task.source
     model_dir = output_dir / "model"
-    # The saved tokenizer must know the model's length (it had model_max_length 1e30, so `truncation=True`
-    # did nothing and a pipeline failed on long text: issue 10, defect 2).
+    # The saved tokenizer must know the model's length (with model_max_length 1e30, `truncation=True` does
+    # nothing and a pipeline fails on long text).
     tokenizer.model_max_length = model.config.max_input_tokens
     if task.head == "AutoModelForCausalLM":  # a prompt must not end with the end-of-text token
         from .data.tokenizers import causal_prompt_tokenizer
@@ -780,7 +779,7 @@ def _export_and_push(model_dir: Path, hub_dir: Path, repo_id: str, log) -> str:
 
 def check_model_fits_task(config, task, labels, model_dir) -> None:
     """A model evaluated on a task must have the task's head and labels: a 3-label model on kernel-docs' 6 labels
-    printed accuracy 0.0 on a few samples and crashed with an IndexError on the whole split (issue 10, defect 5)."""
+    would print accuracy 0.0 on a few samples and crash with an IndexError on the whole split."""
     suffix = task.head.replace("AutoModel", "")
     architectures = config.architectures or []
     if architectures and not any(a.endswith(suffix) for a in architectures):

@@ -4,5 +4,7 @@
 peak memory in a fresh process, machine facts). Results of record live in the source tree's ``benchmarks/results``.
 """
 
-# variant name (as in `hf-longctx train --variant`) -> module in this package
-VARIANT_MODULES = {"longformer": "longformer", "reformer": "reformer", "transfo-xl": "transfo_xl"}
+from ..variants import VARIANTS
+
+# variant name (as in `hf-longctx train --variant`) -> module in this package, from the variant table
+VARIANT_MODULES = {v.name: v.benchmark for v in VARIANTS}
