@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test bench install clean
+.PHONY: demo test test-all bench install clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +24,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m hf_longctx demo
 
+# The everyday tier; test-all adds the slow tier (launchers, example scripts, every head compiled): what CI runs.
 test: $(STAMP)
 	$(PY) tools/sync_common.py --check
 	$(PY) -m pytest -q -p no:cacheprovider tests
+
+test-all: $(STAMP)
+	$(PY) tools/sync_common.py --check
+	RUN_SLOW=1 $(PY) -m pytest -q -p no:cacheprovider tests
 
 bench: $(STAMP)
 	$(PY) -m hf_longctx bench longformer --out benchmarks/results/longformer_cpu

@@ -660,8 +660,8 @@ def _loss(out):
     return out.loss if out.get("loss") is not None else out[0].float().square().mean()
 
 
-# transformers' convention: the everyday run is minutes, RUN_SLOW=1 runs everything.
-slow = pytest.mark.skipif(not os.environ.get("RUN_SLOW"), reason="slow: RUN_SLOW=1 runs it")
+# Whole models through Inductor's C++ code generation: minutes, cold, on 2 cores (tests/conftest.py, the tiers).
+inductor = pytest.mark.skipif(not os.environ.get("RUN_INDUCTOR"), reason="Inductor on whole models: RUN_INDUCTOR=1")
 
 
 def _compiled_matches_eager(head, config, backend, batches, name):
@@ -696,24 +696,25 @@ def _training_head(variant) -> str:
     return "causal" if "causal" in variant.heads else next(n for n in variant.heads if n != "base")
 
 
+@pytest.mark.slow
 def test_torch_compile_trains_at_batch_1_and_2_as_eager(variant):
     """`torch.compile` (Dynamo + AOTAutograd, no code generation: seconds, not minutes) of a training step at
     batch 1 and 2: the loss and every gradient equal eager's. The Transformer-XL's strided rel-shift failed at
-    batch 2, the Reformer's dropout bits (a dtype view) at run time. Every head: RUN_SLOW=1."""
+    batch 2, the Reformer's dropout bits (a dtype view) at run time. Every head: the slow tier."""
     torch._dynamo.reset()
     name = _training_head(variant)
     head = variant.heads[name]
     _compiled_matches_eager(head, variant.make_config(**head.config_overrides), "aot_eager", (1, 2), name)
 
 
-@slow
+@pytest.mark.slow
 def test_torch_compile_every_head_as_eager(variant):
     torch._dynamo.reset()
     for name, head in variant.heads.items():
         _compiled_matches_eager(head, variant.make_config(**head.config_overrides), "aot_eager", (1, 2), name)
 
 
-@slow
+@inductor
 def test_torch_compile_with_inductor_trains_with_dropout(variant):
     """Inductor (the default backend, C++ code generation: about a minute per model here, cold) on one head: a
     training step with dropout on runs and gives a finite loss (the Longformer's counter-based dropout failed

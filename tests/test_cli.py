@@ -191,6 +191,7 @@ def test_device_choice(monkeypatch):
     assert device_arguments("cpu", bf16=True) == {"use_cpu": True, "bf16": True}
 
 
+@pytest.mark.slow
 def test_bad_input_gets_a_clear_message_and_non_zero_exit(tmp_path):
     def cli(*argv):
         return subprocess.run([sys.executable, "-m", "hf_longctx", *argv], capture_output=True, text=True, timeout=300)
@@ -234,6 +235,7 @@ def test_data_list_and_show(capsys):
     assert "show which data set?" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bench_command_runs_as_the_readme_writes_it(tmp_path, monkeypatch, capsys):
     """`hf-longctx bench --quick` failed ("unrecognized arguments"), wrote over the committed results and linked
     longformer_cpu.png whatever --out said."""

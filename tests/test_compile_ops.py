@@ -1,6 +1,6 @@
 """Each variant's op paths that torch.compile takes, compiled with Inductor (C++ code generation) on tiny shapes,
 against eager: forward and every gradient. The model-level compile tests are in tests/model_suite.py (Dynamo +
-AOTAutograd every run; Inductor on whole models with RUN_SLOW=1, a minute or more per model)."""
+AOTAutograd every run; Inductor on whole models with RUN_INDUCTOR=1, a minute or more per model)."""
 
 from unittest import mock
 

@@ -107,6 +107,7 @@ def test_windowing_keeps_whole_lines_and_short_tails():
 # ---------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_demo_trains_long_and_truncated_exports_and_reloads(tmp_path, one_thread):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

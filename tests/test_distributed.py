@@ -19,6 +19,8 @@ import pytest
 
 import hf_longctx
 
+pytestmark = pytest.mark.slow  # two-process launches and 20 gloo pairs: about 2 minutes
+
 SCRIPT = Path(__file__).parent / "scripts" / "ddp_trainer.py"
 GLOO_EXIT = Path(__file__).parent / "scripts" / "gloo_exit.py"
 VARIANTS = [v.name for v in hf_longctx.variants.VARIANTS]

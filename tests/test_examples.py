@@ -6,6 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # each example script end to end, in its own process
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

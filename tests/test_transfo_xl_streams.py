@@ -90,6 +90,7 @@ def test_stream_trainer_refuses_an_eval_batch_size_other_than_the_stream_count(t
         trainer.evaluate()
 
 
+@pytest.mark.slow
 def test_the_memory_efficacy_script_runs(tmp_path):
     """benchmarks/transfo_xl_memory.py --quick: stream training with and without memory, evaluation table."""
     import os
