@@ -1,5 +1,5 @@
-"""What the README shows works: every dotted ``hf_longctx.`` name imports, and every ``hf-longctx`` command line
-parses, exactly as written (a README that names a class that does not exist, or a command line that fails to
+"""What the README and the pages under docs/ show works: every dotted ``hf_longctx.`` name imports, every
+``hf-longctx`` command line parses, exactly as written, and the README's Python quick starts run (a README that names a class that does not exist, or a command line that fails to
 parse, is what a newcomer meets first)."""
 
 import argparse
@@ -12,7 +12,9 @@ import pytest
 
 from hf_longctx_cli import build_parser
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+README = "\n".join(page.read_text() for page in PAGES)  # every page the README links to, with it
 DOTTED = sorted(set(re.findall(r"\bhf_longctx(?:\.[A-Za-z_]\w*)+", README)))
 
 
@@ -51,7 +53,31 @@ INLINE = [" ".join(span.split()) for span in re.findall(r"`((?:hf-longctx|python
 
 def test_the_readme_shows_commands_and_names():
     # The test must see what it checks: a README without them would pass vacuously.
+    assert len(PAGES) >= 8, [p.name for p in PAGES]
     assert len(COMMANDS) >= 15 and len(INLINE) >= 5 and "hf_longctx.collator.LongContextCollator" in DOTTED
+
+
+QUICK_STARTS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+
+
+def test_the_readme_has_a_quick_start_per_variant():
+    from hf_longctx.variants import VARIANTS
+
+    for record in VARIANTS:
+        assert any(record.config_class.__name__ in block for block in QUICK_STARTS), record.name
+
+
+@pytest.mark.parametrize("block", QUICK_STARTS, ids=[f"quick start {i}" for i in range(len(QUICK_STARTS))])
+def test_the_readme_quick_starts_run_as_written(block, tmp_path, monkeypatch, one_thread):
+    monkeypatch.chdir(tmp_path)  # they save folders into the current one
+    exec(compile(block, "README.md", "exec"), {})
+
+
+def test_the_readme_links_to_pages_that_exist():
+    for page in PAGES:
+        for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", page.read_text()):
+            if not target.startswith("http"):
+                assert (page.parent / target).exists(), f"{page.name} links to {target}, which does not exist"
 
 
 @pytest.mark.parametrize("name", DOTTED)

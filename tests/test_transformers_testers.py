@@ -3,7 +3,7 @@
 saved, converted by `hf-longctx convert`'s converters and compared with transformers in float64, every head:
 outputs equal to 1e-8. The inputs are full rows (no padding): with padding, transformers' Reformer looks back
 into padding from a round's first chunk and its Longformer's float64 masks sum to -inf, the documented
-differences (README, "Differences from transformers' Longformer"; lsh_attention.py's module docstring)."""
+differences (docs/longformer.md, "Differences from transformers' Longformer"; lsh_attention.py's module docstring)."""
 
 import pytest
 import torch

@@ -44,7 +44,7 @@ class DemoSettings:
 
     Sized for 2 CPU cores: the long run reads about 2.4M tokens (~2 minutes at the ~20k tokens/s of an idle
     2-core machine), the truncated one an eighth of that. The best validation checkpoint is kept because a model
-    this small memorises its training documents after a few epochs (README, "Set-up: two commands").
+    this small memorises its training documents after a few epochs (docs/cli.md, "The demo").
     """
 
     task: str = "kernel-docs"
