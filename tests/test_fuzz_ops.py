@@ -19,11 +19,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import hf_longctx.models.longformer.sliding_window_attention as swa
-from hf_longctx.models.longformer.sliding_window_attention import (
-    global_token_index,
-    longformer_attention,
-    naive_longformer_attention,
-)
+from hf_longctx.models.longformer.naive import naive_longformer_attention
+from hf_longctx.models.longformer.sliding_window_attention import global_token_index, longformer_attention
 
 settings.register_profile("ci", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("long", max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -184,11 +184,11 @@ def variant():
 
 def _naive_attention(q, k, v, *, block_size=None, dropout_p=0.0, dropout_seed=None, **kwargs):
     """The dense twin in the model's place; it draws the dropout seed from torch's RNG exactly as the op does."""
-    from hf_longctx.models.longformer import sliding_window_attention as swa
+    from hf_longctx.models.longformer import counter_dropout, naive
 
     if dropout_p > 0.0 and dropout_seed is None:
-        dropout_seed = swa._draw_seed()
-    return swa.naive_longformer_attention(q, k, v, dropout_p=dropout_p, dropout_seed=dropout_seed, **kwargs)
+        dropout_seed = counter_dropout._draw_seed()
+    return naive.naive_longformer_attention(q, k, v, dropout_p=dropout_p, dropout_seed=dropout_seed, **kwargs)
 
 
 @pytest.mark.parametrize("causal", [False, True])

@@ -5,11 +5,10 @@ import torch
 
 import hf_longctx.models.longformer.sliding_window_attention as swa
 
+from hf_longctx.models.longformer.naive import naive_longformer_attention, naive_sliding_window_attention
 from hf_longctx.models.longformer.sliding_window_attention import (
     global_token_index,
     longformer_attention,
-    naive_longformer_attention,
-    naive_sliding_window_attention,
     sliding_window_attention,
 )
 

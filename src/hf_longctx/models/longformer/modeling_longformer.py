@@ -40,14 +40,10 @@ from .longctx_common import (
     generate_within_length,
     take_past_key_values,
 )
-from .sliding_window_attention import (
-    _MASKED_SCORE,
-    _softmax_dtype,
-    counter_dropout,
-    global_token_index,
-    longformer_attention,
-    naive_longformer_attention,
-)
+from .counter_dropout import counter_dropout
+from .naive import naive_longformer_attention
+from .scores import _MASKED_SCORE, _softmax_dtype
+from .sliding_window_attention import global_token_index, longformer_attention
 
 # --------------------------------------------------------------------------------------------------------------------
 # Modules, built from explicit arguments
@@ -400,7 +396,7 @@ class LongctxLongformerPreTrainedModel(PreTrainedModel):
         if output_attentions or (output_attentions is None and self.config.output_attentions):
             raise ValueError(
                 "output_attentions=True is not supported: the fast attention never materialises the attention "
-                "probabilities. Use hf_longctx.models.longformer.sliding_window_attention.naive_longformer_attention "
+                "probabilities. Use hf_longctx.models.longformer.naive.naive_longformer_attention "
                 "to inspect them."
             )
 
