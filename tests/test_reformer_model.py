@@ -32,7 +32,7 @@ from hf_longctx import (
     LongctxReformerForSequenceClassification,
     LongctxReformerModel,
 )
-from hf_longctx.models.reformer import modeling_reformer
+from hf_longctx.models.reformer import generation_cache, modeling_reformer
 
 VOCAB, PAD = 99, 0
 
@@ -382,17 +382,17 @@ def test_lsh_cache_step_equals_the_dense_rule():
         cache = model(input_ids=ids[:, :18], use_cache=True).cache
         before = cache.layers[0].view("k").clone()
         captured = {}
-        original = modeling_reformer.lsh_decode_attention
+        original = generation_cache.lsh_decode_attention
 
         def spy(*args):
             captured["args"], captured["out"] = args, original(*args)
             return captured["out"]
 
-        modeling_reformer.lsh_decode_attention = spy
+        generation_cache.lsh_decode_attention = spy
         try:
             model(input_ids=ids[:, 18:], cache=cache, use_cache=True)
         finally:
-            modeling_reformer.lsh_decode_attention = original
+            generation_cache.lsh_decode_attention = original
     q, q_pos, q_buckets, q_ends, keys, v, k_real, slots, chunk = captured["args"]
     state = cache.layers[0]
     assert state.end == 19 and torch.equal(keys[:, :, :18], before)  # the cache held every earlier key

@@ -1,8 +1,10 @@
 """hf_longctx Reformer (Kitaev et al. 2020): LSH and local chunked attention, reversible residual layers, chunked
 feed-forward, axial position embeddings, and a generation cache.
 
-Read top to bottom: the modules (built from explicit arguments), the reversible layer stack, the generation cache,
-then the Hugging Face glue (the only code that reads the config) with one class per task head.
+Read top to bottom: the modules (built from explicit arguments) and the reversible layer, then the Hugging Face
+glue (the only code that reads the config) with one class per task head. Beside it: ``lsh_attention.py`` (the
+attention ops and their dense twins), ``reversible.py`` (the reversible stack's autograd Function) and
+``generation_cache.py`` (the cache ``generate()`` fills).
 
 Weight names equal transformers' ``ReformerModel`` ones (``reformer.encoder.layers.0.attention.self_attention
 .query_key``, ...), so converting a transformers checkpoint copies its weights (``hf_longctx.conversion.reformer``).
@@ -14,8 +16,6 @@ into the config, and a generation cache of keys and buckets.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
@@ -32,6 +32,7 @@ from transformers.modeling_outputs import (
 )
 
 from .configuration_reformer import LongctxReformerConfig
+from .generation_cache import ReformerGenerationCache
 from .longctx_common import (
     check_class_labels,
     check_length,
@@ -45,24 +46,18 @@ from .longctx_common import (
 )
 from .lsh_attention import (
     auto_num_buckets,
-    bucket_index_insert,
     local_chunked_attention,
     lsh_attention,
     lsh_buckets,
-    lsh_decode_attention,
-    random_rotations,
     seeded_dropout,
-    unit_keys,
 )
+from .private_rng import PrivateRandomness, _generator
+from .reversible import _ReversibleStack
+
 
 # --------------------------------------------------------------------------------------------------------------------
 # Modules, built from explicit arguments
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def _generator(seed: int | None, device: torch.device) -> torch.Generator | None:
-    """A fresh generator for one dropout site, so a recomputation (reversible backward, checkpointing) replays it."""
-    return None if seed is None else torch.Generator(device=device).manual_seed(int(seed))
 
 
 class AxialTables(nn.ParameterList):
@@ -290,242 +285,6 @@ class ReformerLayer(GradientCheckpointingLayer):
         return y1, x2 + self.feed_forward_block(y1, seeds)
 
 
-class _ReversibleStack(torch.autograd.Function):
-    """All layers with activation memory independent of depth: the forward keeps only the last layer's graph; the
-    backward goes through it, then rebuilds each earlier layer's inputs from its outputs (``x2 = y2 - g(y1)``, ``x1 = y1 - f(x2)``), replaying
-    dropout from the layer's seeds and LSH from the buckets the forward drew, and returns the gradients of the two
-    streams and of every layer parameter (so ``torch.autograd.grad`` sees them too)."""
-
-    @staticmethod
-    def forward(ctx, x1, x2, layers, layer_inputs, hidden_states, *params):
-        last = len(layers) - 1
-        for i, (layer, inputs) in enumerate(zip(layers, layer_inputs)):
-            if hidden_states is not None:
-                hidden_states.append(x2)
-            if i == last:
-                # The last layer keeps its graph, so the backward starts without recomputing it (a third of the
-                # step's layer work at 2 layers). Its activations are one layer's, which the backward's recomputation
-                # holds anyway, so the peak does not grow with depth.
-                x1_in, x2_in = x1.detach().requires_grad_(), x2.detach().requires_grad_()
-                with torch.enable_grad():
-                    attn, inputs["buckets"] = layer.attention_block(x2_in, inputs["real"], inputs["rand"],
-                                                                    inputs["seeds"])
-                    y1 = x1_in + attn
-                    y2 = x2_in + layer.feed_forward_block(y1, inputs["seeds"])
-                ctx.last_layer = (x1_in, x2_in, y1, y2)
-                x1, x2 = y1.detach(), y2.detach()
-                break
-            with torch.no_grad():
-                attn, inputs["buckets"] = layer.attention_block(x2, inputs["real"], inputs["rand"], inputs["seeds"])
-                x1 = x1 + attn
-                x2 = x2 + layer.feed_forward_block(x1, inputs["seeds"])
-        ctx.layers, ctx.layer_inputs, ctx.params = layers, layer_inputs, params
-        return x1, x2
-
-    @staticmethod
-    def backward(ctx, grad_y1, grad_y2):
-        index = {id(p): i for i, p in enumerate(ctx.params)}
-        param_grads = [None] * len(ctx.params)
-
-        def add(params, grads):
-            for p, g in zip(params, grads):
-                if g is not None:
-                    i = index[id(p)]
-                    param_grads[i] = g if param_grads[i] is None else param_grads[i] + g
-
-        # The last layer: straight through the graph its forward kept.
-        x1_in, x2_in, y1, y2 = ctx.last_layer
-        ctx.last_layer = None  # free its activations before the next layer is recomputed
-        params = [p for p in ctx.layers[-1].parameters() if p.requires_grad]
-        grads = torch.autograd.grad([y1, y2], [x1_in, x2_in, *params], [grad_y1, grad_y2], allow_unused=True)
-        del y1, y2
-        grad_y1, grad_y2 = grads[0], grads[1]
-        add(params, grads[2:])
-        y1, y2 = x1_in.detach(), x2_in.detach()
-        for layer, inputs in zip(reversed(ctx.layers[:-1]), reversed(ctx.layer_inputs[:-1])):
-            ff_params = [p for p in layer.feed_forward.parameters() if p.requires_grad]
-            with torch.enable_grad():
-                y1_ = y1.detach().requires_grad_()
-                g_out = layer.feed_forward_block(y1_, inputs["seeds"])
-                grads = torch.autograd.grad(g_out, [y1_, *ff_params], grad_y2, allow_unused=True)
-            x2 = y2 - g_out.detach()
-            grad_y1 = grad_y1 + grads[0]  # dL/dy1, all of it: the identity path and through g
-            add(ff_params, grads[1:])
-            attn_params = [p for p in layer.attention.parameters() if p.requires_grad]
-            with torch.enable_grad():
-                x2_ = x2.detach().requires_grad_()
-                f_out, _ = layer.attention_block(x2_, inputs["real"], inputs["rand"], inputs["seeds"],
-                                                 buckets=inputs["buckets"])
-                grads = torch.autograd.grad(f_out, [x2_, *attn_params], grad_y1, allow_unused=True)
-            x1 = y1 - f_out.detach()
-            grad_y2 = grad_y2 + grads[0]  # dL/dx2 = dL/dy2 + (df/dx2)^T dL/dy1
-            add(attn_params, grads[1:])
-            y1, y2 = x1, x2  # dL/dx1 = dL/dy1
-        return (grad_y1, grad_y2, None, None, None, *param_grads)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Generation cache
-# --------------------------------------------------------------------------------------------------------------------
-
-
-class ReformerGenerationCache:
-    """What a causal Reformer keeps between ``generate()`` steps, per layer.
-
-    Local layers keep the keys and values of their own position chunk and the ``num_chunks_before`` chunks before
-    it: a new token attends to exactly what the uncached model lets it see, so a model of local layers only
-    generates the same tokens cached and uncached. LSH layers keep every token's unit key, value and buckets (one
-    per round, from fixed rotations and a bucket count fixed when the cache is made) plus a bucket index (the
-    positions each bucket holds, :func:`bucket_index_insert`); a new token attends to the earlier keys that share a
-    bucket with it in any round (the latest ``chunk_length`` per round, read from the index), plus those of its own
-    and the previous position chunk (:func:`lsh_decode_attention` states the rule). Tensors are written in place into buffers whose capacity
-    doubles (never a concatenation per step), so the time per token stays flat as the text grows.
-    ``generate()`` passes the object back through the ``cache`` argument; beam search calls :meth:`reorder_cache`.
-    """
-
-    is_compileable = False
-
-    def __init__(self, num_layers: int, rotations: torch.Tensor | None, num_buckets):
-        self.layers: list[_Timeline | None] = [None] * num_layers
-        self.rotations, self.num_buckets = rotations, num_buckets
-        self.seen = 0  # positions processed so far, padding included
-        self.real_seen: torch.Tensor | None = None  # (B,) real tokens processed so far per row: their positions
-        self.step_positions: torch.Tensor | None = None
-
-    @property
-    def is_linear(self) -> list[bool]:
-        return [False] * len(self.layers)
-
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.seen
-
-    def layer(self, idx: int) -> "_LayerCacheView":
-        return _LayerCacheView(self, idx)
-
-    def begin_step(self, T: int, device) -> None:
-        self.step_positions = torch.arange(self.seen, self.seen + T, device=device)
-
-    def end_step(self, real: torch.Tensor) -> None:
-        """``real`` ``(B, T)``: which of the step's tokens are real (they take positions)."""
-        self.seen += self.step_positions.numel()
-        self.step_positions = None
-        count = real.sum(-1)
-        self.real_seen = count if self.real_seen is None else self.real_seen + count
-
-    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        if self.real_seen is not None:
-            self.real_seen = self.real_seen.index_select(0, beam_idx.to(self.real_seen.device))
-        for state in self.layers:
-            if state is not None:
-                state.select_rows(beam_idx)
-
-
-class _Timeline:
-    """One layer's cached tensors along time, written in place.
-
-    ``tensors`` maps a name to ``(buffer, time_dim)``; the buffers hold positions ``base .. end - 1``. When a write
-    does not fit, positions before ``keep_from`` are dropped (local layers; LSH layers keep everything) and the
-    capacity doubles if still needed: one copy now and then, amortised O(1) per token."""
-
-    def __init__(self):
-        self.tensors: dict[str, tuple[torch.Tensor, int]] = {}
-        self.base = self.end = 0
-        self.extra: dict[str, torch.Tensor] = {}  # batch-first tensors that are not along time (the bucket index)
-
-    def write(self, new: dict[str, tuple[torch.Tensor, int]], keep_from: int = 0) -> None:
-        n = next(iter(new.values()))[0].shape[next(iter(new.values()))[1]]
-        cap = next(iter(self.tensors.values()))[0].shape[next(iter(self.tensors.values()))[1]] if self.tensors else 0
-        if self.end + n - self.base > cap:
-            if keep_from > self.base:  # shift the positions still needed to the front
-                kept = self.end - keep_from
-                for name, (buf, dim) in self.tensors.items():
-                    buf.narrow(dim, 0, kept).copy_(buf.narrow(dim, keep_from - self.base, kept).clone())
-                self.base = keep_from
-            need = self.end + n - self.base
-            if need > cap:
-                new_cap = max(64, 1 << (need - 1).bit_length())
-                for name, (t, dim) in new.items():
-                    shape = list(t.shape)
-                    shape[dim] = new_cap
-                    grown = t.new_zeros(shape)
-                    if name in self.tensors:
-                        old, _ = self.tensors[name]
-                        grown.narrow(dim, 0, self.end - self.base).copy_(old.narrow(dim, 0, self.end - self.base))
-                    self.tensors[name] = (grown, dim)
-        for name, (t, dim) in new.items():
-            self.tensors[name][0].narrow(dim, self.end - self.base, n).copy_(t)
-        self.end += n
-
-    def view(self, name: str, start: int | None = None, stop: int | None = None) -> torch.Tensor:
-        """Positions ``start .. stop - 1`` (default: all held) of one tensor, a view."""
-        buf, dim = self.tensors[name]
-        start = self.base if start is None else start
-        stop = self.end if stop is None else stop
-        return buf.narrow(dim, start - self.base, stop - start)
-
-    def buffer(self, name: str) -> torch.Tensor:
-        """The whole buffer of one tensor (rows past ``end`` unused); row ``p - base`` is position ``p``."""
-        return self.tensors[name][0]
-
-    def select_rows(self, index: torch.Tensor) -> None:
-        for name, (buf, dim) in self.tensors.items():
-            self.tensors[name] = (buf.index_select(0, index.to(buf.device)), dim)
-        for name, t in self.extra.items():
-            self.extra[name] = t.index_select(0, index.to(t.device))
-
-
-class _LayerCacheView:
-    def __init__(self, cache: ReformerGenerationCache, idx: int):
-        self.cache, self.idx = cache, idx
-
-    def attend_local(self, q, k, v, real, chunk_length, before):
-        cache, pos = self.cache, self.cache.step_positions
-        state = cache.layers[self.idx]
-        B, H, T, D = q.shape
-        t0, t1 = int(pos[0]), int(pos[-1])
-        lo = max(0, (t0 // chunk_length - before) * chunk_length)  # the first position any new token sees
-        if state is None:  # prefill: the chunked op over the prompt
-            out = local_chunked_attention(q, k, v, chunk_length, before, 0, causal=True, attention_mask=real)
-            state = cache.layers[self.idx] = _Timeline()
-            state.write({"k": (k, 2), "v": (v, 2), "real": (real, 1)})
-        else:  # new tokens: a dense pass over the kept chunks (a slice of at most (before + 1) chunks + T)
-            state.write({"k": (k, 2), "v": (v, 2), "real": (real, 1)}, keep_from=lo)
-            kpos = torch.arange(lo, t1 + 1, device=q.device)
-            visible = (kpos[None, :] <= pos[:, None]) & (kpos[None, :] >= (pos[:, None] // chunk_length - before) * chunk_length)
-            visible = visible[None, None] & state.view("real", lo, t1 + 1)[:, None, None, :]
-            scores = (q @ state.view("k", lo, t1 + 1).transpose(-1, -2) / math.sqrt(D)).float()
-            scores = scores.masked_fill(~visible, -1e9)  # transformers' local mask value
-            out = torch.softmax(scores, dim=-1).to(v.dtype) @ state.view("v", lo, t1 + 1)
-        return out.transpose(1, 2).reshape(B, T, -1)
-
-    def attend_lsh(self, qk, v, real, chunk_length, before):
-        cache, pos = self.cache, self.cache.step_positions
-        state = cache.layers[self.idx]
-        B, H, T, D = qk.shape
-        buckets = lsh_buckets(qk, cache.rotations, cache.num_buckets)  # (B, H, R, T)
-        keys = unit_keys(qk)
-        new = {"k": (keys, 2), "v": (v, 2), "real": (real, 1), "buckets": (buckets, 3)}
-        if state is None:  # prefill: the chunked op over the prompt, with the cache's rotations
-            attn_buckets = buckets if T > chunk_length else torch.zeros_like(buckets[:, :, :1])
-            out = lsh_attention(qk, v, attn_buckets, chunk_length, before, 0, causal=True,
-                                attention_mask=real)
-            state = cache.layers[self.idx] = _Timeline()
-            state.write(new)
-            num_buckets = math.prod([cache.num_buckets] if isinstance(cache.num_buckets, int) else cache.num_buckets)
-            index_shape = (B, H, buckets.shape[2], num_buckets + 1)  # + 1: padding's bucket, which no query reads
-            state.extra["counts"] = torch.zeros(index_shape, dtype=torch.long, device=qk.device)
-            state.extra["slots"], _ = bucket_index_insert(
-                torch.full((*index_shape, 4), -1, dtype=torch.long, device=qk.device), state.extra["counts"],
-                buckets, pos, real)
-        else:
-            state.write(new)
-            state.extra["slots"], ends = bucket_index_insert(state.extra["slots"], state.extra["counts"], buckets,
-                                                             pos, real)
-            out = lsh_decode_attention(qk, pos, buckets, ends, state.buffer("k"), state.buffer("v"),
-                                       state.buffer("real"), state.extra["slots"], chunk_length)
-        return out.transpose(1, 2).reshape(B, T, -1)
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # Hugging Face glue: the config is read here and only here
 # --------------------------------------------------------------------------------------------------------------------
@@ -561,7 +320,7 @@ class LongctxReformerPreTrainedModel(PreTrainedModel):
         return super().save_pretrained(save_directory, *args, **kwargs)
 
 
-class LongctxReformerModel(LongctxReformerPreTrainedModel):
+class LongctxReformerModel(PrivateRandomness, LongctxReformerPreTrainedModel):
     """Embeddings, the reversible layers and the final LayerNorm over both streams (``2 * hidden_size`` wide)."""
 
     def __init__(self, config: LongctxReformerConfig):
@@ -610,74 +369,6 @@ class LongctxReformerModel(LongctxReformerPreTrainedModel):
         shortest = min(getattr(c, f"{kind}_attn_chunk_length") for kind in set(c.attn_layers))
         padded = -(-T // lcm) * lcm if T > shortest else T
         return auto_num_buckets(padded, c.lsh_attn_chunk_length, c.max_position_embeddings)
-
-    def _rotations(self, num_hashes, num_buckets, dtype, device, generator=None):
-        c = self.config
-        if generator is not None:  # training: the next draw of the private generator
-            return random_rotations(c.num_attention_heads, c.attention_head_size, num_hashes, num_buckets, generator,
-                                    dtype=dtype, device=device)
-        # eval: transformers' rotations for manual_seed(hash_seed), the same in every layer. Kept, so that a call
-        # draws nothing (and torch.jit.trace records a constant, not a generator that a rerun would advance).
-        key = (c.hash_seed, c.num_attention_heads, c.attention_head_size, num_hashes, str(num_buckets), dtype, device)
-        if key not in self._eval_rotations:
-            self._eval_rotations[key] = random_rotations(
-                c.num_attention_heads, c.attention_head_size, num_hashes, num_buckets,
-                torch.Generator().manual_seed(c.hash_seed), dtype=dtype, device=device,
-            )
-        return self._eval_rotations[key]
-
-    def private_generator(self, device) -> torch.Generator | None:
-        """In training, a generator seeded from the model's private RNG, for a head's dropout; None in eval."""
-        if not self.training:
-            return None
-        return _generator(torch.randint(0, 2**62, (1,), generator=self._training_rng()).item(), device)
-
-    def _training_rng(self) -> torch.Generator:
-        """The private generator of training draws, seeded by ``hash_seed`` on first use."""
-        if self._train_rng is None:
-            self._train_rng = torch.Generator().manual_seed(self.config.hash_seed)
-        return self._train_rng
-
-    # The private generator is not a weight, so a checkpoint of the weights does not hold it. A training loop that
-    # resumes (hf-longctx train --resume does, through a Trainer callback) saves and restores it with these, so the
-    # resumed run draws the rotations and dropout masks the uninterrupted one would have drawn.
-
-    def seed_private_rng(self, seed: int) -> None:
-        """Restart the private training generator from ``(hash_seed, seed)``: runs with other seeds draw other
-        rotations and dropout masks; the same seed draws the same ones. Touches no global RNG."""
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an integer, got {seed!r}")
-        mixed = (self.config.hash_seed * 1_000_003 + seed) % 2**63
-        self._train_rng = torch.Generator().manual_seed(mixed)
-
-    def private_rng_state(self) -> torch.Tensor:
-        """The private training generator's state (a ``uint8`` tensor), for a checkpoint."""
-        return self._training_rng().get_state()
-
-    def set_private_rng_state(self, state: torch.Tensor) -> None:
-        """Continue the private training generator from a state :meth:`private_rng_state` returned."""
-        expected = self._training_rng().get_state()
-        if not isinstance(state, torch.Tensor) or state.dtype != torch.uint8 or state.shape != expected.shape:
-            raise ValueError(f"the private generator state must be the uint8 tensor of shape {tuple(expected.shape)} "
-                             "that private_rng_state() returned")
-        self._training_rng().set_state(state)
-
-    def _randomness(self, T, num_hashes, dtype, device):
-        """Per layer: the LSH rotations and dropout seeds of this forward; plus seeds for embeddings and output."""
-        c = self.config
-        num_buckets = self._num_buckets(T)
-        if not self.training:
-            rotations = self._rotations(num_hashes, num_buckets, dtype, device) if "lsh" in c.attn_layers else None
-            rand = {"rotations": rotations, "num_buckets": num_buckets}
-            return [rand] * len(c.attn_layers), [None] * len(c.attn_layers), None
-        g = self._training_rng()
-        rands = [
-            {"rotations": self._rotations(num_hashes, num_buckets, dtype, device, g) if kind == "lsh" else None,
-             "num_buckets": num_buckets}
-            for kind in c.attn_layers
-        ]
-        seeds = torch.randint(0, 2**62, (len(c.attn_layers) + 1, 2), generator=g).tolist()
-        return rands, seeds[:-1], seeds[-1]
 
     def forward(
         self,
