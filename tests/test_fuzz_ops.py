@@ -183,12 +183,9 @@ def _bf16_within_twice_plain(fn, ref_fn, tensors: dict, rows: torch.Tensor, case
 
 # ---------------------------------------------------------------- Reformer: LSH and local chunked attention ---------
 
-from hf_longctx.models.reformer.lsh_attention import (  # noqa: E402  (grouped with the tests that use them)
-    local_chunked_attention,
-    lsh_attention,
-    naive_local_attention,
-    naive_lsh_attention,
-)
+from hf_longctx.models.reformer.local_attention import local_chunked_attention  # noqa: E402  (grouped with their tests)
+from hf_longctx.models.reformer.lsh_attention import lsh_attention  # noqa: E402
+from hf_longctx.models.reformer.naive import naive_local_attention, naive_lsh_attention  # noqa: E402
 
 
 @st.composite

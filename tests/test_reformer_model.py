@@ -246,7 +246,7 @@ def test_trains_at_any_length_up_to_the_axial_product(T):
 
 def test_model_with_fast_ops_equals_model_with_dense_references(monkeypatch):
     """The layers wire the ops as the dense twins say: padding, causal, several rounds, both layer kinds."""
-    from hf_longctx.models.reformer import lsh_attention as ops
+    from hf_longctx.models.reformer import naive as ops
 
     torch.manual_seed(0)
     config = make_config(is_decoder=True, num_hashes=3, attn_layers=["lsh", "local", "lsh"])
@@ -373,7 +373,7 @@ def test_cached_generation_with_lsh_short_prompt_and_automatic_buckets_is_quiet(
 def test_lsh_cache_step_equals_the_dense_rule():
     """One decode step through the model's LSH cache (bucket index, in-place buffers) equals
     naive_lsh_decode_attention over every cached key."""
-    from hf_longctx.models.reformer.lsh_attention import naive_lsh_decode_attention
+    from hf_longctx.models.reformer.naive import naive_lsh_decode_attention
 
     torch.manual_seed(0)
     model = LongctxReformerForCausalLM(make_config(is_decoder=True, attn_layers=["lsh"])).double().eval()

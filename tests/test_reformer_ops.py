@@ -3,15 +3,9 @@
 import pytest
 import torch
 
-from hf_longctx.models.reformer.lsh_attention import (
-    auto_num_buckets,
-    local_chunked_attention,
-    lsh_attention,
-    lsh_buckets,
-    naive_local_attention,
-    naive_lsh_attention,
-    random_rotations,
-)
+from hf_longctx.models.reformer.local_attention import local_chunked_attention
+from hf_longctx.models.reformer.lsh_attention import auto_num_buckets, lsh_attention, lsh_buckets, random_rotations
+from hf_longctx.models.reformer.naive import naive_local_attention, naive_lsh_attention
 
 B, H, D = 2, 2, 8
 
@@ -180,9 +174,8 @@ def test_lsh_decode_over_a_bucket_index_matches_dense(rounds, steps):
     """The cached-decoding rule read from a growing bucket index (several rounds, several new tokens per step,
     padded keys, full buckets whose older keys drop out of reach, an index that has to grow) equals its dense
     twin over all keys so far, for every real query."""
-    from hf_longctx.models.reformer.lsh_attention import (
-        bucket_index_insert, lsh_decode_attention, naive_lsh_decode_attention, unit_keys,
-    )
+    from hf_longctx.models.reformer.lsh_attention import bucket_index_insert, lsh_decode_attention, unit_keys
+    from hf_longctx.models.reformer.naive import naive_lsh_decode_attention
 
     g = torch.Generator().manual_seed(11)
     B, H, D, NB, chunk = 2, 2, 4, 3, 4

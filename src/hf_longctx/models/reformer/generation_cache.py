@@ -8,9 +8,9 @@ import math
 
 import torch
 
+from .local_attention import local_chunked_attention
 from .lsh_attention import (
     bucket_index_insert,
-    local_chunked_attention,
     lsh_attention,
     lsh_buckets,
     lsh_decode_attention,

@@ -1,10 +1,11 @@
-"""LSH attention and local chunked attention: the Reformer attention ops (Kitaev et al. 2020, section 2).
+"""LSH attention: the Reformer's hashing attention op (Kitaev et al. 2020, section 2), and what it shares with
+local chunked attention (``local_attention.py``).
 
 Pure torch functions, no config and no transformers import. Every tensor with heads uses one layout,
 ``(B, H, T, D)``: batch, heads, time, head dim. Buckets are ``(B, H, R, T)`` (R = hashing rounds). Masks are
 boolean ``(B, T)`` with ``True`` meaning "a real token".
 
-Public ops and their dense twins (the twins build ``T x T`` matrices and exist for tests only):
+Public ops and their dense twins (the twins, in ``naive.py``, build ``T x T`` matrices and exist for tests):
 
 * :func:`random_rotations`, :func:`lsh_buckets` - angular LSH (Andoni et al. 2015, used in Reformer section 2):
   ``bucket = argmax([xR, -xR])``, factorized bucket counts combined mixed-radix.
@@ -33,6 +34,7 @@ import math
 
 import torch
 
+
 # Scores of forbidden keys (causal, padding, not in the neighbourhood) and of a token's own key, as transformers
 # (``LSHSelfAttention``'s mask values). A shared-QK query is always most similar to itself, so Reformer forbids the self
 # key (section 2, "Causal masking for shared-QK attention") except when nothing else is visible: -1e5 loses to
@@ -40,7 +42,11 @@ import torch
 # a query saw only itself count for nothing when another round saw real keys, yet it is far above -1e9, so a query
 # with no other key (the first token of a causal sequence) attends to itself instead of to forbidden keys.
 _FORBIDDEN = -1e9
+
+
 _SELF = -1e5
+
+
 _KEY_NORM_EPS = 1e-6  # transformers' _len_norm epsilon (`LSHSelfAttention._len_norm`)
 
 
@@ -99,6 +105,8 @@ def _scores_with_bias(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor) -> t
 # It has no dropout and returns no usable gradient path for the log-sum-exp, so it serves one hashing round
 # without attention dropout (the common LSH setting: transformers' default LSH dropout is 0).
 _FLASH_CPU = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
+
 _FLASH_CPU_BWD = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
 
 
@@ -504,75 +512,6 @@ def _dense_shared_qk(qk, keys, v, real, causal, dropout_p, generator):
     return probs.to(v.dtype) @ v, lse
 
 
-def naive_lsh_attention(
-    qk: torch.Tensor,
-    v: torch.Tensor,
-    buckets: torch.Tensor,
-    chunk_length: int,
-    num_chunks_before: int = 1,
-    num_chunks_after: int = 0,
-    causal: bool = False,
-    attention_mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Dense twin of :func:`lsh_attention`, written plainly with ``T x T`` count matrices (tests only).
-
-    For round ``r`` and query ``i``, ``count_r[i, j]`` is how many copies of key ``j`` (one per round) sit in
-    chunks of ``i``'s neighbourhood on the cycle of real chunks. The round's attention is
-    ``p_r[i, j] ∝ count_r[i, j] * exp(score_ij)`` with ``score = q_i . k_hat_j`` for visible keys (real, causal if
-    asked, not ``i``) and ``-1e5`` for ``j = i``; rounds are weighted by ``softmax_r(log sum_j count * exp(score))``.
-    Rows of padding queries are zero.
-    """
-    B, H, T, D = qk.shape
-    R = buckets.shape[2]
-    real = _real_mask(attention_mask, B, T, qk.device)
-    keys = unit_keys(qk)
-    dots = qk @ keys.transpose(-1, -2)  # (B, H, T, T)
-    i = torch.arange(T)
-    visible = real[:, None, None, :] & (i[:, None] != i[None, :])
-    if causal:
-        visible = visible & (i[None, :] <= i[:, None])
-    scores = torch.where(visible, dots, torch.full_like(dots, float("-inf")))
-    scores = torch.where((i[:, None] == i[None, :]), torch.full_like(dots, _SELF), scores)
-
-    c = chunk_length
-    counts = torch.zeros(B, H, R, T, T, dtype=qk.dtype)
-    if T <= c:
-        counts[:] = 1.0  # one chunk: plain attention, the same in every round
-    else:
-        Tp = -(-T // c) * c
-        for bi in range(B):
-            L = int(real[bi].sum())
-            m = max(1, -(-L // c))  # chunks per round with a real token
-            cycle = R * m
-            for h in range(H):
-                place = torch.empty(R, T, dtype=torch.long)  # place of token t of round r on the cycle
-                for r in range(R):
-                    sort_key = [
-                        (int(buckets[bi, h, r, t]) if t < T and bool(real[bi, t]) else float("inf"), t)
-                        for t in range(Tp)
-                    ]
-                    ranked = sorted(range(Tp), key=lambda t: sort_key[t])
-                    for rank, t in enumerate(ranked):
-                        if t < T:
-                            place[r, t] = r * m + rank // c if rank // c < m else -1
-                for r in range(R):
-                    for q in range(T):
-                        if place[r, q] < 0:  # a padding query outside the cycle: itself only (zeroed below)
-                            counts[bi, h, r, q, q] = 1.0
-                            continue
-                        near = {(int(place[r, q]) + o) % cycle for o in range(-num_chunks_before, num_chunks_after + 1)}
-                        for r2 in range(R):
-                            for k in range(T):
-                                if int(place[r2, k]) in near:
-                                    counts[bi, h, r, q, k] += 1
-    log_weights = torch.log(counts) + scores[:, :, None]  # (B, H, R, T, T): log(count * exp(score))
-    lse = torch.logsumexp(log_weights, dim=-1)  # (B, H, R, T)
-    probs = torch.exp(log_weights - lse[..., None])
-    per_round = probs @ v[:, :, None]  # (B, H, R, T, D)
-    out = (per_round * torch.softmax(lse, dim=2)[..., None]).sum(dim=2)
-    return out * real[:, None, :, None]
-
-
 def bucket_index_insert(
     slots: torch.Tensor, counts: torch.Tensor, buckets: torch.Tensor, positions: torch.Tensor, real: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -693,160 +632,13 @@ def lsh_decode_attention(
     return out + (probs[..., None, L:] @ v_far).squeeze(-2)
 
 
-def naive_lsh_decode_attention(q, q_pos, q_buckets, keys, v, k_pos, k_buckets, k_real, chunk_length):
-    """Dense twin of :func:`lsh_decode_attention`, one query and one key at a time (tests only; rows of padding
-    queries are not defined by the rule)."""
-    B, H, Tq, D = q.shape
-    R = q_buckets.shape[2]
-    out = torch.zeros_like(q)
-    for b in range(B):
-        for h in range(H):
-            for i in range(Tq):
-                t = int(q_pos[i])
-                earlier = [j for j in range(keys.shape[2]) if int(k_pos[j]) < t and bool(k_real[b, j])]
-                chosen = {j for j in earlier if int(k_pos[j]) >= (t // chunk_length - 1) * chunk_length}
-                for r in range(R):
-                    same = [j for j in earlier if int(k_buckets[b, h, r, j]) == int(q_buckets[b, h, r, i])]
-                    chosen |= set(sorted(same, key=lambda j: int(k_pos[j]))[-chunk_length:])
-                chosen = sorted(chosen)
-                scores = [q[b, h, i] @ keys[b, h, j] for j in chosen]
-                self_j = [j for j in range(keys.shape[2]) if int(k_pos[j]) == t]
-                p = torch.softmax(torch.stack(scores + [q.new_tensor(_SELF)] * len(self_j)), dim=0)
-                out[b, h, i] = p @ v[b, h, chosen + self_j]
-    return out
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Local chunked attention
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def local_chunked_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    chunk_length: int,
-    num_chunks_before: int = 1,
-    num_chunks_after: int = 0,
-    causal: bool = False,
-    attention_mask: torch.Tensor | None = None,
-    dropout_p: float = 0.0,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Attention inside position chunks: a query sees the keys of its chunk and its neighbour chunks.
-
-    Args:
-        q, k, v: ``(B, H, T, D)``; keys are scaled by ``1/sqrt(D)`` here (transformers scales keys, not queries).
-        chunk_length, num_chunks_before, num_chunks_after: the neighbourhood rule of the module docstring, on the
-            cycle of chunks up to the one of the row's last real token (without padding: transformers' circular
-            neighbours, so a bidirectional layer's first chunk also sees the last one).
-        causal: key position <= query position.
-        attention_mask: ``(B, T)``, ``True``/1 for real tokens.
-        dropout_p, generator: dropout on the probabilities, drawn from ``generator``.
-
-    Chunks are counted over a row's real tokens: padding before or between them takes no place in a chunk (the
-    row is read with its real tokens moved to the front, in order), so a left-padded row reads as it does alone.
-
-    Returns ``(B, H, T, D)``; rows of padding queries are finite but meaningless.
-    """
-    _check_chunking(chunk_length, num_chunks_before, num_chunks_after)
-    B, H, T, D = q.shape
-    real = _real_mask(attention_mask, B, T, q.device)
-    if bool((real[:, 1:] & ~real[:, :-1]).any()):  # padding before a real token in some row
-        order = torch.argsort((~real).to(torch.int8), dim=1, stable=True)  # (B, T) real tokens first, in order
-        take = order[:, None, :, None].expand(B, H, T, D)
-        out = local_chunked_attention(
-            q.gather(2, take), k.gather(2, take), v.gather(2, take), chunk_length, num_chunks_before,
-            num_chunks_after, causal, real.gather(1, order), dropout_p, generator)
-        return torch.empty_like(out).scatter_(2, take, out)  # back to the columns they came from
-    sdt = _score_dtype(q)
-    k = k / math.sqrt(D)
-    c = chunk_length
-    if T <= c:
-        scores = (q @ k.transpose(-1, -2)).to(sdt)
-        allowed = real[:, None, None, :]
-        if causal:
-            idx = torch.arange(T, device=q.device)
-            allowed = allowed & (idx[None, :] <= idx[:, None])
-        scores = torch.where(allowed, scores, torch.tensor(_FORBIDDEN, dtype=sdt, device=q.device))
-        probs = seeded_dropout(_softmax(scores), dropout_p, generator)
-        return probs.to(v.dtype) @ v
-
-    pad = (-T) % c
-    Tp, N = T + pad, (T + pad) // c
-    q, k, v = (_pad_time(x, pad, 2).view(B, H, N, c, D) for x in (q, k, v))  # (B, H, N, c, D)
-    real = _pad_time(real, pad, 1)
-    # The cycle runs up to the chunk of the row's last real token. Counting real tokens instead assumed right
-    # padding: with left padding the last chunks fell outside the cycle and lost their previous chunk.
-    last = (real * torch.arange(1, Tp + 1, device=q.device)).amax(dim=1)  # (B,) 1 + index of the last real token
-    real_chunks = torch.clamp((last + c - 1) // c, min=1)
-    neighbours, keep = _chunk_neighbours(real_chunks, 1, N, num_chunks_before, num_chunks_after)
-    S = neighbours.shape[-1]
-    k_n, v_n = _gather_chunks(k, neighbours), _gather_chunks(v, neighbours)  # (B, H, N, S*c, D)
-    pos = torch.arange(Tp, device=q.device).view(1, 1, N, c).expand(B, 1, N, c)
-    kpos_n = _gather_chunks(pos, neighbours)  # (B, 1, N, S*c)
-    kreal_n = _gather_chunks(real.view(B, 1, N, c), neighbours)
-    keep_n = keep[:, None, :, :, None].expand(B, 1, N, S, c).reshape(B, 1, N, 1, S * c)
-    allowed = kreal_n[..., None, :] & keep_n
-    if causal:
-        allowed = allowed & (kpos_n[..., None, :] <= pos[..., :, None])
-    scores = (q @ k_n.transpose(-1, -2)).to(sdt) + _chunk_bias(allowed, None, sdt)  # (B, H, N, c, S*c)
-    probs = seeded_dropout(torch.softmax(scores, dim=-1), dropout_p, generator, scale=False)
-    out = (probs.to(v.dtype) @ v_n).view(B, H, Tp, D)
-    if dropout_p:  # the dropout's 1 / (1 - p), on the output (D wide) rather than the probabilities (S*c wide)
-        out = out * (1.0 / (1.0 - dropout_p))
-    return out[:, :, :T]
-
-
-def naive_local_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    chunk_length: int,
-    num_chunks_before: int = 1,
-    num_chunks_after: int = 0,
-    causal: bool = False,
-    attention_mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Dense twin of :func:`local_chunked_attention` (tests only): a ``T x T`` mask, written plainly.
-
-    Key ``j`` is visible to query ``i`` when it is real, (causal) not after ``i``, and chunk ``rank(j) // c`` is
-    one of the chunks ``rank(i) // c + o`` (``-before <= o <= after``) counted around the cycle of the chunks that
-    hold the row's real tokens, ``rank`` being a token's index among the row's real tokens. Rows of padding
-    queries are zero.
-    """
-    B, H, T, D = q.shape
-    real = _real_mask(attention_mask, B, T, q.device)
-    scores = q @ k.transpose(-1, -2) / math.sqrt(D)  # (B, H, T, T)
-    c = chunk_length
-    i = torch.arange(T)
-    visible = torch.zeros(B, T, T, dtype=torch.bool)
-    for bi in range(B):
-        rank = (real[bi].long().cumsum(0) - 1).tolist()
-        m = max(1, -(-int(real[bi].sum()) // c))  # chunks holding the row's real tokens
-        for qi in range(T):
-            near = {(rank[qi] // c + o) % m for o in range(-num_chunks_before, num_chunks_after + 1)}
-            for kj in range(T):
-                visible[bi, qi, kj] = T <= c or (rank[kj] // c < m and rank[kj] // c in near)
-    visible = visible & real[:, None, :]
-    if causal:
-        visible = visible & (i[None, :] <= i[:, None])
-    scores = scores.masked_fill(~visible[:, None], float("-inf"))
-    out = torch.softmax(scores, dim=-1).nan_to_num(0.0) @ v
-    return out * real[:, None, :, None]
-
-
 __all__ = [
     "auto_num_buckets",
-    "local_chunked_attention",
+    "bucket_index_insert",
     "lsh_attention",
     "lsh_buckets",
     "lsh_decode_attention",
-    "naive_lsh_decode_attention",
-    "naive_local_attention",
-    "naive_lsh_attention",
     "random_rotations",
-    "bucket_index_insert",
     "seeded_dropout",
     "unit_keys",
 ]

@@ -44,9 +44,9 @@ from .longctx_common import (
     has_padding_before_tokens,
     take_past_key_values,
 )
+from .local_attention import local_chunked_attention
 from .lsh_attention import (
     auto_num_buckets,
-    local_chunked_attention,
     lsh_attention,
     lsh_buckets,
     seeded_dropout,
@@ -403,7 +403,7 @@ class LongctxReformerModel(PrivateRandomness, LongctxReformerPreTrainedModel):
         if output_attentions if output_attentions is not None else c.output_attentions:
             raise ValueError(
                 "output_attentions=True is not supported: LSH attention never materialises a (T x T) attention "
-                "matrix. Use hf_longctx.models.reformer.lsh_attention.naive_lsh_attention to inspect one."
+                "matrix. Use hf_longctx.models.reformer.naive.naive_lsh_attention to inspect one."
             )
         output_hidden_states = output_hidden_states if output_hidden_states is not None else c.output_hidden_states
         return_dict = return_dict if return_dict is not None else c.return_dict
