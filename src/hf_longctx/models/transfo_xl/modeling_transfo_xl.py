@@ -1,7 +1,8 @@
 """hf_longctx Transformer-XL (Dai et al. 2019): segment-level recurrence with relative positional attention.
 
-Read top to bottom: the modules (built from explicit arguments), the generation cache, then the Hugging Face glue
-(the only code that reads the config) with one class per head.
+Read top to bottom: the modules (built from explicit arguments), then the Hugging Face glue (the only code that
+reads the config) with one class per head. Beside it: ``relative_attention.py`` (the attention op and its dense
+twin) and ``memory.py`` (the memory a segment attends to, as hidden states or as the generation cache).
 
 Memories: for every layer, the **input** hidden states of the last ``mem_len`` positions seen, detached (section
 3.2). They travel batch-first, ``mems[l]`` is ``(B, M, d_model)`` with ``M <= mem_len`` (transformers 4.x kept
@@ -42,6 +43,7 @@ from .longctx_common import (
     has_padding_before_tokens,
     take_past_key_values,
 )
+from .memory import SegmentMemory, TransfoXLMemoryCache
 from .relative_attention import gathered_relative_attention, relative_attention, sinusoid_positions
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -256,160 +258,6 @@ class TransfoXLLayer(GradientCheckpointingLayer):
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Generation cache: each layer's keys and values of the last mem_len positions
-# --------------------------------------------------------------------------------------------------------------------
-
-
-class TransfoXLLayerKV:
-    """One layer's cached keys and values in a ring of ``slots = mem_len + 1`` positions, ``(B, H, slots, D)``.
-
-    Position ``p`` lives in slot ``p % slots``; writing a position overwrites the one ``slots`` earlier, so the ring
-    always holds the last ``mem_len`` positions plus the one being processed, and nothing is ever concatenated or
-    moved: a decoding step writes one slot and attends to the whole ring (static shapes, the same work at every
-    step, from the first token on). Which slots are real and their distances live in :class:`TransfoXLMemoryCache`.
-    """
-
-    def __init__(self, cache: "TransfoXLMemoryCache"):
-        self.cache = cache
-        self.k = self.v = None  # (B, H, slots, D)
-
-    def _ensure(self, like: torch.Tensor) -> None:
-        if self.k is None:
-            B, H, _, D = like.shape
-            self.k = like.new_zeros(B, H, self.cache.slots, D)
-            self.v = like.new_zeros(B, H, self.cache.slots, D)
-
-    def keys_values(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The memory in time order, ``(B, H, M, D)`` each (a copy)."""
-        idx = self.cache.memory_slots()
-        return self.k.index_select(2, idx), self.v.index_select(2, idx)
-
-    def write(self, k: torch.Tensor, v: torch.Tensor, first: int) -> None:
-        """Store positions ``first ... first + T - 1`` (``k``, ``v`` ``(B, H, T, D)``); only the last ``slots`` of
-        them can be kept."""
-        self._ensure(k)
-        n = min(k.shape[2], self.cache.slots)
-        end = first + k.shape[2]
-        idx = torch.arange(end - n, end, device=k.device) % self.cache.slots
-        self.k.index_copy_(2, idx, k[:, :, -n:].detach())
-        self.v.index_copy_(2, idx, v[:, :, -n:].detach())
-
-    def write_slot(self, k: torch.Tensor, v: torch.Tensor, slot: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """A decoding step: one position ``(B, H, 1, D)`` into ``slot``; returns the whole ring."""
-        self._ensure(k)
-        self.k[:, :, slot:slot + 1] = k
-        self.v[:, :, slot:slot + 1] = v
-        return self.k, self.v
-
-    def extend(self, k_new: torch.Tensor, v_new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A segment of ``T`` positions: returns memory (time order) + segment ``(B, H, M + T, D)`` and stores the
-        segment. The memory is read before the segment overwrites the slots it may share with it."""
-        if self.k is not None and self.cache.memory_length():
-            k_mem, v_mem = self.keys_values()
-            k_all, v_all = torch.cat([k_mem, k_new], dim=2), torch.cat([v_mem, v_new], dim=2)
-        else:
-            k_all, v_all = k_new, v_new
-        self.write(k_new, v_new, self.cache.pos)
-        return k_all, v_all
-
-    def reorder(self, beam_idx: torch.LongTensor) -> None:
-        if self.k is not None:
-            self.k = self.k.index_select(0, beam_idx.to(self.k.device))
-            self.v = self.v.index_select(0, beam_idx.to(self.v.device))
-
-
-@dataclass
-class RingStep:
-    """What every layer needs for one decoding step over the ring: the slot written, the row of ``r`` (distance)
-    of every slot ``(1, slots)``, and which slots may be attended ``(B, 1, 1, slots)``."""
-
-    slot: int
-    rows: torch.Tensor
-    allowed: torch.Tensor
-
-
-class TransfoXLMemoryCache:
-    """Projected keys/values of the last ``mem_len`` positions per layer (:class:`TransfoXLLayerKV` rings), which of
-    them are real, and the projected position embeddings.
-
-    Equivalent to hidden-state memories (keys are a linear function of them) but each position is projected once,
-    when it is processed, instead of at every later step. A decoding step (one token, no gradient) writes one slot
-    of each ring and attends to all ``mem_len + 1`` slots, empty ones masked, with the distances of the slots read
-    from a table: its work is the same at token 1 as at token 100,000. Longer inputs (the prompt) read the memory
-    in time order and run the segment path. ``generate()`` passes the object back through ``cache``; beam search
-    calls :meth:`reorder_cache`.
-    """
-
-    is_compileable = False
-
-    def __init__(self, n_layer: int, mem_len: int):
-        self.mem_len, self.slots = mem_len, mem_len + 1
-        self.layers = [TransfoXLLayerKV(self) for _ in range(n_layer)]
-        self.valid: torch.Tensor | None = None  # (B, slots) bool: the slot holds a real (not padding) position
-        self.pos = 0  # positions written into the rings (memories given as hidden states included)
-        self.seen = 0  # positions processed through this cache, padding included
-        self.r: dict[int, tuple[int, torch.Tensor]] = {}  # layer -> (K, projected r)
-        self._distances: torch.Tensor | None = None  # (slots, slots): distance of slot s when position p is in p % slots
-
-    @property
-    def is_linear(self) -> list[bool]:
-        return [False] * len(self.layers)
-
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.seen
-
-    def memory_length(self) -> int:
-        return min(self.pos, self.mem_len)
-
-    def memory_slots(self) -> torch.Tensor:
-        """The slots of the memory's positions in time order, ``(M,)``."""
-        device = self.valid.device if self.valid is not None else None
-        return torch.arange(self.pos - self.memory_length(), self.pos, device=device) % self.slots
-
-    def memory_mask(self) -> torch.Tensor | None:
-        """``(B, M)`` bool, True = real, in time order; ``None`` when every memory position is real."""
-        if self.valid is None or not self.memory_length():
-            return None
-        mask = self.valid.index_select(1, self.memory_slots())
-        return None if bool(mask.all()) else mask
-
-    def mark(self, real: torch.Tensor | None, first: int, T: int, B: int, device) -> None:
-        """Record which of positions ``first ... first + T - 1`` are real (``real`` ``(B, T)`` or None = all)."""
-        if self.valid is None:
-            self.valid = torch.zeros(B, self.slots, dtype=torch.bool, device=device)
-        n = min(T, self.slots)
-        idx = torch.arange(first + T - n, first + T, device=device) % self.slots
-        self.valid[:, idx] = True if real is None else real[:, -n:].bool()
-
-    def ring_step(self, real: torch.Tensor | None, B: int, window: int | None, device) -> RingStep:
-        """Prepare a one-token decoding step at position ``pos``: mark its slot and say what every slot may see."""
-        slot = self.pos % self.slots
-        self.mark(real, self.pos, 1, B, device)
-        if self._distances is None or self._distances.device != self.valid.device:
-            p = torch.arange(self.slots, device=self.valid.device)
-            self._distances = (p[:, None] - p[None, :]) % self.slots  # (slots, slots)
-        distance = self._distances[slot]  # (slots,): pos - (position in slot s), in [0, mem_len]
-        allowed = self.valid if window is None else self.valid & (distance < window)[None]
-        # r rows are in descending distance order (row c = distance slots - 1 - c), as for a segment of K = slots.
-        return RingStep(slot, (self.slots - 1 - distance)[None], allowed[:, None, None, :])
-
-    def projected_r(self, layer_idx: int, K: int, dtype) -> torch.Tensor | None:
-        """The layer's projected position embeddings of the last step if it had the same ``K`` (every decoding
-        step has ``K = mem_len + 1``), so a step does not re-project ``mem_len`` rows."""
-        hit = self.r.get(layer_idx)
-        return hit[1] if hit is not None and hit[0] == K and hit[1].dtype == dtype else None
-
-    def batch_size(self) -> int | None:
-        return None if self.valid is None else self.valid.shape[0]
-
-    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        for layer in self.layers:
-            layer.reorder(beam_idx)
-        if self.valid is not None:
-            self.valid = self.valid.index_select(0, beam_idx.to(self.valid.device))
-
-
-# --------------------------------------------------------------------------------------------------------------------
 # Hugging Face glue: the config is read here and only here
 # --------------------------------------------------------------------------------------------------------------------
 
@@ -598,82 +446,36 @@ class LongctxTransfoXLModel(LongctxTransfoXLPreTrainedModel):
 
         hidden = self.word_emb(input_ids) if inputs_embeds is None else inputs_embeds
         hidden = self.drop(hidden)
-        mem_mask = mems_mask if mems_mask is not None and not bool(mems_mask.all()) else None
+        memory = SegmentMemory(mems, mems_mask if mems_mask is not None and not bool(mems_mask.all()) else None,
+                               cache, c.mem_len)
         window = c.mem_len if c.same_length else None
         all_hidden = [[] for _ in range(c.n_layer + 1)] if output_hidden_states else None
         outputs = []
         for start in range(0, T, c.segment_length):
             x = hidden[:, start:start + c.segment_length]
             L = x.shape[1]
-            seg_real = None if real is None else real[:, start:start + L]
-            from_cache = cache is not None and mems is None  # the memory lives in the cache
-            ring = None
-            if from_cache and L == 1 and not torch.is_grad_enabled():  # a decoding step: the fixed-size ring
-                ring = cache.ring_step(seg_real, B, window, device)
-                M, K, key_mask = c.mem_len, cache.slots, None
-            else:
-                if from_cache:
-                    M, mem_mask = cache.memory_length(), cache.memory_mask()
-                else:
-                    M = mems[0].shape[1] if mems is not None else 0
-                K = M + L
-                key_mask = None
-                if mem_mask is not None or seg_real is not None:
-                    key_mask = torch.cat([
-                        mem_mask if mem_mask is not None else torch.ones(B, M, dtype=torch.bool, device=device),
-                        seg_real if seg_real is not None else torch.ones(B, L, dtype=torch.bool, device=device),
-                    ], dim=1)  # (B, K)
+            K = memory.open(None if real is None else real[:, start:start + L], L, B, window, device)
             pos_emb = None  # the sinusoids, built on first use: a decoding step usually reuses the cache's r
-            keep = max(0, K - c.mem_len)  # memory = the last mem_len of memory + segment (4.49's ``TransfoXLModel._update_mems``)
-            new_mems = []
             for i, layer in enumerate(self.layers):
                 if all_hidden is not None:
                     all_hidden[i].append(x)
-                r = None if cache is None or self.training else cache.projected_r(i, K, x.dtype)
+                r = memory.projected_r(i, K, x.dtype, self.training)
                 if r is None:
                     if pos_emb is None:
                         pos_emb = self._position_embeddings(K, x.dtype, device)
                     r = layer.attn.project_r(pos_emb)
-                    if cache is not None and not self.training:
-                        cache.r[i] = (K, r)
-                u, v = self._biases(layer)
-                if from_cache:  # the cache stores this segment's keys/values (a ring step: one slot)
-                    y, k, vv = layer(x, r, key_mask, window, u, v, None, cache.layers[i], ring)
-                else:
-                    y, k, vv = layer(x, r, key_mask, window, u, v, mems[i] if mems is not None else None)
-                if cache is not None and not from_cache:  # hidden memories given: the cache starts with them
-                    cache.layers[i].write(k, vv, 0)
-                elif cache is None:  # this layer's input hidden states, detached (section 3.2)
-                    if keep >= M:  # the memory is all replaced: no copy of it
-                        new_mems.append(x[:, keep - M:].detach())
-                    else:
-                        new_mems.append(torch.cat([mems[i][:, keep:], x], dim=1).detach())
-                x = y
-            if cache is not None:
-                if ring is None:  # (a ring step marked its slot already)
-                    first = cache.pos if from_cache else 0
-                    cache.mark(key_mask[:, M:] if key_mask is not None and from_cache else key_mask, first,
-                               L if from_cache else K, B, device)
-                    cache.pos = cache.pos + L if from_cache else K
-                else:
-                    cache.pos += 1
-                cache.seen += L
-                mems, mem_mask = None, None  # from now on the memory lives in the cache
-            else:
-                if key_mask is not None:
-                    mem_mask = key_mask[:, keep:]
-                    mem_mask = None if bool(mem_mask.all()) else mem_mask
-                mems = new_mems
+                    memory.keep_projected_r(i, K, r, self.training)
+                x = memory.run(i, layer, x, r, window, *self._biases(layer))
+            memory.close(L, B, device)
             x = self.drop(x)
             outputs.append(x)
             if all_hidden is not None:
                 all_hidden[-1].append(x)
-        if cache is not None:
-            mem_mask = cache.memory_mask()
+        mems, mem_mask = memory.returned()
         last = torch.cat(outputs, dim=1) if outputs else hidden.new_zeros(B, 0, c.d_model)
         out = TransfoXLModelOutput(
             last_hidden_state=last,
-            mems=tuple(mems) if mems is not None else None,
+            mems=mems,
             mems_mask=mem_mask,
             hidden_states=tuple(torch.cat(h, dim=1) for h in all_hidden) if all_hidden is not None else None,
             cache=cache,
