@@ -145,3 +145,31 @@ def replace_folder(staging: Path, dst: Path) -> None:
         os.replace(aside, dst)
         raise
     shutil.rmtree(aside.parent, ignore_errors=True)
+
+
+def save_model_staged(trainer, model_dir: Path, extra_files: dict[str, str], main: bool, barrier) -> None:
+    """``trainer.save_model`` into ``model_dir`` through a staging folder beside it, renamed once complete, so an
+    interrupted run never leaves a ``model/`` that loads half-written; ``extra_files`` (name -> text) go in with it.
+
+    Distributed: one staging folder, made by the main process and named to all; every process calls
+    ``save_model`` (FSDP and DeepSpeed gather the weights there), ``Trainer`` writes on the main one, which alone
+    renames it. No process returns before ``model_dir`` is in place."""
+    staging = Path(tempfile.mkdtemp(prefix=".model.", dir=model_dir.parent)) if main else None
+    if trainer.args.world_size > 1:
+        import torch.distributed
+
+        named = [None if staging is None else str(staging)]
+        torch.distributed.broadcast_object_list(named, src=0)
+        staging = Path(named[0])
+    try:
+        trainer.save_model(str(staging))
+        if main:
+            for name, text in extra_files.items():
+                (staging / name).write_text(text)
+            if model_dir.exists():
+                shutil.rmtree(model_dir)
+            staging.rename(model_dir)
+    finally:
+        if main:
+            shutil.rmtree(staging, ignore_errors=True)
+    barrier()

@@ -17,13 +17,14 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .export import SUMMARY_FILE
 from .variants import BY_NAME, by_model_type, variant_name
-from .folders import LOAD_ERRORS, FolderError, check_location, check_run_folder, load_error
+from .folders import LOAD_ERRORS, FolderError, check_location, check_run_folder, load_error, save_model_staged
 from .tasks import (
     PRESETS,
     PRETRAINING_TASKS,
@@ -570,11 +571,58 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
 
     ``task_name`` ``"mlm"`` or ``"clm"`` pretrains on raw text (:data:`hf_longctx.tasks.PRETRAINING_TASKS`): the
     ``data_dir`` folder of ``*.txt`` / ``*.jsonl`` documents, or the shipped ``corpora`` (default all);
-    ``tokenizer`` names its tokenizer (:func:`hf_longctx.tasks.pretraining_tokenizer`)."""
-    import transformers
-    from transformers import Trainer, set_seed
+    ``tokenizer`` names its tokenizer (:func:`hf_longctx.tasks.pretraining_tokenizer`).
 
-    # Everything that can be wrong with the arguments or the data is found before the run folder is touched.
+    Three phases: :func:`plan_run` finds everything that can be wrong with the arguments before the run folder or
+    the data is touched; :func:`build_trainer` tokenizes, prepares the folder and builds the model and ``Trainer``;
+    :func:`finish_run` tests, saves ``model/`` and summarises, after ``Trainer.train``."""
+    plan = plan_run(task_name, output_dir, data_dir=data_dir, variant=variant, preset=preset, max_length=max_length,
+                    epochs=epochs, max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
+                    dropout=dropout, seed=seed, init_from=init_from, max_train_samples=max_train_samples,
+                    max_eval_samples=max_eval_samples, overrides=overrides, device=device, bf16=bf16,
+                    push_to_hub=push_to_hub, corpora=corpora, tokenizer=tokenizer, log=log)
+    # A resume that does not match, or a folder that is not ours to replace, is refused before tokenizing (the
+    # folder is prepared, and written, in build_trainer, once the model's config is known to build).
+    _prepare_run_dir(plan.output_dir, plan.run_record, overwrite=overwrite, resume=resume, check_only=True)
+    trainer, data, resume_from = build_trainer(plan, overwrite=overwrite, resume=resume)
+    if resume_from:
+        plan.log(f"resuming from {resume_from}")
+    start = time.perf_counter()
+    outcome = trainer.train(resume_from_checkpoint=resume_from)
+    return finish_run(plan, trainer, data, outcome, time.perf_counter() - start, resume_from)
+
+
+@dataclass
+class RunPlan:
+    """What a ``train`` run decided before touching its folder or its data (:func:`plan_run`)."""
+
+    task: object
+    output_dir: Path
+    data_dir: object
+    variant: str
+    preset: str
+    max_length: int
+    dropout: float
+    seed: int
+    init_from: object  # the resolved folder, or None
+    init_config: object  # its config, or None
+    tokenizer: object
+    args: object  # TrainingArguments
+    run_record: dict
+    corpora: list[str] | None
+    push_to_hub: str | None
+    log: object
+    main: bool = True  # the process that writes (rank 0)
+    barrier: object = None  # waits for every process (a no-op on one)
+
+
+def plan_run(task_name, output_dir, *, data_dir, variant, preset, max_length, epochs, max_steps, batch_size,
+             learning_rate, dropout, seed, init_from, max_train_samples, max_eval_samples, overrides, device, bf16,
+             push_to_hub, corpora, tokenizer, log) -> RunPlan:
+    """Check every argument and resolve the task, the checkpoint, the tokenizer and the ``TrainingArguments``:
+    everything that can be wrong is found here, before the run folder is touched or any data is tokenized."""
+    from transformers import set_seed
+
     check_positive(max_length=max_length, epochs=epochs, batch_size=batch_size, max_train_samples=max_train_samples,
                    max_eval_samples=max_eval_samples)
     if not learning_rate >= 0:  # 0 is allowed: it trains nothing, which tests and frozen baselines use
@@ -623,8 +671,6 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
     # writes the run folder, the model and the export, and logs; the others wait for it where it writes.
     main = args.process_index == 0
     barrier = args.distributed_state.wait_for_everyone if args.world_size > 1 else (lambda: None)
-    if not main:
-        log = lambda message: None  # noqa: E731
     if push_to_hub is not None:
         from .push import PushError, check_can_push
 
@@ -651,73 +697,96 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
     }
     if task.name in PRETRAINING_TASKS:  # only then, so that earlier runs' records still --resume
         run_record.update(corpora=None if corpora is None else list(corpora), tokenizer=tokenizer_choice)
-    # A resume that does not match, or a folder that is not ours to replace, is refused before tokenizing (the
-    # folder is prepared, and written, further down, once the model's config is known to build).
-    _prepare_run_dir(output_dir, run_record, overwrite=overwrite, resume=resume, check_only=True)
-    limits = {"train": max_train_samples, "validation": max_eval_samples, "test": max_eval_samples}
-    data, labels = load_task(task, tokenizer, max_length, seed, limits)
-    data = subsample(data, "train", max_train_samples)
-    data = subsample(subsample(data, "validation", max_eval_samples), "test", max_eval_samples)
-    if init_from is None:
+    return RunPlan(task=task, output_dir=output_dir, data_dir=data_dir, variant=variant, preset=preset,
+                   max_length=max_length, dropout=dropout, seed=seed, init_from=init_from, init_config=init_config,
+                   tokenizer=tokenizer, args=args, run_record=run_record, corpora=corpora, push_to_hub=push_to_hub,
+                   log=log if main else (lambda message: None), main=main, barrier=barrier)
+
+
+def build_trainer(plan: RunPlan, *, overwrite: bool, resume: bool):
+    """Tokenize the data, build the new model's config (a field it refuses stops the run before the folder is
+    written), prepare the run folder, then load or build the model and the ``Trainer``. Returns the trainer, the
+    tokenized splits and the checkpoint to resume from (None for a fresh run). A fresh run refused here leaves no
+    folder behind."""
+    import transformers
+    from transformers import Trainer
+
+    task, tokenizer, record = plan.task, plan.tokenizer, plan.run_record
+    limits = {"train": record["max_train_samples"], "validation": record["max_eval_samples"],
+              "test": record["max_eval_samples"]}
+    data, labels = load_task(task, tokenizer, plan.max_length, plan.seed, limits)
+    data = subsample(data, "train", limits["train"])
+    data = subsample(subsample(data, "validation", limits["validation"]), "test", limits["test"])
+    if plan.init_from is None:
         try:  # a config field the builder refuses (ValueError naming it) stops the run here, not after the folder
-            config = BY_NAME[variant].build_config(PRESETS[preset], tokenizer, max_length, task, labels, dropout)
+            config = BY_NAME[plan.variant].build_config(PRESETS[plan.preset], tokenizer, plan.max_length, task, labels,
+                                                        plan.dropout)
         except ValueError as err:
-            raise TrainError(f"cannot build a {variant} {preset} model: {err}") from None
-        check_has_head(config.model_type, task, f"--variant {variant}")
+            raise TrainError(f"cannot build a {plan.variant} {plan.preset} model: {err}") from None
+        check_has_head(config.model_type, task, f"--variant {plan.variant}")
         check_tokenizer_fits(tokenizer, config)
-    existed = output_dir.exists()
-    resume_from = _prepare_run_dir(output_dir, run_record, overwrite=overwrite, resume=resume, main=main,
-                                   barrier=barrier)
+    existed = plan.output_dir.exists()
+    resume_from = _prepare_run_dir(plan.output_dir, record, overwrite=overwrite, resume=resume, main=plan.main,
+                                   barrier=plan.barrier)
     auto_class = getattr(transformers, task.head)
     try:
-        if init_from is not None:
-            # A classification task gives its labels: a masked-LM or converted checkpoint has none, and a
-            # classifier trained on other labels gets a new head (ignore_mismatched_sizes) instead of a shape error.
-            label_args = {} if labels is None else dict(
-                num_labels=len(labels), id2label=dict(enumerate(labels)),
-                label2id={n: i for i, n in enumerate(labels)}, ignore_mismatched_sizes=True)
-            try:
-                model = auto_class.from_pretrained(init_from, **label_args)
-            except LOAD_ERRORS as err:  # missing, damaged or half-written weights
-                raise TrainError(f"--init-from {init_from}: cannot load the model: {load_error(err)}") from None
-            # The label names a classifier checkpoint was trained on (other heads have none that matter).
-            is_classifier = any(a.endswith("ForSequenceClassification") for a in init_config.architectures or [])
-            earlier = [init_config.id2label[i] for i in range(init_config.num_labels)] if is_classifier else None
-            if labels is not None and earlier is not None and earlier != list(labels):
-                # Same number of labels but other names (or order): the old head would be silently reused.
-                _reset_linear_layers(model.classifier, model.config.initializer_range)
-                log(f"--init-from {init_from} was trained on labels {earlier}; its classifier head is re-initialised "
-                    f"for {list(labels)}")
+        if plan.init_from is not None:
+            model = _load_init_model(plan, auto_class, labels)
         else:
             model = auto_class.from_config(config)
         check_tokenizer_fits(tokenizer, model.config)
-        collator = collator_for(task, tokenizer, seed)
+        collator = collator_for(task, tokenizer, plan.seed)
         trainer = Trainer(
-            model=model, args=args, train_dataset=data["train"], eval_dataset=data["validation"],
+            model=model, args=plan.args, train_dataset=data["train"], eval_dataset=data["validation"],
             data_collator=collator, processing_class=tokenizer,
-            callbacks=_epoch_callbacks(collator) + _private_rng_callbacks(model, seed, resume_from, log),
+            callbacks=_epoch_callbacks(collator) + _private_rng_callbacks(model, plan.seed, resume_from, plan.log),
             compute_metrics=compute_metrics_for(task), preprocess_logits_for_metrics=logits_for_metrics(task),
         )
     except BaseException:
-        if resume_from is None and main:  # nothing trained yet: a refused run leaves no folder behind
-            _cleanup_refused_run(output_dir, existed)
+        if resume_from is None and plan.main:  # nothing trained yet: a refused run leaves no folder behind
+            _cleanup_refused_run(plan.output_dir, existed)
         raise
-    if resume_from:
-        log(f"resuming from {resume_from}")
-    start = time.perf_counter()
-    outcome = trainer.train(resume_from_checkpoint=resume_from)
-    train_seconds = time.perf_counter() - start
+    return trainer, data, resume_from
+
+
+def _load_init_model(plan: RunPlan, auto_class, labels):
+    """The ``--init-from`` checkpoint with the task's head. A classification task gives its labels: a masked-LM or
+    converted checkpoint has none, and a classifier trained on other labels gets a new head
+    (``ignore_mismatched_sizes``) instead of a shape error."""
+    init_from, init_config = plan.init_from, plan.init_config
+    label_args = {} if labels is None else dict(
+        num_labels=len(labels), id2label=dict(enumerate(labels)),
+        label2id={n: i for i, n in enumerate(labels)}, ignore_mismatched_sizes=True)
+    try:
+        model = auto_class.from_pretrained(init_from, **label_args)
+    except LOAD_ERRORS as err:  # missing, damaged or half-written weights
+        raise TrainError(f"--init-from {init_from}: cannot load the model: {load_error(err)}") from None
+    # The label names a classifier checkpoint was trained on (other heads have none that matter).
+    is_classifier = any(a.endswith("ForSequenceClassification") for a in init_config.architectures or [])
+    earlier = [init_config.id2label[i] for i in range(init_config.num_labels)] if is_classifier else None
+    if labels is not None and earlier is not None and earlier != list(labels):
+        # Same number of labels but other names (or order): the old head would be silently reused.
+        _reset_linear_layers(model.classifier, model.config.initializer_range)
+        plan.log(f"--init-from {init_from} was trained on labels {earlier}; its classifier head is re-initialised "
+                 f"for {list(labels)}")
+    return model
+
+
+def finish_run(plan: RunPlan, trainer, data, outcome, train_seconds: float, resume_from) -> dict:
+    """After ``Trainer.train``: score the test split, write ``model/`` (staged, so it never loads half-written)
+    with the summary beside it, print the last line of JSON and push when asked. Returns the summary."""
+    task, args, record = plan.task, plan.args, plan.run_record
     test = language_model_metrics(task, trainer.evaluate(data["test"], metric_key_prefix="test"), data["test"], "test")
-    dataset_name = task.name if data_dir is None else Path(data_dir).resolve().name
-    if task.name in PRETRAINING_TASKS and data_dir is None:
-        dataset_name = "+".join(dict.fromkeys(corpora or _shipped_corpora()))
+    dataset_name = task.name if plan.data_dir is None else Path(plan.data_dir).resolve().name
+    if task.name in PRETRAINING_TASKS and plan.data_dir is None:
+        dataset_name = "+".join(dict.fromkeys(plan.corpora or _shipped_corpora()))
     results = result_rows(task, test, dataset_name, data)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     summary = {
-        "task": task.name, "variant": variant, "preset": preset, "max_length": max_length,
-        "training": f"`{command_line(run_record)}`: {trainer.state.global_step} steps, {_seconds(train_seconds)} on "
+        "task": task.name, "variant": plan.variant, "preset": plan.preset, "max_length": plan.max_length,
+        "training": f"`{command_line(record)}`: {trainer.state.global_step} steps, {_seconds(train_seconds)} on "
                     + (f"{args.device}" if args.world_size == 1
-                       else f"{args.world_size} processes ({args.device.type})") + _data_sentence(task, init_from),
+                       else f"{args.world_size} processes ({args.device.type})") + _data_sentence(task, plan.init_from),
         "world_size": args.world_size,
         "results": results, "train_seconds": round(train_seconds, 1),
         "resumed_from": resume_from,
@@ -728,38 +797,19 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
     }
     if task.source:
         summary["pretraining_data"] = task.source
-    model_dir = output_dir / "model"
+    model_dir = plan.output_dir / "model"
     # The saved tokenizer must know the model's length (with model_max_length 1e30, `truncation=True` does
     # nothing and a pipeline fails on long text).
-    tokenizer.model_max_length = model.config.max_input_tokens
+    plan.tokenizer.model_max_length = trainer.model.config.max_input_tokens
     if task.head == "AutoModelForCausalLM":  # a prompt must not end with the end-of-text token
         from .data.tokenizers import causal_prompt_tokenizer
 
-        trainer.processing_class = causal_prompt_tokenizer(tokenizer)
-    # One staging folder, made by the main process and named to all: every process calls save_model (FSDP and
-    # DeepSpeed gather the weights there), Trainer writes on the main one, which alone renames it to model/.
-    staging = Path(tempfile.mkdtemp(prefix=".model.", dir=output_dir)) if main else None
-    if args.world_size > 1:
-        import torch.distributed
-
-        named = [None if staging is None else str(staging)]
-        torch.distributed.broadcast_object_list(named, src=0)
-        staging = Path(named[0])
-    try:
-        trainer.save_model(str(staging))
-        if main:
-            (staging / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
-            if model_dir.exists():
-                shutil.rmtree(model_dir)
-            staging.rename(model_dir)
-    finally:
-        if main:
-            shutil.rmtree(staging, ignore_errors=True)
-    barrier()  # no process returns before model/ is in place
+        trainer.processing_class = causal_prompt_tokenizer(plan.tokenizer)
+    save_model_staged(trainer, model_dir, {SUMMARY_FILE: json.dumps(summary, indent=2)}, plan.main, plan.barrier)
     # One line of JSON, the last of the run, naming the split its figures come from.
-    log(json.dumps({"model": str(model_dir), "split": "test", **{r["metric"]: r["value"] for r in results}}))
-    if push_to_hub is not None and main:
-        summary["pushed"] = _export_and_push(model_dir, output_dir / "hub", push_to_hub, log)
+    plan.log(json.dumps({"model": str(model_dir), "split": "test", **{r["metric"]: r["value"] for r in results}}))
+    if plan.push_to_hub is not None and plan.main:
+        summary["pushed"] = _export_and_push(model_dir, plan.output_dir / "hub", plan.push_to_hub, plan.log)
     return summary
 
 
