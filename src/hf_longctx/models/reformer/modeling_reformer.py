@@ -420,32 +420,8 @@ class LongctxReformerModel(PrivateRandomness, LongctxReformerPreTrainedModel):
         if isinstance(num_hashes, bool) or not isinstance(num_hashes, int) or num_hashes < 1:
             raise ValueError(f"num_hashes must be an integer >= 1, got {num_hashes!r}")
         if cache is not None or use_cache:
-            if not c.is_decoder:
-                raise ValueError("cache is only used by causal models (config.is_decoder=True)")
-            if self.training:
-                raise ValueError("a generation cache is for inference: call model.eval() first")
-            if has_padding_before_tokens(real):  # the cache's local chunks count columns
-                raise ValueError("a generation cache takes right padding only (a row has padding before its "
-                                 "tokens); generate() runs left-padded prompts one row at a time")
-        past = cache.seen if cache is not None else 0
-        past_real = cache.real_seen if cache is not None else None  # (B,) or None
-        # A token's position counts the real tokens before it, so a left-padded row reads as it does alone
-        # (transformers' Reformer counts columns: its padding takes positions).
-        if real is not None and position_ids is None:
-            longest = int((real.sum(-1) + (past if past_real is None else past_real)).max())
-        else:
-            longest = past + T if past_real is None else int(past_real.max()) + T
-        check_length(longest, c.max_input_tokens, c.input_limit_name)
-        if position_ids is None:
-            if real is None:
-                position_ids = torch.arange(T, device=device)[None].expand(B, T)
-            else:  # padding before a row's first token gets 0, after a real token that token's position
-                position_ids = (real.long().cumsum(-1) - 1).clamp(min=0)
-            position_ids = position_ids + (past if past_real is None else past_real[:, None])
-        elif tuple(position_ids.shape) != (B, T):
-            raise ValueError(f"position_ids must have shape {(B, T)}, got {tuple(position_ids.shape)}")
-        elif position_ids.numel() and (int(position_ids.min()) < 0 or int(position_ids.max()) >= c.max_input_tokens):
-            raise ValueError(f"position_ids must be in [0, {c.max_input_tokens}), got up to {int(position_ids.max())}")
+            self._check_cache_use(real)
+        position_ids = self._position_ids(real, position_ids, cache, B, T, device)
 
         dtype = self.embeddings.word_embeddings.weight.dtype
         rands, seeds, outer_seeds = self._randomness(T, num_hashes, dtype, device)
@@ -477,7 +453,50 @@ class LongctxReformerModel(PrivateRandomness, LongctxReformerPreTrainedModel):
             hidden_states.append(x2)
         if cache is not None:
             cache.end_step(real)
-        p = c.hidden_dropout_prob if self.training else 0.0
+        out = self._final_norm(x1, x2, _generator(None if outer_seeds is None else outer_seeds[1], device))
+        result = BaseModelOutput(last_hidden_state=out,
+                                 hidden_states=tuple(hidden_states) if hidden_states is not None else None)
+        if cache is not None:
+            result["cache"] = cache
+        return result if return_dict else result.to_tuple()
+
+    def _check_cache_use(self, real: torch.Tensor | None) -> None:
+        if not self.config.is_decoder:
+            raise ValueError("cache is only used by causal models (config.is_decoder=True)")
+        if self.training:
+            raise ValueError("a generation cache is for inference: call model.eval() first")
+        if has_padding_before_tokens(real):  # the cache's local chunks count columns
+            raise ValueError("a generation cache takes right padding only (a row has padding before its "
+                             "tokens); generate() runs left-padded prompts one row at a time")
+
+    def _position_ids(self, real, position_ids, cache, B: int, T: int, device) -> torch.Tensor:
+        """The positions of this call's tokens ``(B, T)``, after the cache's, checked against the model's length.
+
+        A token's position counts the real tokens before it, so a left-padded row reads as it does alone
+        (transformers' Reformer counts columns: its padding takes positions)."""
+        c = self.config
+        past = cache.seen if cache is not None else 0
+        past_real = cache.real_seen if cache is not None else None  # (B,) or None
+        if real is not None and position_ids is None:
+            longest = int((real.sum(-1) + (past if past_real is None else past_real)).max())
+        else:
+            longest = past + T if past_real is None else int(past_real.max()) + T
+        check_length(longest, c.max_input_tokens, c.input_limit_name)
+        if position_ids is None:
+            if real is None:
+                position_ids = torch.arange(T, device=device)[None].expand(B, T)
+            else:  # padding before a row's first token gets 0, after a real token that token's position
+                position_ids = (real.long().cumsum(-1) - 1).clamp(min=0)
+            return position_ids + (past if past_real is None else past_real[:, None])
+        if tuple(position_ids.shape) != (B, T):
+            raise ValueError(f"position_ids must have shape {(B, T)}, got {tuple(position_ids.shape)}")
+        if position_ids.numel() and (int(position_ids.min()) < 0 or int(position_ids.max()) >= c.max_input_tokens):
+            raise ValueError(f"position_ids must be in [0, {c.max_input_tokens}), got up to {int(position_ids.max())}")
+        return position_ids
+
+    def _final_norm(self, x1, x2, generator) -> torch.Tensor:
+        """LayerNorm over both streams ``(B, T, 2C)``, then the hidden dropout."""
+        p = self.config.hidden_dropout_prob if self.training else 0.0
         norm = self.encoder.layer_norm
         if p > 0:  # the dropout's 1/(1-p) folded into the norm's affine weights: one pass over (B, T, 2C) fewer
             s = 1.0 / (1.0 - p)
@@ -485,12 +504,7 @@ class LongctxReformerModel(PrivateRandomness, LongctxReformerPreTrainedModel):
                                            norm.bias * s, norm.eps)
         else:
             out = norm(torch.cat([x1, x2], dim=-1))  # (B, T, 2C)
-        out = seeded_dropout(out, p, _generator(None if outer_seeds is None else outer_seeds[1], device), scale=False)
-        result = BaseModelOutput(last_hidden_state=out,
-                                 hidden_states=tuple(hidden_states) if hidden_states is not None else None)
-        if cache is not None:
-            result["cache"] = cache
-        return result if return_dict else result.to_tuple()
+        return seeded_dropout(out, p, generator, scale=False)
 
 
 class ReformerOnlyLMHead(nn.Module):
