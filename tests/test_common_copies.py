@@ -1,4 +1,5 @@
-"""Each variant folder carries a generated copy of src/hf_longctx/shared/common.py; the copies must not drift."""
+"""Each variant folder carries generated copies of the shared code in src/hf_longctx/shared/ (longctx_<name>.py):
+the copies must not drift, and a folder carries only the copies it imports."""
 
 import subprocess
 import sys
@@ -12,5 +13,7 @@ def test_variant_copies_of_shared_code_are_up_to_date():
         [sys.executable, str(ROOT / "tools" / "sync_common.py"), "--check"], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    copies = list((ROOT / "src" / "hf_longctx" / "models").glob("*/longctx_common.py"))
-    assert copies, "no variant carries longctx_common.py"
+    models = ROOT / "src" / "hf_longctx" / "models"
+    for name, variants in (("common", 3), ("glue", 3), ("fused_cpu", 2)):
+        copies = list(models.glob(f"*/longctx_{name}.py"))
+        assert len(copies) == variants, (name, copies)

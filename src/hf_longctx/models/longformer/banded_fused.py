@@ -9,28 +9,20 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .longctx_fused_cpu import FLASH_CPU, FLASH_CPU_BWD, flash_cpu_available
 from .scores import _masked_score
 
 
-# PyTorch's fused CPU attention kernel (aten/src/ATen/native/cpu/FlashAttentionKernel.cpp). Its entry points
-# are private but stable since torch 2.3; they return the row log-sum-exp that the public
-# `F.scaled_dot_product_attention` hides, and that is what lets the band and the global keys be two separate
-# kernel calls merged exactly (the split-softmax trick of flash-decoding and ring attention), with no copy of
-# the global keys into every block. Without them (other devices, dropout) the unfused path runs.
-_FLASH_CPU = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-
-
-_FLASH_CPU_BWD = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
-
-
+# PyTorch's fused CPU attention kernel (longctx_fused_cpu.py): the row log-sum-exp it returns lets the band and the
+# global keys be two separate kernel calls merged exactly, with no copy of the global keys into every block.
+# Without it (other devices, dropout) the blocked path runs.
 _FLASH_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
 def _flash_cpu_usable(q: torch.Tensor, dropout_p: float) -> bool:
     # The kernel has no dropout; the unfused path applies it to the probabilities.
     return (
-        _FLASH_CPU is not None and _FLASH_CPU_BWD is not None and q.device.type == "cpu"
-        and q.dtype in _FLASH_DTYPES and dropout_p == 0.0
+        flash_cpu_available(q) and q.dtype in _FLASH_DTYPES and dropout_p == 0.0
     )
 
 
@@ -101,14 +93,14 @@ class _BandedFlashAttention(torch.autograd.Function):
         lse = torch.empty(B, T, H, dtype=acc, device=q.device).transpose(1, 2)  # (B, H, T), the kernel's layout
         for i in range(B):
             qb, kw, vw = _blocks(q_pad[i], k_pad[i], v_pad[i], b_fwd, span)
-            o1, l1 = _FLASH_CPU(qb, kw, vw, attn_mask=band_bias[i], scale=1.0)  # (nb, H, b, D), (nb, H, b)
+            o1, l1 = FLASH_CPU(qb, kw, vw, attn_mask=band_bias[i], scale=1.0)  # (nb, H, b, D), (nb, H, b)
             o1 = o1.transpose(0, 1).reshape(H, Tq, D)[:, :T]  # views: the kernel wrote (nb, b, H, D)
             l1 = l1.transpose(0, 1).reshape(H, Tq)[:, :T]
             if extra_k is None:
                 out[i], lse[i] = o1, l1
                 continue
             eb = None if extra_bias is None else extra_bias[i : i + 1]
-            o2, l2 = _FLASH_CPU(q[i : i + 1], extra_k[i : i + 1], extra_v[i : i + 1], attn_mask=eb, scale=1.0)
+            o2, l2 = FLASH_CPU(q[i : i + 1], extra_k[i : i + 1], extra_v[i : i + 1], attn_mask=eb, scale=1.0)
             o2, l2 = o2[0], l2[0].to(acc)  # (H, T, D), (H, T)
             torch.logaddexp(l1, l2, out=lse[i])
             w1 = torch.exp(l1 - lse[i])[..., None]
@@ -145,13 +137,13 @@ class _BandedFlashAttention(torch.autograd.Function):
             gb = g_pad[i].view(H, nb, b, D).transpose(0, 1)
             ob = o_pad[i].view(H, nb, b, D).transpose(0, 1)
             lb = l_pad[i].view(H, nb, b).transpose(0, 1)
-            dqb, dkw, dvw = _FLASH_CPU_BWD(gb, qb, kw, vw, ob, lb, 0.0, False, attn_mask=band_bias[i], scale=1.0)
+            dqb, dkw, dvw = FLASH_CPU_BWD(gb, qb, kw, vw, ob, lb, 0.0, False, attn_mask=band_bias[i], scale=1.0)
             dq[i] = dqb.transpose(0, 1).reshape(H, Tq, D)[:, :T]
             _fold_windows(dkw, dk_pad[i], b)
             _fold_windows(dvw, dv_pad[i], b)
             if extra_k is not None:
                 eb = None if extra_bias is None else extra_bias[i : i + 1]
-                dq2, dek[i : i + 1], dev[i : i + 1] = _FLASH_CPU_BWD(
+                dq2, dek[i : i + 1], dev[i : i + 1] = FLASH_CPU_BWD(
                     grad_out[i : i + 1], q[i : i + 1], extra_k[i : i + 1], extra_v[i : i + 1],
                     out[i : i + 1], lse[i : i + 1], 0.0, False, attn_mask=eb, scale=1.0,
                 )

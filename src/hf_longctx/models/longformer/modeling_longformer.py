@@ -41,6 +41,7 @@ from .longctx_common import (
     take_past_key_values,
 )
 from .counter_dropout import counter_dropout
+from .longctx_glue import LongctxCache, LongctxModelMixin, trim_generate_mask
 from .naive import naive_longformer_attention
 from .scores import _MASKED_SCORE, _softmax_dtype
 from .sliding_window_attention import global_token_index, longformer_attention
@@ -266,7 +267,7 @@ class LongformerClassificationHead(nn.Module):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-class LongformerSinkWindowCache:
+class LongformerSinkWindowCache(LongctxCache):
     """Keys and values a causal Longformer still needs: its global sinks and the last ``window`` positions.
 
     Columns are shared by the batch (row ``b``, column ``s`` is the token at input column ``s``); each layer
@@ -275,20 +276,11 @@ class LongformerSinkWindowCache:
     through the ``cache`` argument; beam search calls :meth:`reorder_cache`.
     """
 
-    is_compileable = False
-
     def __init__(self, num_layers: int):
         self.layers: list[dict | None] = [None] * num_layers
         self.seen = 0  # input columns processed so far, padding included
         self.real_count: torch.Tensor | None = None  # (B,) real tokens seen per row
         self.step: dict | None = None  # masks of the chunk being processed, set by begin_step()
-
-    @property
-    def is_linear(self) -> list[bool]:
-        return [False] * len(self.layers)
-
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.seen
 
     def stored_length(self) -> int:
         """Columns held by the largest layer (what bounds memory)."""
@@ -367,8 +359,9 @@ AUTO_MAP = {
 }
 
 
-class LongctxLongformerPreTrainedModel(PreTrainedModel):
+class LongctxLongformerPreTrainedModel(LongctxModelMixin, PreTrainedModel):
     config_class = LongctxLongformerConfig
+    auto_map_heads = AUTO_MAP
     config: LongctxLongformerConfig
     base_model_prefix = "longformer"
     supports_gradient_checkpointing = True
@@ -381,24 +374,10 @@ class LongctxLongformerPreTrainedModel(PreTrainedModel):
         if isinstance(module, LongformerLMHead):
             init.zeros_(module.bias)
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        # transformers writes only the saved class into `auto_map`; list every head so that any Auto class
-        # loads the folder with trust_remote_code where hf_longctx is not installed.
-        self.config.auto_map = dict(AUTO_MAP)
-        return super().save_pretrained(save_directory, *args, **kwargs)
-
-    def _return_dict(self, return_dict: bool | None) -> bool:
-        """transformers' rule: the argument wins, else ``config.return_dict`` (False gives tuples)."""
-        return self.config.return_dict if return_dict is None else return_dict
-
     def _unsupported(self, output_attentions):
-        # From the argument or the config (from_pretrained(..., output_attentions=True)): never silently ignored.
-        if output_attentions or (output_attentions is None and self.config.output_attentions):
-            raise ValueError(
-                "output_attentions=True is not supported: the fast attention never materialises the attention "
-                "probabilities. Use hf_longctx.models.longformer.naive.naive_longformer_attention "
-                "to inspect them."
-            )
+        self._refuse_output_attentions(
+            output_attentions, "the fast attention never materialises the attention probabilities. Use "
+            "hf_longctx.models.longformer.naive.naive_longformer_attention to inspect them.")
 
 
 class LongctxLongformerModel(LongctxLongformerPreTrainedModel):
@@ -464,8 +443,7 @@ class LongctxLongformerModel(LongctxLongformerPreTrainedModel):
         return_dict = self._return_dict(return_dict)
         B, T = check_token_inputs(input_ids, inputs_embeds, c.vocab_size, c.hidden_size)
         device = input_ids.device if input_ids is not None else inputs_embeds.device
-        if cache is not None and isinstance(attention_mask, torch.Tensor) and attention_mask.shape[-1] == cache.seen + T:
-            attention_mask = attention_mask[:, -T:]  # generate() passes the mask of past + new tokens
+        attention_mask = trim_generate_mask(attention_mask, cache, T)
         real = check_mask("attention_mask", attention_mask, (B, T))
         if real is None:
             real = torch.ones(B, T, dtype=torch.bool, device=device)

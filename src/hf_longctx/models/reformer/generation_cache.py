@@ -9,6 +9,7 @@ import math
 import torch
 
 from .local_attention import local_chunked_attention
+from .longctx_glue import LongctxCache
 from .lsh_attention import (
     bucket_index_insert,
     lsh_attention,
@@ -18,7 +19,7 @@ from .lsh_attention import (
 )
 
 
-class ReformerGenerationCache:
+class ReformerGenerationCache(LongctxCache):
     """What a causal Reformer keeps between ``generate()`` steps, per layer.
 
     Local layers keep the keys and values of their own position chunk and the ``num_chunks_before`` chunks before
@@ -32,21 +33,12 @@ class ReformerGenerationCache:
     ``generate()`` passes the object back through the ``cache`` argument; beam search calls :meth:`reorder_cache`.
     """
 
-    is_compileable = False
-
     def __init__(self, num_layers: int, rotations: torch.Tensor | None, num_buckets):
         self.layers: list[_Timeline | None] = [None] * num_layers
         self.rotations, self.num_buckets = rotations, num_buckets
         self.seen = 0  # positions processed so far, padding included
         self.real_seen: torch.Tensor | None = None  # (B,) real tokens processed so far per row: their positions
         self.step_positions: torch.Tensor | None = None
-
-    @property
-    def is_linear(self) -> list[bool]:
-        return [False] * len(self.layers)
-
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.seen
 
     def layer(self, idx: int) -> "_LayerCacheView":
         return _LayerCacheView(self, idx)

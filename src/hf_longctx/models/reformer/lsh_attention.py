@@ -34,6 +34,8 @@ import math
 
 import torch
 
+from .longctx_fused_cpu import FLASH_CPU, FLASH_CPU_BWD, flash_cpu_available
+
 
 # Scores of forbidden keys (causal, padding, not in the neighbourhood) and of a token's own key, as transformers
 # (``LSHSelfAttention``'s mask values). A shared-QK query is always most similar to itself, so Reformer forbids the self
@@ -98,21 +100,14 @@ def _scores_with_bias(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor) -> t
     return (q @ k.transpose(-1, -2)).to(bias.dtype) + bias
 
 
-# PyTorch's fused CPU attention kernel (aten/src/ATen/native/cpu/FlashAttentionKernel.cpp), private entry points
-# stable since torch 2.3 (the Longformer's op uses them too). Over the sorted chunks it computes scores, softmax and
+# PyTorch's fused CPU attention kernel (longctx_fused_cpu.py; the Longformer's op uses it too). Over the sorted chunks it computes scores, softmax and
 # the value product in one pass and recomputes the probabilities in the backward: 1.8x faster forward + backward
 # than the separate GEMMs and softmax at 16k tokens (64-query chunks, 128 keys), nothing of size chunk x keys saved.
 # It has no dropout and returns no usable gradient path for the log-sum-exp, so it serves one hashing round
 # without attention dropout (the common LSH setting: transformers' default LSH dropout is 0).
-_FLASH_CPU = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-
-
-_FLASH_CPU_BWD = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
-
-
 def _flash_usable(q: torch.Tensor, rounds: int, dropout_p: float, return_logsumexp: bool) -> bool:
-    return (_FLASH_CPU is not None and _FLASH_CPU_BWD is not None and q.device.type == "cpu"
-            and q.dtype in (torch.float32, torch.float64) and rounds == 1 and dropout_p == 0.0
+    return (flash_cpu_available(q) and q.dtype in (torch.float32, torch.float64) and rounds == 1
+            and dropout_p == 0.0
             and not return_logsumexp)
 
 
@@ -127,7 +122,7 @@ class _ChunkFlashAttention(torch.autograd.Function):
         m = k.shape[-2]
         q4, k4, v4 = q.reshape(-1, 1, c, d), k.reshape(-1, 1, m, d), v.reshape(-1, 1, m, d)
         mask = bias.expand(*batch, c, m).reshape(-1, 1, c, m)
-        out, lse = _FLASH_CPU(q4, k4, v4, attn_mask=mask, scale=1.0)
+        out, lse = FLASH_CPU(q4, k4, v4, attn_mask=mask, scale=1.0)
         ctx.save_for_backward(q4, k4, v4, mask, out, lse)
         ctx.shapes = (q.shape, k.shape, v.shape)
         return out.view(*batch, c, d)
@@ -136,7 +131,7 @@ class _ChunkFlashAttention(torch.autograd.Function):
     def backward(ctx, grad_out):
         q4, k4, v4, mask, out, lse = ctx.saved_tensors
         g = grad_out.reshape(out.shape).contiguous()
-        dq, dk, dv = _FLASH_CPU_BWD(g, q4, k4, v4, out, lse, 0.0, False, attn_mask=mask, scale=1.0)
+        dq, dk, dv = FLASH_CPU_BWD(g, q4, k4, v4, out, lse, 0.0, False, attn_mask=mask, scale=1.0)
         q_shape, k_shape, v_shape = ctx.shapes
         return dq.view(q_shape), dk.view(k_shape), dv.view(v_shape), None
 

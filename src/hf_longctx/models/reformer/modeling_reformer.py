@@ -45,6 +45,7 @@ from .longctx_common import (
     take_past_key_values,
 )
 from .local_attention import local_chunked_attention
+from .longctx_glue import LongctxModelMixin, trim_generate_mask
 from .lsh_attention import (
     auto_num_buckets,
     lsh_attention,
@@ -300,8 +301,9 @@ AUTO_MAP = {
 }
 
 
-class LongctxReformerPreTrainedModel(PreTrainedModel):
+class LongctxReformerPreTrainedModel(LongctxModelMixin, PreTrainedModel):
     config_class = LongctxReformerConfig
+    auto_map_heads = AUTO_MAP
     config: LongctxReformerConfig
     base_model_prefix = "reformer"
     supports_gradient_checkpointing = True
@@ -312,12 +314,6 @@ class LongctxReformerPreTrainedModel(PreTrainedModel):
         if isinstance(module, AxialTables):  # std ~1 as transformers' Reformer (axial_norm_std)
             for weight in module:
                 init.normal_(weight, std=self.config.axial_norm_std)
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        # transformers writes only the saved class into `auto_map`; list every head so that any Auto class
-        # loads the folder with trust_remote_code where hf_longctx is not installed.
-        self.config.auto_map = dict(AUTO_MAP)
-        return super().save_pretrained(save_directory, *args, **kwargs)
 
 
 class LongctxReformerModel(PrivateRandomness, LongctxReformerPreTrainedModel):
@@ -400,21 +396,17 @@ class LongctxReformerModel(PrivateRandomness, LongctxReformerPreTrainedModel):
         if list(c.attn_layers) != built:  # a KeyError or a silent mismatch deep inside otherwise
             raise ValueError(f"config.attn_layers is {c.attn_layers} but this model was built with {built}: layers "
                              "cannot change after the model is built; build a new model from the changed config")
-        if output_attentions if output_attentions is not None else c.output_attentions:
-            raise ValueError(
-                "output_attentions=True is not supported: LSH attention never materialises a (T x T) attention "
-                "matrix. Use hf_longctx.models.reformer.naive.naive_lsh_attention to inspect one."
-            )
+        self._refuse_output_attentions(output_attentions, "LSH attention never materialises a (T x T) attention "
+                                       "matrix. Use hf_longctx.models.reformer.naive.naive_lsh_attention to inspect one.")
         output_hidden_states = output_hidden_states if output_hidden_states is not None else c.output_hidden_states
-        return_dict = return_dict if return_dict is not None else c.return_dict
+        return_dict = self._return_dict(return_dict)
         B, T = check_token_inputs(input_ids, inputs_embeds, c.vocab_size)
         if inputs_embeds is not None and inputs_embeds.shape[-1] != c.hidden_size:
             raise ValueError(f"inputs_embeds must be {c.hidden_size} wide (hidden_size), got {inputs_embeds.shape[-1]}")
         if T == 0:
             raise ValueError("the input is empty (sequence length 0)")
         device = input_ids.device if input_ids is not None else inputs_embeds.device
-        if cache is not None and attention_mask is not None and attention_mask.shape[-1] == cache.seen + T:
-            attention_mask = attention_mask[:, -T:]  # generate() passes the mask of past + new tokens
+        attention_mask = trim_generate_mask(attention_mask, cache, T)
         real = check_mask("attention_mask", attention_mask, (B, T))
         num_hashes = c.num_hashes if num_hashes is None else num_hashes
         if isinstance(num_hashes, bool) or not isinstance(num_hashes, int) or num_hashes < 1:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .longctx_glue import LongctxCache
+
 
 class TransfoXLLayerKV:
     """One layer's cached keys and values in a ring of ``slots = mem_len + 1`` positions, ``(B, H, slots, D)``.
@@ -86,7 +88,7 @@ class RingStep:
     allowed: torch.Tensor
 
 
-class TransfoXLMemoryCache:
+class TransfoXLMemoryCache(LongctxCache):
     """Projected keys/values of the last ``mem_len`` positions per layer (:class:`TransfoXLLayerKV` rings), which of
     them are real, and the projected position embeddings.
 
@@ -98,8 +100,6 @@ class TransfoXLMemoryCache:
     calls :meth:`reorder_cache`.
     """
 
-    is_compileable = False
-
     def __init__(self, n_layer: int, mem_len: int):
         self.mem_len, self.slots = mem_len, mem_len + 1
         self.layers = [TransfoXLLayerKV(self) for _ in range(n_layer)]
@@ -108,13 +108,6 @@ class TransfoXLMemoryCache:
         self.seen = 0  # positions processed through this cache, padding included
         self.r: dict[int, tuple[int, torch.Tensor]] = {}  # layer -> (K, projected r)
         self._distances: torch.Tensor | None = None  # (slots, slots): distance of slot s when position p is in p % slots
-
-    @property
-    def is_linear(self) -> list[bool]:
-        return [False] * len(self.layers)
-
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.seen
 
     def memory_length(self) -> int:
         return min(self.pos, self.mem_len)

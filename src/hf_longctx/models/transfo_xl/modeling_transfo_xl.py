@@ -43,6 +43,7 @@ from .longctx_common import (
     has_padding_before_tokens,
     take_past_key_values,
 )
+from .longctx_glue import LongctxModelMixin, trim_generate_mask
 from .memory import SegmentMemory, TransfoXLMemoryCache
 from .relative_attention import gathered_relative_attention, relative_attention, sinusoid_positions
 
@@ -294,7 +295,8 @@ class TransfoXLCausalLMOutput(ModelOutput):
     cache: TransfoXLMemoryCache | None = None
 
 
-class LongctxTransfoXLPreTrainedModel(PreTrainedModel):
+class LongctxTransfoXLPreTrainedModel(LongctxModelMixin, PreTrainedModel):
+    auto_map_heads = AUTO_MAP
     config_class = LongctxTransfoXLConfig
     config: LongctxTransfoXLConfig
     base_model_prefix = "transformer"
@@ -336,12 +338,6 @@ class LongctxTransfoXLPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        # transformers writes only the saved class into `auto_map`; list every head so that any Auto class
-        # loads the folder with trust_remote_code where hf_longctx is not installed.
-        self.config.auto_map = dict(AUTO_MAP)
-        return super().save_pretrained(save_directory, *args, **kwargs)
 
 
 class LongctxTransfoXLModel(LongctxTransfoXLPreTrainedModel):
@@ -419,14 +415,12 @@ class LongctxTransfoXLModel(LongctxTransfoXLPreTrainedModel):
         """
         cache = take_past_key_values(kwargs, cache)
         c = self.config
-        if output_attentions if output_attentions is not None else c.output_attentions:
-            raise ValueError("output_attentions=True is not supported: the attention probabilities are never kept")
+        self._refuse_output_attentions(output_attentions, "the attention probabilities are never kept")
         output_hidden_states = output_hidden_states if output_hidden_states is not None else c.output_hidden_states
-        return_dict = return_dict if return_dict is not None else c.return_dict
+        return_dict = self._return_dict(return_dict)
         B, T = check_token_inputs(input_ids, inputs_embeds, c.vocab_size, c.d_model)
         device = input_ids.device if input_ids is not None else inputs_embeds.device
-        if cache is not None and isinstance(attention_mask, torch.Tensor) and attention_mask.shape[-1] == cache.seen + T:
-            attention_mask = attention_mask[:, -T:]  # generate() passes the mask of past + new tokens
+        attention_mask = trim_generate_mask(attention_mask, cache, T)
         real = check_mask("attention_mask", attention_mask, (B, T))
         if real is not None and bool(real.all()):
             real = None  # fast path: no padding
@@ -596,7 +590,7 @@ class LongctxTransfoXLForCausalLM(LongctxTransfoXLPreTrainedModel, GenerationMix
             loss=loss, logits=logits, mems=out.mems, mems_mask=out.mems_mask, hidden_states=out.hidden_states,
             cache=out.cache if use_cache or cache is not None else None,
         )
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        return_dict = self._return_dict(return_dict)
         return result if return_dict else result.to_tuple()
 
 
@@ -635,7 +629,7 @@ class LongctxTransfoXLForSequenceClassification(LongctxTransfoXLPreTrainedModel)
             check_class_labels(labels, self.config.num_labels)
         loss = self.loss_function(labels, logits, self.config) if labels is not None else None
         result = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        return_dict = self._return_dict(return_dict)
         return result if return_dict else result.to_tuple()
 
 
