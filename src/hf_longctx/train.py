@@ -75,8 +75,6 @@ def check_tokenizer_fits(tokenizer, config) -> None:
 
 
 RUN_FILE = "hf_longctx_run.json"  # the arguments of a run; also marks a folder as one that --overwrite may delete
-
-
 RUN_ENTRIES = ("checkpoints", "model", "hub")  # what a run writes beside RUN_FILE (and staging folders .model.*)
 
 

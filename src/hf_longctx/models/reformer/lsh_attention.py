@@ -44,11 +44,7 @@ from .longctx_fused_cpu import FLASH_CPU, FLASH_CPU_BWD, flash_cpu_available
 # a query saw only itself count for nothing when another round saw real keys, yet it is far above -1e9, so a query
 # with no other key (the first token of a causal sequence) attends to itself instead of to forbidden keys.
 _FORBIDDEN = -1e9
-
-
 _SELF = -1e5
-
-
 _KEY_NORM_EPS = 1e-6  # transformers' _len_norm epsilon (`LSHSelfAttention._len_norm`)
 
 
