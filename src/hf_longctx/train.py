@@ -431,7 +431,9 @@ def plan_run(task_name, output_dir, *, data_dir, variant, preset, max_length, ep
              learning_rate, dropout, seed, init_from, max_train_samples, max_eval_samples, overrides, device, bf16,
              push_to_hub, corpora, tokenizer, log) -> RunPlan:
     """Check every argument and resolve the task, the checkpoint, the tokenizer and the ``TrainingArguments``:
-    everything that can be wrong is found here, before the run folder is touched or any data is tokenized."""
+    everything that can be wrong is found here, before the run folder is touched or any data is tokenized.
+
+    Long on purpose: one check after another, in the order a user meets them."""
     from transformers import set_seed
 
     check_positive(max_length=max_length, epochs=epochs, batch_size=batch_size, max_train_samples=max_train_samples,

@@ -121,6 +121,7 @@ def crossover(der: dict) -> str:
 
 
 def write_markdown(results: dict, path: Path) -> None:
+    """The markdown report. Long on purpose: its tables one after another, in the order they appear in the file."""
     der = derived(results)
     info = results["machine"]
     lines = [

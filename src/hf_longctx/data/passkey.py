@@ -94,6 +94,8 @@ def make_passkey_dataset(
 
     Every example draws from its own ``random.Random`` seeded by ``(seed, length, index)``: asking for more
     lengths or examples leaves the others unchanged.
+
+    Long on purpose: the data set's recipe, step by step, as its provenance note describes it.
     """
     lengths = list(lengths)
     if not lengths or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in lengths):

@@ -435,6 +435,9 @@ class LongctxLongformerModel(LongctxLongformerPreTrainedModel):
             In a causal model they are sinks that every later token attends to.
         cache (`LongformerSinkWindowCache`): causal models only, the state of a previous call (see `generate`);
             ``past_key_values=`` (transformers' older name) is the same argument.
+
+        Long on purpose: the input checks transformers' model makes (positions, global tokens, the cache), then one
+        pass.
         """
         cache = take_past_key_values(kwargs, cache)
         self._unsupported(output_attentions)

@@ -86,6 +86,8 @@ def sliding_window_attention(
     Returns:
         ``(B, H, T, D)``. Softmax runs in float32 whatever the input dtype.
         Rows with no attendable key are not defined (the caller masks them).
+
+    Long on purpose: argument checks and the choice between the two paths, which live in their own files.
     """
     if left < 0 or right < 0:
         raise ValueError(f"left and right must be >= 0, got left={left}, right={right}")

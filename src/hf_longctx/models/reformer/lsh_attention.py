@@ -398,6 +398,9 @@ def lsh_attention(
     (used only when nothing else is visible). Rounds are combined with weights ``softmax_r(logsumexp_r)`` (a key
     seen in several rounds counts in each, as in transformers). T not a multiple of ``chunk_length`` is padded
     internally. Returns ``(B, H, T, D)`` in ``v``'s dtype; rows of padding queries are finite but meaningless.
+
+    Long on purpose: the whole op in order (hash, sort, chunk, attend, unsort, combine rounds); the dense twin in
+    ``naive.py`` states the same thing in a few lines.
     """
     _check_chunking(chunk_length, num_chunks_before, num_chunks_after)
     B, H, T, D = qk.shape

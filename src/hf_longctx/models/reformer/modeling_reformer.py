@@ -388,6 +388,8 @@ class LongctxReformerModel(PrivateRandomness, LongctxReformerPreTrainedModel):
 
         ``last_hidden_state`` is ``2 * hidden_size`` wide (both reversible streams, after the final LayerNorm);
         ``hidden_states`` are the second stream before every layer and after the last, as transformers returns.
+
+        Long on purpose: the input checks transformers' model makes, then one pass, read top to bottom.
         """
         cache = take_past_key_values(kwargs, cache)
         cache = cache if cache is not None else past_buckets_states

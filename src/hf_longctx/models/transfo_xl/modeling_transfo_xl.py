@@ -412,6 +412,9 @@ class LongctxTransfoXLModel(LongctxTransfoXLPreTrainedModel):
         inputs_embeds (`(B, T, d_model)`): replaces ``word_emb(input_ids)`` (scaling included).
         cache (`TransfoXLMemoryCache`): generation state of a previous call; ``use_cache=True`` creates one.
             ``past_key_values=`` (transformers' older name) is the same argument.
+
+        Long on purpose: the input checks transformers' model makes, then the segment loop over
+        :class:`SegmentMemory`.
         """
         cache = take_past_key_values(kwargs, cache)
         c = self.config
