@@ -334,3 +334,33 @@ def test_resize_token_embeddings_with_adaptive_clusters():
         _model(cutoffs=[40], div_val=2, d_embed=32).resize_token_embeddings(VOCAB + 1)
     with pytest.raises(ValueError, match="last adaptive cluster starts at 70"):
         _model(cutoffs=[40, 70], div_val=1).resize_token_embeddings(60)
+
+
+@pytest.mark.slow
+def test_every_head_compiles_as_one_graph_and_still_refuses_bad_input():
+    """`torch.compile(model, fullgraph=True)`: every head's eval forward is one graph (no graph break) and equals
+    eager, right padding included; a training forward has no graph break either (`torch._dynamo.explain`). The
+    value checks a graph cannot branch on become run-time assertions: ids outside the vocabulary and left padding
+    still stop a compiled model with an error that names them."""
+    for name, head in TRANSFO_XL.heads.items():
+        config = make_config(**head.config_overrides)
+        torch.manual_seed(0)
+        model = head.model_class(config).eval()
+        inputs = {k: v for k, v in head.make_inputs(config, torch.Generator().manual_seed(1)).items()}
+        inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+        inputs["attention_mask"][-1, -5:] = 0  # the last row right-padded
+        torch._dynamo.reset()
+        compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+        with torch.no_grad():
+            torch.testing.assert_close(getattr(compiled(**inputs), head.output), getattr(model(**inputs), head.output),
+                                       rtol=1e-5, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+            bad = dict(inputs, input_ids=inputs["input_ids"].clone())
+            bad["input_ids"][0, 3] = config.vocab_size + 2
+            with pytest.raises(RuntimeError, match="outside the vocabulary"):
+                compiled(**bad)
+            left = dict(inputs, attention_mask=inputs["attention_mask"].flip(-1))
+            with pytest.raises(RuntimeError, match="right padding only"):
+                compiled(**left)
+        torch._dynamo.reset()
+        explained = torch._dynamo.explain(model.train())(**inputs)
+        assert explained.graph_break_count == 0, (name, [str(b.reason)[:120] for b in explained.break_reasons])

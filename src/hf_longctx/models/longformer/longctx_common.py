@@ -33,7 +33,10 @@ def check_token_inputs(input_ids, inputs_embeds, vocab_size: int, hidden_size: i
             raise ValueError(f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}")
         if input_ids.dtype.is_floating_point:
             raise ValueError(f"input_ids must be integer token ids, got dtype {input_ids.dtype}")
-        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab_size):
+        if torch.compiler.is_compiling():  # a compiled graph cannot branch on the values: it asserts at run time
+            torch._assert_async(((input_ids >= 0) & (input_ids < vocab_size)).all(),
+                                f"input_ids hold ids outside the vocabulary of {vocab_size} entries")
+        elif input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab_size):
             raise ValueError(
                 f"input_ids hold ids in [{int(input_ids.min())}, {int(input_ids.max())}] but the vocabulary has "
                 f"{vocab_size} entries: is the tokenizer the one this model was trained with?"
@@ -55,7 +58,9 @@ def check_mask(name: str, mask, shape: tuple[int, int]) -> torch.Tensor | None:
         raise ValueError(f"{name} must be a torch.Tensor of shape {tuple(shape)}, got {type(mask).__name__}")
     if tuple(mask.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)} like the input, got {tuple(mask.shape)}")
-    if mask.dtype != torch.bool and mask.numel() and not bool(((mask == 0) | (mask == 1)).all()):
+    if mask.dtype != torch.bool and torch.compiler.is_compiling():
+        torch._assert_async(((mask == 0) | (mask == 1)).all(), f"{name} must contain only 0 and 1")
+    elif mask.dtype != torch.bool and mask.numel() and not bool(((mask == 0) | (mask == 1)).all()):
         raise ValueError(f"{name} must contain only 0 and 1, got values {torch.unique(mask)[:8].tolist()}")
     return mask.bool()
 
@@ -75,7 +80,11 @@ def check_class_labels(labels, num_classes: int, name: str = "labels") -> None:
     multi-label) are not classes and pass."""
     if not isinstance(labels, torch.Tensor) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
         return
-    bad = labels[(labels != -100) & ((labels < 0) | (labels >= num_classes))]
+    outside = (labels != -100) & ((labels < 0) | (labels >= num_classes))
+    if torch.compiler.is_compiling():  # a compiled graph asserts at run time
+        torch._assert_async(~outside.any(), f"{name} must be in [0, {num_classes}) or -100")
+        return
+    bad = labels[outside]
     if bad.numel():
         raise ValueError(f"{name} hold {sorted(set(bad.tolist()))[:8]} but there are {num_classes} classes: each "
                          f"label must be in [0, {num_classes}), or -100 to be ignored")
@@ -97,8 +106,18 @@ def take_past_key_values(kwargs: dict, cache=None, *, accepted: bool = True, mod
 
 
 def has_padding_before_tokens(real: torch.Tensor | None) -> bool:
-    """True when some row of the ``(B, T)`` bool mask has padding before one of its real tokens (left padding)."""
-    return real is not None and bool((real[:, 1:] & ~real[:, :-1]).any())
+    """True when some row of the ``(B, T)`` bool mask has padding before one of its real tokens (left padding).
+
+    A compiled graph cannot branch on it: there the answer is False and the graph asserts, at run time, that no
+    row is left-padded (an error, never a silently different result; pad on the right for a compiled model)."""
+    if real is None:
+        return False
+    before = (real[:, 1:] & ~real[:, :-1]).any()
+    if torch.compiler.is_compiling():
+        torch._assert_async(~before, "a compiled model takes right padding only (a row has padding before its "
+                                     "tokens): pad on the right, or run the model uncompiled")
+        return False
+    return bool(before)
 
 
 def generate_left_padded_rows_alone(generate, generation_config, args: tuple, kwargs: dict):

@@ -229,7 +229,8 @@ class SegmentMemory:
         else:
             if self.key_mask is not None:
                 mem_mask = self.key_mask[:, self.keep:]
-                self.mem_mask = None if bool(mem_mask.all()) else mem_mask
+                all_real = not torch.compiler.is_compiling() and bool(mem_mask.all())  # (compiled: keep the mask)
+                self.mem_mask = None if all_real else mem_mask
             self.mems = self.new_mems
 
     def projected_r(self, i: int, K: int, dtype, training: bool) -> torch.Tensor | None:

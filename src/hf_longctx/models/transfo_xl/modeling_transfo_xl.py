@@ -425,8 +425,8 @@ class LongctxTransfoXLModel(LongctxTransfoXLPreTrainedModel):
         device = input_ids.device if input_ids is not None else inputs_embeds.device
         attention_mask = trim_generate_mask(attention_mask, cache, T)
         real = check_mask("attention_mask", attention_mask, (B, T))
-        if real is not None and bool(real.all()):
-            real = None  # fast path: no padding
+        if real is not None and not torch.compiler.is_compiling() and bool(real.all()):
+            real = None  # fast path: no padding (a compiled graph keeps the mask: the same result)
         if has_padding_before_tokens(real):
             if mems is not None or cache is not None or use_cache:
                 raise ValueError("padding before a row's tokens (left padding) cannot continue memories or a cache: "
@@ -443,8 +443,8 @@ class LongctxTransfoXLModel(LongctxTransfoXLPreTrainedModel):
 
         hidden = self.word_emb(input_ids) if inputs_embeds is None else inputs_embeds
         hidden = self.drop(hidden)
-        memory = SegmentMemory(mems, mems_mask if mems_mask is not None and not bool(mems_mask.all()) else None,
-                               cache, c.mem_len)
+        all_real = mems_mask is None or (not torch.compiler.is_compiling() and bool(mems_mask.all()))
+        memory = SegmentMemory(mems, None if all_real else mems_mask, cache, c.mem_len)
         window = c.mem_len if c.same_length else None
         all_hidden = [[] for _ in range(c.n_layer + 1)] if output_hidden_states else None
         outputs = []
