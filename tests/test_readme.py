@@ -1,6 +1,6 @@
 """What the README and the pages under docs/ show works: every dotted ``hf_longctx.`` name imports, every
-``hf-longctx`` command line parses, exactly as written, and the README's Python quick starts run (a README that names a class that does not exist, or a command line that fails to
-parse, is what a newcomer meets first)."""
+``hf-longctx`` command line parses, exactly as written, and the README's Python quick starts run (a README that
+names a class that does not exist, or a command line that fails to parse, is what a newcomer meets first)."""
 
 import argparse
 import importlib

@@ -61,7 +61,8 @@ def test_three_segments_match_4_49(case, one_thread):
                 worst = max(worst, _report(f"seg{s} mems.{i}", m, exp[f"seg{s}.mems.{i}"].transpose(0, 1)))
             b = base(seg, mems=base_mems)
             worst = max(worst, _report(f"seg{s} last_hidden_state", b.last_hidden_state, exp[f"seg{s}.last_hidden_state"]))
-            # Loss: 4.49 shifts inside the segment and averages the non-zero NLLs (4.49's ``ProjectedAdaptiveLogSoftmax.forward`` and ``TransfoXLLMHeadModel.forward``).
+            # Loss: 4.49 shifts inside the segment and averages the non-zero NLLs (4.49's
+            # ``ProjectedAdaptiveLogSoftmax.forward`` and ``TransfoXLLMHeadModel.forward``).
             labelled = lm(seg, mems=mems, labels=seg)
             worst = max(worst, _report(f"seg{s} loss", labelled.loss, exp[f"seg{s}.loss"]))
             nll = -out.logits[:, :-1].gather(-1, seg[:, 1:, None]).squeeze(-1)

@@ -14,7 +14,6 @@ from huggingface_hub import ModelCard, ModelCardData
 
 import hf_longctx
 
-from .variants import BY_MODEL_TYPE
 from .folders import (
     LOAD_ERRORS,
     FolderError,
@@ -25,6 +24,7 @@ from .folders import (
     staging_folder,
     write_manifest,
 )
+from .variants import BY_MODEL_TYPE
 
 # The pipeline each head serves, for the card's metadata and the loading snippet.
 PIPELINE_TAGS = {
@@ -87,9 +87,8 @@ def render_card(config, class_name: str, *, repo_id=None, summary: dict | None =
         base_model=summary.get("base_model"),
     )
     record = BY_MODEL_TYPE.get(config.model_type)
-    template = resources.files("hf_longctx.model_cards").joinpath(record.card_template if record else
-                                                                 f"{config.model_type}.md")
-    if not template.is_file():
+    template = record and resources.files("hf_longctx.model_cards").joinpath(record.card_template)
+    if not template or not template.is_file():
         raise ExportError(f"no model card template for {config.model_type} in model_cards/")
     fields = config.to_dict()
     fields.pop("model_name", None)

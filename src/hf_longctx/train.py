@@ -387,11 +387,8 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
     Three phases: :func:`plan_run` finds everything that can be wrong with the arguments before the run folder or
     the data is touched; :func:`build_trainer` tokenizes, prepares the folder and builds the model and ``Trainer``;
     :func:`finish_run` tests, saves ``model/`` and summarises, after ``Trainer.train``."""
-    plan = plan_run(task_name, output_dir, data_dir=data_dir, variant=variant, preset=preset, max_length=max_length,
-                    epochs=epochs, max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
-                    dropout=dropout, seed=seed, init_from=init_from, max_train_samples=max_train_samples,
-                    max_eval_samples=max_eval_samples, overrides=overrides, device=device, bf16=bf16,
-                    push_to_hub=push_to_hub, corpora=corpora, tokenizer=tokenizer, log=log)
+    # Every argument but the two that decide the folder goes to plan_run, by name: one list of options, this signature.
+    plan = plan_run(**{k: v for k, v in locals().items() if k not in ("overwrite", "resume")})
     # A resume that does not match, or a folder that is not ours to replace, is refused before tokenizing (the
     # folder is prepared, and written, in build_trainer, once the model's config is known to build).
     _prepare_run_dir(plan.output_dir, plan.run_record, overwrite=overwrite, resume=resume, check_only=True)

@@ -553,7 +553,7 @@ class LongctxLongformerForMaskedLM(LongctxLongformerPreTrainedModel):
             check_class_labels(labels, self.config.vocab_size)
             loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
         result = MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
-        return result if self._return_dict(return_dict) else result.to_tuple()
+        return self._output(result, return_dict)
 
 
 class LongctxLongformerForCausalLM(LongctxLongformerPreTrainedModel, GenerationMixin):
@@ -614,7 +614,7 @@ class LongctxLongformerForCausalLM(LongctxLongformerPreTrainedModel, GenerationM
         result = CausalLMOutputWithPast(
             loss=loss, logits=logits, cache=out.get("cache") if use_cache else None, hidden_states=out.hidden_states
         )
-        return result if self._return_dict(return_dict) else result.to_tuple()
+        return self._output(result, return_dict)
 
 
 class LongctxLongformerForSequenceClassification(LongctxLongformerPreTrainedModel):
@@ -651,7 +651,7 @@ class LongctxLongformerForSequenceClassification(LongctxLongformerPreTrainedMode
             check_class_labels(labels, self.config.num_labels)
         loss = self.loss_function(labels, logits, self.config) if labels is not None else None
         result = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
-        return result if self._return_dict(return_dict) else result.to_tuple()
+        return self._output(result, return_dict)
 
 
 class LongctxLongformerForTokenClassification(LongctxLongformerPreTrainedModel):
@@ -678,7 +678,7 @@ class LongctxLongformerForTokenClassification(LongctxLongformerPreTrainedModel):
             check_class_labels(labels, self.config.num_labels)
             loss = self.loss_function(logits, labels, self.config, **kwargs)
         result = TokenClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
-        return result if self._return_dict(return_dict) else result.to_tuple()
+        return self._output(result, return_dict)
 
 
 class LongctxLongformerForQuestionAnswering(LongctxLongformerPreTrainedModel):
@@ -715,7 +715,7 @@ class LongctxLongformerForQuestionAnswering(LongctxLongformerPreTrainedModel):
         result = QuestionAnsweringModelOutput(
             loss=loss, start_logits=start_logits, end_logits=end_logits, hidden_states=out.hidden_states
         )
-        return result if self._return_dict(return_dict) else result.to_tuple()
+        return self._output(result, return_dict)
 
 
 class LongctxLongformerForMultipleChoice(LongctxLongformerPreTrainedModel):
@@ -762,7 +762,7 @@ class LongctxLongformerForMultipleChoice(LongctxLongformerPreTrainedModel):
         check_class_labels(labels, num_choices)
         loss = F.cross_entropy(logits, labels) if labels is not None else None
         result = MultipleChoiceModelOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
-        return result if self._return_dict(return_dict) else result.to_tuple()
+        return self._output(result, return_dict)
 
 
 __all__ = [

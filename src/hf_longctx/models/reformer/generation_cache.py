@@ -22,14 +22,14 @@ from .lsh_attention import (
 class ReformerGenerationCache(LongctxCache):
     """What a causal Reformer keeps between ``generate()`` steps, per layer.
 
-    Local layers keep the keys and values of their own position chunk and the ``num_chunks_before`` chunks before
-    it: a new token attends to exactly what the uncached model lets it see, so a model of local layers only
-    generates the same tokens cached and uncached. LSH layers keep every token's unit key, value and buckets (one
-    per round, from fixed rotations and a bucket count fixed when the cache is made) plus a bucket index (the
-    positions each bucket holds, :func:`bucket_index_insert`); a new token attends to the earlier keys that share a
-    bucket with it in any round (the latest ``chunk_length`` per round, read from the index), plus those of its own
-    and the previous position chunk (:func:`lsh_decode_attention` states the rule). Tensors are written in place into buffers whose capacity
-    doubles (never a concatenation per step), so the time per token stays flat as the text grows.
+    Local layers keep the keys and values of their own position chunk and the ``num_chunks_before`` chunks before it:
+    a new token attends to exactly what the uncached model lets it see, so a model of local layers only generates the
+    same tokens cached and uncached. LSH layers keep every token's unit key, value and buckets (one per round, from
+    fixed rotations and a bucket count fixed when the cache is made) plus a bucket index (the positions each bucket
+    holds, :func:`bucket_index_insert`); a new token attends to the earlier keys that share a bucket with it in any
+    round (the latest ``chunk_length`` per round, read from the index), plus those of its own and the previous
+    position chunk (:func:`lsh_decode_attention` states the rule). Tensors are written in place into buffers whose
+    capacity doubles (never a concatenation per step), so the time per token stays flat as the text grows.
     ``generate()`` passes the object back through the ``cache`` argument; beam search calls :meth:`reorder_cache`.
     """
 

@@ -96,11 +96,11 @@ def _scores_with_bias(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor) -> t
     return (q @ k.transpose(-1, -2)).to(bias.dtype) + bias
 
 
-# PyTorch's fused CPU attention kernel (longctx_fused_cpu.py; the Longformer's op uses it too). Over the sorted chunks it computes scores, softmax and
-# the value product in one pass and recomputes the probabilities in the backward: 1.8x faster forward + backward
-# than the separate GEMMs and softmax at 16k tokens (64-query chunks, 128 keys), nothing of size chunk x keys saved.
-# It has no dropout and returns no usable gradient path for the log-sum-exp, so it serves one hashing round
-# without attention dropout (the common LSH setting: transformers' default LSH dropout is 0).
+# PyTorch's fused CPU attention kernel (longctx_fused_cpu.py; the Longformer's op uses it too). Over the sorted chunks
+# it computes scores, softmax and the value product in one pass and recomputes the probabilities in the backward: 1.8x
+# faster forward + backward than the separate GEMMs and softmax at 16k tokens (64-query chunks, 128 keys), nothing of
+# size chunk x keys saved. It has no dropout and returns no usable gradient path for the log-sum-exp, so it serves one
+# hashing round without attention dropout (the common LSH setting: transformers' default LSH dropout is 0).
 def _flash_usable(q: torch.Tensor, rounds: int, dropout_p: float, return_logsumexp: bool) -> bool:
     return (flash_cpu_available(q) and q.dtype in (torch.float32, torch.float64) and rounds == 1
             and dropout_p == 0.0

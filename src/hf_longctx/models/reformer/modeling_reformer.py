@@ -1,10 +1,10 @@
 """hf_longctx Reformer (Kitaev et al. 2020): LSH and local chunked attention, reversible residual layers, chunked
 feed-forward, axial position embeddings, and a generation cache.
 
-Read top to bottom: the modules (built from explicit arguments) and the reversible layer, then the Hugging Face
-glue (the only code that reads the config) with one class per task head. Beside it: ``lsh_attention.py`` (the
-attention ops and their dense twins), ``reversible.py`` (the reversible stack's autograd Function) and
-``generation_cache.py`` (the cache ``generate()`` fills).
+Read top to bottom: the modules (built from explicit arguments) and the reversible layer, then the Hugging Face glue
+(the only code that reads the config) with one class per task head. Beside it: ``lsh_attention.py`` and
+``local_attention.py`` (the attention ops; ``naive.py`` their dense twins), ``reversible.py`` (the reversible stack's
+autograd Function) and ``generation_cache.py`` (the cache ``generate()`` fills).
 
 Weight names equal transformers' ``ReformerModel`` ones (``reformer.encoder.layers.0.attention.self_attention
 .query_key``, ...), so converting a transformers checkpoint copies its weights (``hf_longctx.conversion.reformer``).
@@ -529,12 +529,6 @@ class ReformerClassificationHead(nn.Module):
         return self.out_proj(seeded_dropout(torch.tanh(self.dense(x)), p, generator))
 
 
-def _finish(result, return_dict, config):
-    """The output object, or a tuple when asked (argument first, then ``config.return_dict``)."""
-    return_dict = return_dict if return_dict is not None else config.return_dict
-    return result if return_dict else result.to_tuple()
-
-
 class LongctxReformerForCausalLM(LongctxReformerPreTrainedModel, GenerationMixin):
     """Causal LM (transformers' ``ReformerModelWithLMHead``); ``generate()`` keeps a :class:`ReformerGenerationCache`."""
 
@@ -594,7 +588,7 @@ class LongctxReformerForCausalLM(LongctxReformerPreTrainedModel, GenerationMixin
         result = CausalLMOutputWithPast(
             loss=loss, logits=logits, cache=out.get("cache") if use_cache else None, hidden_states=out.hidden_states
         )
-        return _finish(result, return_dict, self.config)
+        return self._output(result, return_dict)
 
 
 class LongctxReformerForMaskedLM(LongctxReformerPreTrainedModel):
@@ -623,7 +617,7 @@ class LongctxReformerForMaskedLM(LongctxReformerPreTrainedModel):
         if labels is not None:
             check_token_labels(labels, tuple(logits.shape[:2]), self.config.vocab_size)
             loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
-        return _finish(MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states), return_dict, self.config)
+        return self._output(MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states), return_dict)
 
 
 class LongctxReformerForSequenceClassification(LongctxReformerPreTrainedModel):
@@ -653,7 +647,8 @@ class LongctxReformerForSequenceClassification(LongctxReformerPreTrainedModel):
         if self.config.num_labels > 1:  # one label is regression
             check_class_labels(labels, self.config.num_labels)
         loss = self.loss_function(labels, logits, self.config) if labels is not None else None
-        return _finish(SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states), return_dict, self.config)
+        result = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
+        return self._output(result, return_dict)
 
 
 class LongctxReformerForQuestionAnswering(LongctxReformerPreTrainedModel):
@@ -682,7 +677,7 @@ class LongctxReformerForQuestionAnswering(LongctxReformerPreTrainedModel):
             loss = self.loss_function(start_logits, end_logits, start_positions, end_positions)
         result = QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits,
                                               hidden_states=out.hidden_states)
-        return _finish(result, return_dict, self.config)
+        return self._output(result, return_dict)
 
 
 __all__ = [

@@ -9,9 +9,10 @@ import torch
 
 class _ReversibleStack(torch.autograd.Function):
     """All layers with activation memory independent of depth: the forward keeps only the last layer's graph; the
-    backward goes through it, then rebuilds each earlier layer's inputs from its outputs (``x2 = y2 - g(y1)``, ``x1 = y1 - f(x2)``), replaying
-    dropout from the layer's seeds and LSH from the buckets the forward drew, and returns the gradients of the two
-    streams and of every layer parameter (so ``torch.autograd.grad`` sees them too)."""
+    backward goes through it, then rebuilds each earlier layer's inputs from its outputs (``x2 = y2 - g(y1)``,
+    ``x1 = y1 - f(x2)``), replaying dropout from the layer's seeds and LSH from the buckets the forward drew, and
+    returns the gradients of the two streams and of every layer parameter (so ``torch.autograd.grad`` sees them
+    too)."""
 
     @staticmethod
     def forward(ctx, x1, x2, layers, layer_inputs, hidden_states, *params):

@@ -27,6 +27,10 @@ class LongctxModelMixin:
         """transformers' rule: the argument wins, else ``config.return_dict`` (False gives tuples)."""
         return self.config.return_dict if return_dict is None else return_dict
 
+    def _output(self, result, return_dict: bool | None):
+        """``result`` (a ``ModelOutput``), or its tuple when :meth:`_return_dict` says so."""
+        return result if self._return_dict(return_dict) else result.to_tuple()
+
     def _refuse_output_attentions(self, output_attentions: bool | None, why: str) -> None:
         """``output_attentions`` from the argument or the config (``from_pretrained(..., output_attentions=True)``)
         is refused, never silently ignored: our attention ops never materialise the probabilities."""

@@ -112,9 +112,9 @@ class AdaptiveLogSoftmax(nn.Module):
     """Log-probabilities over the vocabulary from hidden states (adaptive softmax, Grave et al. 2017).
 
     The head scores the first cluster's tokens plus one entry per tail cluster; a tail token's log-prob is its
-    cluster's head log-prob plus its log-prob within the cluster (4.49's ``ProjectedAdaptiveLogSoftmax.forward``). With no cutoffs this is a plain
-    ``log_softmax(linear(h))``. Returns **log-probs**, not logits, as transformers 4.x did; they serve as logits for
-    ``generate()`` since softmax(log p / t) = softmax(logit / t).
+    cluster's head log-prob plus its log-prob within the cluster (4.49's ``ProjectedAdaptiveLogSoftmax.forward``).
+    With no cutoffs this is a plain ``log_softmax(linear(h))``. Returns **log-probs**, not logits, as transformers 4.x
+    did; they serve as logits for ``generate()`` since softmax(log p / t) = softmax(logit / t).
     """
 
     def __init__(self, vocab_size: int, d_model: int, cutoffs: list[int], widths: list[int]):
@@ -205,9 +205,10 @@ class RelativeSelfAttention(nn.Module):
         inp = self.norm(x) if self.pre_lnorm else x
         q, k, v = (self._heads(t) for t in self.qkv(inp).split(hd, dim=-1))  # (B, H, T, D) each
         if mem is not None and mem.shape[1]:
-            # The memory's keys/values by their own GEMM: it is detached, so autograd computes no input gradient
-            # for its rows (one GEMM over memory + segment would, and throw it away), and no queries are computed
-            # for it (4.49 projects them and throws them away). Pre-LN normalises memory and segment (4.49's ``RelPartialLearnableMultiHeadAttn.forward``).
+            # The memory's keys/values by their own GEMM: it is detached, so autograd computes no input gradient for
+            # its rows (one GEMM over memory + segment would, and throw it away), and no queries are computed for it
+            # (4.49 projects them and throws them away). Pre-LN normalises memory and segment (4.49's
+            # ``RelPartialLearnableMultiHeadAttn.forward``).
             m = self.norm(mem) if self.pre_lnorm else mem
             k_mem, v_mem = (self._heads(t) for t in F.linear(m, self.qkv.weight[hd:]).split(hd, dim=-1))
             # Written head-major: the attention's batched GEMMs need (B*H, K, D) rows, a copy the cat replaces.
@@ -502,7 +503,8 @@ class LongctxTransfoXLModel(LongctxTransfoXLPreTrainedModel):
         return out if return_dict else out.to_tuple()
 
     def _position_embeddings(self, K: int, dtype, device) -> torch.Tensor:
-        """Sinusoids of the distances K-1 ... 0, clamped (4.49's ``TransfoXLModel.forward``); one table per segment for all layers."""
+        """Sinusoids of the distances K-1 ... 0, clamped (4.49's ``TransfoXLModel.forward``); one table per segment
+        for all layers."""
         distances = torch.arange(K - 1, -1, -1, device=device)
         if self.config.clamp_len is not None:
             distances = distances.clamp(max=self.config.clamp_len)
@@ -510,8 +512,9 @@ class LongctxTransfoXLModel(LongctxTransfoXLPreTrainedModel):
 
 
 def _tied_keys(config: LongctxTransfoXLConfig, lm_head: AdaptiveLogSoftmax, emb: AdaptiveEmbedding) -> dict:
-    """Weights the LM head shares with the embedding (4.49's ``TransfoXLLMHeadModel.tie_weights``): every output table, and the projections
-    that ``tie_projs`` names (with div_val=1 they all share the single embedding projection)."""
+    """Weights the LM head shares with the embedding (4.49's ``TransfoXLLMHeadModel.tie_weights``): every output
+    table, and the projections that ``tie_projs`` names (with div_val=1 they all share the single embedding
+    projection)."""
     keys = {}
     for i in range(len(lm_head.out_layers)):
         keys[f"lm_head.out_layers.{i}.weight"] = f"transformer.word_emb.emb_layers.{i}.weight"
@@ -593,8 +596,7 @@ class LongctxTransfoXLForCausalLM(LongctxTransfoXLPreTrainedModel, GenerationMix
             loss=loss, logits=logits, mems=out.mems, mems_mask=out.mems_mask, hidden_states=out.hidden_states,
             cache=out.cache if use_cache or cache is not None else None,
         )
-        return_dict = self._return_dict(return_dict)
-        return result if return_dict else result.to_tuple()
+        return self._output(result, return_dict)
 
 
 class LongctxTransfoXLForSequenceClassification(LongctxTransfoXLPreTrainedModel):
@@ -632,8 +634,7 @@ class LongctxTransfoXLForSequenceClassification(LongctxTransfoXLPreTrainedModel)
             check_class_labels(labels, self.config.num_labels)
         loss = self.loss_function(labels, logits, self.config) if labels is not None else None
         result = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
-        return_dict = self._return_dict(return_dict)
-        return result if return_dict else result.to_tuple()
+        return self._output(result, return_dict)
 
 
 __all__ = [

@@ -28,8 +28,9 @@ import torch.nn.functional as F
 
 def _masked_value(dtype: torch.dtype) -> float:
     # Half the most negative finite value: exp() underflows to exactly 0 next to any real key (as 4.49's finfo.min in
-    # ``RelPartialLearnableMultiHeadAttn.forward``), the content term can still be added without overflowing to -inf, and a query whose keys are all
-    # masked (a padding position) gets a finite row instead of NaN, so no NaN reaches the gradients.
+    # ``RelPartialLearnableMultiHeadAttn.forward``), the content term can still be added without overflowing to -inf,
+    # and a query whose keys are all masked (a padding position) gets a finite row instead of NaN, so no NaN reaches
+    # the gradients.
     return torch.finfo(dtype).min / 2
 
 
@@ -54,10 +55,10 @@ def rel_shift(x: torch.Tensor) -> torch.Tensor:
     for distance ``(K - T) + i - j``, for every ``j <= i + K - T``; entries with ``j > i + K - T`` (future keys)
     hold unrelated values and must be masked by the caller.
 
-    The paper's code (appendix B; 4.49's ``RelPartialLearnableMultiHeadAttn._rel_shift``) pads a zero column and reshapes, two copies of the
-    score matrix; reading ``x`` with row stride ``K - 1`` instead (:func:`_skewed`) gives the same entries with one.
-    Inside :func:`relative_attention` the shift, the mask and their backward are one pass each
-    (:class:`_ShiftAndMask`).
+    The paper's code (appendix B; 4.49's ``RelPartialLearnableMultiHeadAttn._rel_shift``) pads a zero column and
+    reshapes, two copies of the score matrix; reading ``x`` with row stride ``K - 1`` instead (:func:`_skewed`) gives
+    the same entries with one. Inside :func:`relative_attention` the shift, the mask and their backward are one pass
+    each (:class:`_ShiftAndMask`).
     """
     return _skewed(x.contiguous()).contiguous()
 
@@ -290,7 +291,8 @@ def naive_relative_attention(
 
 def sinusoid_positions(distances: torch.Tensor, d_model: int, dtype=torch.float32) -> torch.Tensor:
     """Sinusoid embedding ``R`` of (float) distances: ``(N,) -> (N, d_model)`` = ``[sin(d w), cos(d w)]`` with
-    ``w_k = 1 / 10000^(2k / d_model)`` (Vaswani et al. 2017; the sin-then-cos halves as in 4.49's ``PositionalEmbedding.forward``)."""
+    ``w_k = 1 / 10000^(2k / d_model)`` (Vaswani et al. 2017; the sin-then-cos halves as in 4.49's
+    ``PositionalEmbedding.forward``)."""
     # Computed in the model's dtype, as 4.49 does in fp32, so that converted checkpoints match to rounding.
     inv_freq = 1.0 / (10000 ** (torch.arange(0.0, d_model, 2.0, device=distances.device, dtype=dtype) / d_model))
     angles = torch.outer(distances.to(dtype), inv_freq)  # (N, d_model / 2)
