@@ -227,6 +227,9 @@ def export_arguments(p) -> None:
     p.add_argument("--repo-id", help="the Hub repository the card's loading snippet names")
     p.add_argument("--overwrite", action="store_true",
                    help="replace out_dir if an earlier export wrote it and nothing in it changed since")
+    p.add_argument("--format", action="append", choices=["onnx"],
+                   help="also write model.onnx (dynamic batch and length, checked with onnxruntime; needs "
+                        "pip install \"hf_longctx[onnx]\")")
 
 
 def push_arguments(p) -> None:

@@ -44,6 +44,9 @@ class VariantSpec:
     train_overrides: dict = field(default_factory=dict)
     bad_configs: list[tuple[str, dict, str]] = field(default_factory=list)  # (id, config fields, error match)
     position_table: bool = True  # False: any length, and position_ids are not an input (tests/test_bad_inputs.py)
+    # The most graph breaks `torch._dynamo.explain` may count in a training forward of any head (0 is the goal;
+    # a variant above it says why in its test file). A rise fails the compile test.
+    train_graph_breaks: int = 0
 
 
 def variant_specs() -> dict[str, VariantSpec]:
@@ -376,8 +379,8 @@ def test_output_flags_in_the_config_are_honoured(variant):
         with torch.no_grad():
             out = model(**inputs)
         assert out.hidden_states is not None and len(out.hidden_states) >= 2, name
-        model.config.output_attentions = True
-        try:
+        try:  # refused where the config is set (transformers' rule for sdpa models) or by the forward
+            model.config.output_attentions = True
             with torch.no_grad():
                 out = model(**inputs)
         except ValueError as err:
@@ -712,6 +715,61 @@ def test_torch_compile_every_head_as_eager(variant):
     torch._dynamo.reset()
     for name, head in variant.heads.items():
         _compiled_matches_eager(head, variant.make_config(**head.config_overrides), "aot_eager", (1, 2), name)
+
+
+def test_attn_implementation_names_the_op_that_runs(variant, tmp_path):
+    """`from_pretrained(..., attn_implementation=NAME)` and `set_attn_implementation`: each name the variant offers
+    loads, `config._attn_implementation` says it, and it computes what the default computes (forward in eval,
+    gradients in training); any other name is refused with the list of those it offers."""
+    head = variant.heads["base"]
+    config = variant.make_config(**head.config_overrides)
+    model = _build(head, config)
+    offered = list(type(model).attn_implementations)
+    assert model.config._attn_implementation == offered[0]
+    model.save_pretrained(tmp_path)
+    inputs = head.make_inputs(config, torch.Generator().manual_seed(3))
+    want = _forward(model, inputs, head.output)
+    for name in offered:
+        loaded = type(model).from_pretrained(tmp_path, attn_implementation=name).eval()
+        assert loaded.config._attn_implementation == name
+        torch.testing.assert_close(_forward(loaded, inputs, head.output), want, rtol=1e-5, atol=1e-5,
+                                   msg=lambda m, n=name: f"attn_implementation={n}: {m}")
+    for name in ("flash_attention_2", "flex_attention", "sdpa", "eager"):
+        if name in offered:
+            continue
+        with pytest.raises(ValueError, match=f'no attn_implementation="{name}". It runs "{offered[0]}"'):
+            type(model).from_pretrained(tmp_path, attn_implementation=name)
+        with pytest.raises(ValueError, match=f'no attn_implementation="{name}"'):
+            model.set_attn_implementation(name)
+    assert model.config._attn_implementation == offered[0]  # a refused switch changes nothing
+
+
+@pytest.mark.slow
+def test_every_head_compiles_as_one_graph_for_inference(variant):
+    """`torch.compile(model, fullgraph=True)`: every head's eval forward is one graph and equals eager, right
+    padding included (the Longformer's global tokens a data-dependent size of the graph); an id outside the
+    vocabulary still stops the compiled model with an error that names it. Training forwards: the graph breaks
+    `torch._dynamo.explain` counts stay within the variant's `train_graph_breaks`."""
+    worst = {}
+    for name, head in variant.heads.items():
+        config = variant.make_config(**head.config_overrides)
+        model = _build(head, config)
+        inputs = {k: v for k, v in head.make_inputs(config, torch.Generator().manual_seed(1)).items()}
+        if "attention_mask" in inputs and inputs["input_ids"].dim() == 2:
+            inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+            inputs["attention_mask"][-1, -5:] = 0  # the last row right-padded
+        torch._dynamo.reset()
+        compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+        with torch.no_grad():
+            torch.testing.assert_close(getattr(compiled(**inputs), head.output), getattr(model(**inputs), head.output),
+                                       rtol=1e-5, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+            bad = dict(inputs, input_ids=inputs["input_ids"].clone())
+            bad["input_ids"][0, ..., 3] = config.vocab_size + 2
+            with pytest.raises(RuntimeError, match="outside the vocabulary"):
+                compiled(**bad)
+        torch._dynamo.reset()
+        worst[name] = torch._dynamo.explain(model.train())(**inputs).graph_break_count
+    assert max(worst.values()) <= variant.train_graph_breaks, f"training graph breaks per head: {worst}"
 
 
 @inductor

@@ -157,6 +157,9 @@ LONGFORMER = VariantSpec(
         ("attentions", lambda c: {"input_ids": torch.ones(1, 3).long(), "output_attentions": True},
          "output_attentions"),
     ],
+    # Training graph breaks: the fast op needs the global-token count as a Python int (global_token_index's
+    # .item()); the causal head, whose sink tokens are global, breaks at every layer.
+    train_graph_breaks=17,
     bad_configs=[  # (id, config fields, what the ValueError must say)
         ("odd window", dict(attention_window=5), "attention_window must be an even integer"),
         ("window per layer, wrong count", dict(attention_window=[4, 4, 4]), "attention_window has 3 entries"),
@@ -343,3 +346,30 @@ def test_config_errors_name_the_field_and_value():
     config.attention_window = 3  # set after creation: the model re-checks
     with pytest.raises(ValueError, match="attention_window"):
         LongctxLongformerModel(config)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_eager_attention_trains_as_the_default_with_the_same_dropout(causal):
+    """`attn_implementation="eager"` (the dense twin) in training, float64: with attention dropout on and the same
+    torch seed, the output and every gradient equal the default fused path's (both draw the counter-based mask's seed from
+    torch's RNG), global tokens and padding included."""
+    config = make_config(attention_probs_dropout_prob=0.2, causal=causal)
+    g = torch.Generator().manual_seed(5)
+    ids, mask = _ids(g)
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    if not causal:
+        inputs["global_attention_mask"] = torch.zeros_like(mask)
+        inputs["global_attention_mask"][:, [0, 7]] = 1
+    grads = {}
+    for name in ("sdpa", "eager"):
+        torch.manual_seed(0)
+        model = LongctxLongformerModel(config).double().train()
+        model.set_attn_implementation(name)
+        torch.manual_seed(1)
+        out = model(**inputs).last_hidden_state
+        (out * mask[..., None]).square().sum().backward()
+        grads[name] = (out.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    torch.testing.assert_close(grads["eager"][0], grads["sdpa"][0], rtol=1e-9, atol=1e-9)
+    assert grads["eager"][1].keys() == grads["sdpa"][1].keys()
+    for n, grad in grads["sdpa"][1].items():
+        torch.testing.assert_close(grads["eager"][1][n], grad, rtol=1e-8, atol=1e-9, msg=lambda m, n=n: f"{n}: {m}")

@@ -112,8 +112,13 @@ def _drop_local_loading_fields(path: Path) -> None:
                                    ensure_ascii=False) + "\n")
 
 
-def export_model(model_dir, out_dir, *, overwrite: bool = False, repo_id: str | None = None) -> Path:
-    """Export ``model_dir`` to ``out_dir`` and return it. Raises :class:`ExportError` with the reason."""
+def export_model(model_dir, out_dir, *, overwrite: bool = False, repo_id: str | None = None,
+                 formats: tuple[str, ...] = ()) -> Path:
+    """Export ``model_dir`` to ``out_dir`` and return it. Raises :class:`ExportError` with the reason.
+
+    ``formats=("onnx",)`` also writes ``model.onnx`` in the folder (:func:`hf_longctx.onnx_export.to_onnx`,
+    checked with onnxruntime at lengths it was not exported at); a model that cannot be exported is refused
+    before anything is written."""
     from transformers import AutoConfig, AutoTokenizer
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -154,8 +159,24 @@ def export_model(model_dir, out_dir, *, overwrite: bool = False, repo_id: str | 
     except ValueError as err:
         raise ExportError(f"{summary_path} is not valid JSON ({err}); fix or delete it") from None
 
+    if "onnx" in formats:
+        from .onnx_export import OnnxExportError, check_exportable
+
+        try:
+            check_exportable(model)
+        except OnnxExportError as err:
+            raise ExportError(str(err)) from None
+
     staging = staging_folder(out_dir)
     try:
+        if "onnx" in formats:
+            from .onnx_export import ONNX_FILE, OnnxExportError, to_onnx
+
+            try:
+                check = to_onnx(model, staging / ONNX_FILE)
+            except OnnxExportError as err:
+                raise ExportError(str(err)) from None
+            summary = dict(summary, onnx=check)
         model.save_pretrained(staging)
         if tokenizer is not None:
             # A tokenizer without a length limit (model_max_length 1e30) makes `truncation=True` a no-op, and the
@@ -181,9 +202,12 @@ def run(args) -> int:
     import sys
 
     try:
-        out = export_model(args.model_dir, args.out_dir, overwrite=args.overwrite, repo_id=args.repo_id)
+        out = export_model(args.model_dir, args.out_dir, overwrite=args.overwrite, repo_id=args.repo_id,
+                           formats=tuple(args.format or ()))
     except ExportError as err:
         print(f"hf-longctx export: {err}", file=sys.stderr)
         return 1
     print(f"Hub-ready folder: {out}")
+    if args.format:
+        print(f"ONNX graph: {out / 'model.onnx'} (inputs and the onnxruntime check: {SUMMARY_FILE})")
     return 0

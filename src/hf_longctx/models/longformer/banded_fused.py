@@ -57,7 +57,7 @@ def _band_bias(key_mask: torch.Tensor, left: int, right: int, b: int, nb: int, d
 def _extra_bias(extra_mask: torch.Tensor, T: int, dtype: torch.dtype) -> torch.Tensor | None:
     """Additive mask of the extra keys, ``(B, 1, T, G)`` (stride 0 over queries when shared), or ``None``."""
     if extra_mask.dim() == 2:
-        if bool(extra_mask.all()):
+        if not torch.compiler.is_compiling() and bool(extra_mask.all()):
             return None  # every query sees every extra key: no mask at all
         bias = torch.where(extra_mask, torch.zeros((), dtype=dtype), _masked_score(dtype))
         return bias[:, None, None, :].expand(-1, 1, T, -1)

@@ -65,13 +65,36 @@ def check_mask(name: str, mask, shape: tuple[int, int]) -> torch.Tensor | None:
     return mask.bool()
 
 
-def check_length(seq_len: int, max_len: int, what: str = "max_position_embeddings") -> None:
-    """Fail early, with the numbers, when a sequence is longer than the model's position table."""
+def check_length(seq_len, max_len: int, what: str = "max_position_embeddings") -> None:
+    """Fail early, with the numbers, when a sequence is longer than the model's position table.
+
+    ``seq_len`` may be a 0-d tensor (the longest row's last position + 1): a compiled or exported graph cannot
+    read its value, so there the check is an assertion at run time rather than a graph break."""
+    if isinstance(seq_len, torch.Tensor):
+        if torch.compiler.is_compiling():
+            torch._assert_async(seq_len <= max_len, f"the input has more positions than this model supports "
+                                                    f"({max_len}, {what})")
+            return
+        seq_len = int(seq_len)
     if seq_len > max_len:
         raise ValueError(
             f"the input has {seq_len} positions but this model supports at most {max_len} ({what}); "
             "split the document into segments or convert the model to a longer length"
         )
+
+
+def check_range(name: str, values: torch.Tensor, low: int, high: int, what: str = "") -> None:
+    """Every entry of ``values`` must be in ``[low, high)`` (an index past a table was an IndexError inside
+    ``nn.Embedding``); asserted at run time in a compiled graph."""
+    bound = f"{name} must be in [{low}, {high})" + (f" ({what})" if what else "")
+    if not values.numel():
+        return
+    if torch.compiler.is_compiling():
+        torch._assert_async(((values >= low) & (values < high)).all(), bound)
+        return
+    smallest, largest = int(values.min()), int(values.max())
+    if smallest < low or largest >= high:
+        raise ValueError(f"{bound}, got values in [{smallest}, {largest}]")
 
 
 def check_class_labels(labels, num_classes: int, name: str = "labels") -> None:

@@ -12,6 +12,7 @@ different sizes, dilation, memory O(T * window) (no dense ``T x T`` mask), a cau
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -35,13 +36,15 @@ from .configuration_longformer import LongctxLongformerConfig
 from .longctx_common import (
     check_class_labels,
     check_length,
+    check_range,
     check_mask,
     check_token_inputs,
     generate_within_length,
     take_past_key_values,
 )
-from .counter_dropout import counter_dropout
+from .counter_dropout import _draw_seed, counter_dropout
 from .longctx_glue import LongctxCache, LongctxModelMixin, trim_generate_mask
+from .banded_graph import longformer_attention_graph
 from .naive import naive_longformer_attention
 from .scores import _MASKED_SCORE, _softmax_dtype
 from .sliding_window_attention import global_token_index, longformer_attention
@@ -93,12 +96,22 @@ class LongformerEmbeddings(nn.Module):
 
 
 def _dense_attention(q, k, v, *, dropout_p=0.0, **kwargs):
-    """:func:`naive_longformer_attention` behind the fast op's signature (no dropout)."""
-    return naive_longformer_attention(q, k, v, **kwargs)
+    """:func:`naive_longformer_attention` behind the fast op's signature (dropout: the fast op's counter-based
+    mask, from a seed drawn from torch's RNG)."""
+    seed = _draw_seed() if dropout_p > 0.0 else None
+    return naive_longformer_attention(q, k, v, dropout_p=dropout_p, dropout_seed=seed, **kwargs)
+
+
+def _graph_attention(q, k, v, *, dropout_p=0.0, dilation=1, **kwargs):
+    """:func:`longformer_attention_graph` behind the fast op's signature (chosen only without dropout and
+    dilation)."""
+    return longformer_attention_graph(q, k, v, **kwargs)
 
 
 class LongformerSelfAttention(nn.Module):
     """Projections + :func:`longformer_attention`. Bidirectional layers also own the global projections."""
+
+    attn_implementation = "sdpa"  # the model sets it from config._attn_implementation ("eager": the dense twin)
 
     def __init__(self, hidden_size, num_heads, window, dilation, causal, dropout):
         super().__init__()
@@ -116,6 +129,17 @@ class LongformerSelfAttention(nn.Module):
             self.query_global = nn.Linear(hidden_size, hidden_size)
             self.key_global = nn.Linear(hidden_size, hidden_size)
             self.value_global = nn.Linear(hidden_size, hidden_size)
+
+    def _attention_op(self, dropout_p: float, global_index):
+        """The op that computes the same attention best here: the fast op eagerly; in a graph without dropout
+        (export, ONNX, compiled inference) the static-shape op of ``banded_graph.py``; the dense twin for
+        ``attn_implementation="eager"`` and under ``torch.jit.trace``, which cannot record the fast op's custom
+        autograd kernels at every length (short inputs failed with "unordered_map::at")."""
+        if self.attn_implementation == "eager" or (dropout_p == 0.0 and torch.jit.is_tracing()):
+            return _dense_attention
+        if dropout_p == 0.0 and self.dilation == 1 and torch.compiler.is_compiling():
+            return functools.partial(_graph_attention, global_index=global_index)
+        return longformer_attention
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, nh, T, hs)
         B, T, _ = x.shape
@@ -139,9 +163,7 @@ class LongformerSelfAttention(nn.Module):
         q, k, v, *kv_global = (self._heads(x) for x in fused.split(C, dim=-1))  # (B, nh, T, hs) each
         dropout_p = self.dropout if self.training else 0.0
 
-        # torch.jit.trace cannot record the fast op's custom autograd kernels at every length (short inputs failed
-        # with "unordered_map::at"); a traced graph uses the dense twin, which computes the same attention.
-        attend = _dense_attention if torch.jit.is_tracing() and dropout_p == 0.0 else longformer_attention
+        attend = self._attention_op(dropout_p, global_index)
         if layer_cache is not None:
             out = layer_cache.attend(q, k, v, self.left, self.dilation)
         elif self.causal or global_index is None:
@@ -362,6 +384,10 @@ AUTO_MAP = {
 class LongctxLongformerPreTrainedModel(LongctxModelMixin, PreTrainedModel):
     config_class = LongctxLongformerConfig
     auto_map_heads = AUTO_MAP
+    attn_implementations = {
+        "sdpa": "the banded op on PyTorch's fused attention kernels, O(T x window) memory (the default)",
+        "eager": "the dense twin (naive.py): one T x T mask, readable and exact, O(T^2) time and memory",
+    }
     config: LongctxLongformerConfig
     base_model_prefix = "longformer"
     supports_gradient_checkpointing = True
@@ -451,10 +477,8 @@ class LongctxLongformerModel(LongctxLongformerPreTrainedModel):
         if real is None:
             real = torch.ones(B, T, dtype=torch.bool, device=device)
         global_mask = check_mask("global_attention_mask", global_attention_mask, (B, T))
-        if token_type_ids is not None and token_type_ids.numel() and int(token_type_ids.max()) >= c.type_vocab_size:
-            raise ValueError(
-                f"token_type_ids go up to {int(token_type_ids.max())} but type_vocab_size is {c.type_vocab_size}"
-            )
+        if token_type_ids is not None:
+            check_range("token_type_ids", token_type_ids, 0, c.type_vocab_size, "type_vocab_size")
         if cache is not None and not c.causal:
             raise ValueError("cache is only used by causal models (config.causal=True)")
         if use_cache and c.causal and cache is None:
@@ -466,9 +490,8 @@ class LongctxLongformerModel(LongctxLongformerPreTrainedModel):
             # Causal: count the attention mask, since generation often pads with the eos id.
             counted = real if (c.causal or input_ids is None) else input_ids.ne(c.pad_token_id)
             position_ids = roberta_position_ids(counted, c.pad_token_id, past_real)
-        check_length(int(position_ids.max()) + 1 if position_ids.numel() else 0, c.max_position_embeddings)
-        if position_ids.numel() and int(position_ids.min()) < 0:  # else an IndexError inside nn.Embedding
-            raise ValueError(f"position_ids must be >= 0, got {int(position_ids.min())}")
+        check_length(position_ids.max() + 1, c.max_position_embeddings)
+        check_range("position_ids", position_ids, 0, c.max_position_embeddings, "max_position_embeddings")
 
         if c.causal:
             rank = torch.cumsum(real.long(), dim=1) - 1 + (past_real[:, None] if past_real is not None else 0)
@@ -477,7 +500,7 @@ class LongctxLongformerModel(LongctxLongformerPreTrainedModel):
         global_index = None
         if global_mask is not None and not c.causal:
             global_mask = global_mask & real
-            if bool(global_mask.any()):
+            if torch.compiler.is_compiling() or bool(global_mask.any()):  # a graph keeps the global path
                 global_index = global_token_index(global_mask)
 
         hidden = self.embeddings(input_ids, position_ids, token_type_ids, inputs_embeds)
@@ -510,6 +533,10 @@ def _first_separator(input_ids: torch.Tensor, sep_token_id: int, head: str) -> t
             "global_attention_mask yourself"
         )
     is_sep = input_ids == sep_token_id
+    if torch.compiler.is_compiling():  # a graph asserts at run time
+        torch._assert_async(is_sep.any(dim=1).all(), f"{head} needs a separator (sep_token_id={sep_token_id}) in "
+                                                     "every row, or global_attention_mask")
+        return is_sep.int().argmax(dim=1)
     missing = (~is_sep.any(dim=1)).nonzero().flatten().tolist()
     if missing:
         raise ValueError(

@@ -177,11 +177,20 @@ def global_token_index(global_mask: torch.Tensor) -> tuple[torch.Tensor, torch.T
         ``valid`` ``(B, G)`` bool, where ``G`` is the largest count in the batch.
     """
     counts = global_mask.sum(dim=1)
-    G = int(counts.max()) if global_mask.numel() else 0
-    # A stable sort puts the global positions first, in order.
-    order = torch.sort((~global_mask).to(torch.int8), dim=1, stable=True).indices[:, :G]
+    if torch.compiler.is_compiling():  # a data-dependent size: the graph's G is whatever the input holds
+        G = counts.max().item()
+        torch._check(G >= 0)
+        torch._check(G <= global_mask.shape[1])
+    else:
+        G = int(counts.max()) if global_mask.numel() else 0
+    # Each global token's rank in its row is its slot; the others go to a spare slot T, cut off. A scatter rather
+    # than a stable sort, which ONNX lacks.
+    B, T = global_mask.shape
+    slot = torch.where(global_mask, global_mask.long().cumsum(1) - 1, T)
+    positions = torch.arange(T, device=global_mask.device).expand(B, T)
+    index = torch.zeros(B, T + 1, dtype=torch.long, device=global_mask.device).scatter(1, slot, positions)[:, :G]
     valid = torch.arange(G, device=global_mask.device)[None, :] < counts[:, None]
-    return order.masked_fill(~valid, 0), valid
+    return index.masked_fill(~valid, 0), valid
 
 
 def gather_positions(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -239,7 +248,7 @@ def longformer_attention(
     # Global marks on padding count for nothing; with only those there are no global keys at all (and PyTorch's
     # fused kernel dies of SIGFPE on zero keys: found by tests/test_fuzz_ops.py).
     global_mask = None if global_mask is None else global_mask.bool() & attention_mask
-    if global_mask is None or not bool(global_mask.any()):
+    if global_mask is None or (not torch.compiler.is_compiling() and not bool(global_mask.any())):
         out = sliding_window_attention(
             q, k, v, left, right, key_mask=attention_mask,
             dilation=dilation, block_size=block_size, dropout_p=dropout_p, dropout_seed=dropout_seed,
@@ -276,7 +285,7 @@ def longformer_attention(
 
 
 def _zero_padding_rows(out: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    if bool(attention_mask.all()):  # nothing to zero: skip a pass over the output, forward and backward
+    if not torch.compiler.is_compiling() and bool(attention_mask.all()):  # nothing to zero: skip a pass
         return out
     return out * attention_mask[:, None, :, None].to(out.dtype)
 
@@ -295,7 +304,7 @@ def global_query_attention(q_global, k_global, v_global, key_mask, dropout_p=0.0
     if _flash_cpu_usable(q_global, dropout_p):
         # The fused kernel never materialises the (B, H, G, T) scores; a key mask only where there is padding.
         bias = None
-        if not bool(key_mask.all()):
+        if torch.compiler.is_compiling() or not bool(key_mask.all()):
             zero = torch.zeros((), dtype=q_global.dtype, device=q_global.device)
             bias = torch.where(key_mask, zero, _masked_score(q_global.dtype))[:, None, None, :]
         return F.scaled_dot_product_attention(q_global, k_global, v_global, attn_mask=bias, scale=1.0)

@@ -9,6 +9,7 @@ import math
 
 import torch
 
+from .longctx_common import has_padding_before_tokens
 from .lsh_attention import (
     _FORBIDDEN,
     _check_chunking,
@@ -59,7 +60,7 @@ def local_chunked_attention(
     _check_chunking(chunk_length, num_chunks_before, num_chunks_after)
     B, H, T, D = q.shape
     real = _real_mask(attention_mask, B, T, q.device)
-    if bool((real[:, 1:] & ~real[:, :-1]).any()):  # padding before a real token in some row
+    if has_padding_before_tokens(real):  # padding before a real token in some row (compiled: asserted absent)
         order = torch.argsort((~real).to(torch.int8), dim=1, stable=True)  # (B, T) real tokens first, in order
         take = order[:, None, :, None].expand(B, H, T, D)
         out = local_chunked_attention(

@@ -294,7 +294,8 @@ def _chunk_neighbours(real_chunks: torch.Tensor, rounds: int, per_round: int, be
     C = rounds * per_round
     m = real_chunks[:, None]  # (B, 1)
     ids = torch.arange(C, device=real_chunks.device)[None, :]  # (1, C)
-    r, j = ids // per_round, ids % per_round
+    r = ids // per_round
+    j = ids - r * per_round  # ids % per_round; a remainder by a size has no ONNX translation
     in_cycle = j < m
     cycle_len = rounds * m
     position = r * m + j  # (B, C) place on the cycle
@@ -422,14 +423,14 @@ def lsh_attention(
     buckets = _pad_time(buckets, pad, 3)
 
     # Sort each round by (bucket, position), padding last: one argsort of a unique integer key per token.
-    bucket_bound = int(buckets.max()) + 2 if buckets.numel() else 2
-    pad_bucket = bucket_bound - 1
-    b = torch.where(real[:, None, None, :], buckets, torch.full_like(buckets, pad_bucket))
+    # A 0-d tensor, not a Python int: a compiled or exported graph cannot read the largest bucket's value.
+    bucket_bound = buckets.max() + 2
+    b = torch.where(real[:, None, None, :], buckets, bucket_bound - 1)
     rounds = torch.arange(R, device=qk.device)[None, None, :, None]
     positions = torch.arange(Tp, device=qk.device)
     order_key = ((rounds * bucket_bound + b) * Tp + positions).flatten(2)  # (B, H, R*Tp)
     order = order_key.argsort(dim=-1)  # sorted slot -> round * Tp + position
-    pos_sorted = order % Tp  # (B, H, R*Tp)
+    pos_sorted = order - (order // Tp) * Tp  # order % Tp (B, H, R*Tp), in ops an ONNX export translates
     C = R * N
 
     def sort(x):  # (B, H, Tp, D) -> (B, H, C, c, D) in sorted order
@@ -444,7 +445,7 @@ def lsh_attention(
     S = neighbours.shape[-1]
     k_n, v_n = _gather_chunks(k_s, neighbours), _gather_chunks(v_s, neighbours)  # (B, H, C, S*c, D)
     kpos_n = _gather_chunks(pos_c, neighbours)  # (B, H, C, S*c)
-    if bool(real.all()) and bool(keep.all()):
+    if not torch.compiler.is_compiling() and bool(real.all()) and bool(keep.all()):
         # No padding and no repeated neighbour chunk (the usual case): the bias depends on positions only, built
         # in five passes over the (B, H, C, c, S*c) scores instead of nine. Same values as the general path.
         kp, qp = kpos_n[..., None, :], pos_c[..., :, None]

@@ -36,6 +36,7 @@ from .generation_cache import ReformerGenerationCache
 from .longctx_common import (
     check_class_labels,
     check_length,
+    check_range,
     check_mask,
     check_token_inputs,
     check_token_labels,
@@ -302,6 +303,10 @@ AUTO_MAP = {
 
 
 class LongctxReformerPreTrainedModel(LongctxModelMixin, PreTrainedModel):
+    attn_implementations = {
+        "sdpa": "sorted, chunked LSH and local attention, on PyTorch's fused attention kernel where it applies (one "
+                "hash round, no dropout); its dense twin loops in Python and serves the tests only",
+    }
     config_class = LongctxReformerConfig
     auto_map_heads = AUTO_MAP
     config: LongctxReformerConfig
@@ -472,9 +477,9 @@ class LongctxReformerModel(PrivateRandomness, LongctxReformerPreTrainedModel):
         past = cache.seen if cache is not None else 0
         past_real = cache.real_seen if cache is not None else None  # (B,) or None
         if real is not None and position_ids is None:
-            longest = int((real.sum(-1) + (past if past_real is None else past_real)).max())
+            longest = (real.sum(-1) + (past if past_real is None else past_real)).max()
         else:
-            longest = past + T if past_real is None else int(past_real.max()) + T
+            longest = past + T if past_real is None else past_real.max() + T
         check_length(longest, c.max_input_tokens, c.input_limit_name)
         if position_ids is None:
             if real is None:
@@ -484,8 +489,7 @@ class LongctxReformerModel(PrivateRandomness, LongctxReformerPreTrainedModel):
             return position_ids + (past if past_real is None else past_real[:, None])
         if tuple(position_ids.shape) != (B, T):
             raise ValueError(f"position_ids must have shape {(B, T)}, got {tuple(position_ids.shape)}")
-        if position_ids.numel() and (int(position_ids.min()) < 0 or int(position_ids.max()) >= c.max_input_tokens):
-            raise ValueError(f"position_ids must be in [0, {c.max_input_tokens}), got up to {int(position_ids.max())}")
+        check_range("position_ids", position_ids, 0, c.max_input_tokens, c.input_limit_name)
         return position_ids
 
     def _final_norm(self, x1, x2, generator) -> torch.Tensor:

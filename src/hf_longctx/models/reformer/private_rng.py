@@ -37,6 +37,21 @@ class PrivateRandomness:
             )
         return self._eval_rotations[key]
 
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if not mode:  # eval(): draw the eval rotations now, outside any compiled region (a graph cannot create
+            self._draw_eval_rotations()  # the generator they come from); a compiled eval forward finds them
+        return self
+
+    def _draw_eval_rotations(self) -> None:
+        """The eval rotations of the configured bucket count, in the weights' dtype and device. With
+        ``num_buckets=None`` the count follows the length, and each new one is drawn at its first forward."""
+        c = self.config
+        if "lsh" not in c.attn_layers or c.num_buckets is None:
+            return
+        weight = next(self.parameters())
+        self._rotations(c.num_hashes, c.num_buckets, weight.dtype, weight.device)
+
     def private_generator(self, device) -> torch.Generator | None:
         """In training, a generator seeded from the model's private RNG, for a head's dropout; None in eval."""
         if not self.training:

@@ -16,6 +16,37 @@ class LongctxModelMixin:
     ``auto_map_heads``: its ``AUTO_MAP``, every Auto class and the head that serves it."""
 
     auto_map_heads: dict = {}
+    # The attention implementations the variant runs, by transformers' names (`from_pretrained(...,
+    # attn_implementation=NAME)`, `model.set_attn_implementation(NAME)`), each with what it is; the first is the
+    # default. Its modules that choose an op hold the chosen name in their `attn_implementation` attribute.
+    attn_implementations: dict = {"eager": "plain matrix products"}
+
+    def _check_and_adjust_attn_implementation(self, attn_implementation, is_init_check=False, allow_all_kernels=False):
+        """transformers' hook for the name in ``config._attn_implementation``: ours lists what the variant runs
+        (transformers' own message asks the user to request support upstream)."""
+        offered = self.attn_implementations
+        if attn_implementation is None:
+            return next(iter(offered))
+        if attn_implementation not in offered:
+            listing = "; ".join(f'"{name}": {what}' for name, what in offered.items())
+            raise ValueError(f'{type(self).__name__} has no attn_implementation="{attn_implementation}". It runs '
+                             f"{listing}.")
+        return attn_implementation
+
+    def set_attn_implementation(self, attn_implementation, allow_all_kernels: bool = False):
+        """Switch the attention op of a built model (checked as at load time)."""
+        self.config._attn_implementation_internal = self._check_and_adjust_attn_implementation(attn_implementation)
+        self._apply_attn_implementation()
+
+    def post_init(self):
+        super().post_init()
+        self._apply_attn_implementation()
+
+    def _apply_attn_implementation(self) -> None:
+        chosen = self.config._attn_implementation
+        for module in self.modules():
+            if "attn_implementation" in vars(type(module)):
+                module.attn_implementation = chosen
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # transformers writes only the saved class into `auto_map`; list every head so that any Auto class loads

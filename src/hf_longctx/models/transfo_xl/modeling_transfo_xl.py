@@ -297,6 +297,9 @@ class TransfoXLCausalLMOutput(ModelOutput):
 
 
 class LongctxTransfoXLPreTrainedModel(LongctxModelMixin, PreTrainedModel):
+    attn_implementations = {
+        "eager": "relative-position attention over memory and segment in plain matrix products (the one op)",
+    }
     auto_map_heads = AUTO_MAP
     config_class = LongctxTransfoXLConfig
     config: LongctxTransfoXLConfig

@@ -1,0 +1,56 @@
+"""The graph path of the Longformer attention (``banded_graph.py``: what export, ONNX and compiled inference run)
+against the dense twin, forward and every gradient, over bands, padding and global tokens."""
+
+import pytest
+import torch
+
+from hf_longctx.models.longformer.banded_graph import longformer_attention_graph
+from hf_longctx.models.longformer.naive import naive_longformer_attention
+from hf_longctx.models.longformer.sliding_window_attention import global_token_index
+
+
+def _inputs(B, H, T, D, seed, n_global, pad):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v, qg, kg, vg = (torch.randn(B, H, T, D, generator=g, dtype=torch.float64) for _ in range(6))
+    real = torch.ones(B, T, dtype=torch.bool)
+    if pad:
+        real[0, T - pad:] = False
+    glob = torch.zeros(B, T, dtype=torch.bool)
+    for row in range(B):
+        glob[row, torch.randperm(T, generator=g)[:n_global + row]] = True
+    return q, k, v, qg, kg, vg, real, glob & real
+
+
+@pytest.mark.parametrize("left,right,causal", [(4, 4, False), (3, 5, False), (6, 0, True), (1, 1, False)])
+@pytest.mark.parametrize("n_global,pad", [(0, 0), (2, 3), (1, 0)])
+@pytest.mark.parametrize("T", [5, 23, 32])
+def test_graph_path_equals_the_dense_twin_forward_and_gradients(left, right, causal, n_global, pad, T):
+    q, k, v, qg, kg, vg, real, glob = _inputs(2, 2, T, 4, seed=T + left, n_global=n_global, pad=pad)
+    tensors = [x.requires_grad_() for x in (q, k, v, kg, vg)]
+    has_global = bool(glob.any())
+    index = global_token_index(glob) if has_global else None
+    q_global = None
+    if has_global and not causal:  # the model gathers the global queries at the index
+        q_global = qg.gather(2, index[0][:, None, :, None].expand(2, 2, index[0].shape[1], 4)).requires_grad_()
+    common = dict(left=left, right=right, attention_mask=real, global_mask=glob if has_global else None,
+                  q_global=q_global, k_global=kg if q_global is not None else None,
+                  v_global=vg if q_global is not None else None, causal=causal)
+    got = longformer_attention_graph(q, k, v, global_index=index, **common)
+    want = naive_longformer_attention(q, k, v, **common)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    weights = torch.randn_like(got)
+    leaves = tensors + ([q_global] if q_global is not None else [])
+    grads = torch.autograd.grad((got * weights).sum(), leaves, allow_unused=True)
+    refs = torch.autograd.grad((want * weights).sum(), leaves, allow_unused=True)
+    for name, a, b in zip(["q", "k", "v", "k_global", "v_global", "q_global"], grads, refs):
+        if b is None:
+            assert a is None or not a.abs().max(), name
+            continue
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=lambda m, n=name: f"d{n}: {m}")
+
+
+def test_global_token_index_needs_no_sort_and_keeps_the_order():
+    mask = torch.tensor([[0, 1, 0, 1, 1], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0]], dtype=torch.bool)
+    index, valid = global_token_index(mask)
+    assert index.tolist() == [[1, 3, 4], [0, 0, 0], [0, 0, 0]]
+    assert valid.tolist() == [[True] * 3, [True, False, False], [False] * 3]
