@@ -107,3 +107,11 @@ def test_export_command_writes_the_graph_beside_the_hub_folder(tmp_path, capsys)
     check = json.loads((tmp_path / "hub" / SUMMARY_FILE).read_text())["onnx"]
     assert check["inputs"] == ["input_ids", "attention_mask", "global_attention_mask"]
     assert "ONNX graph" in capsys.readouterr().out
+
+
+def test_the_export_length_reads_one_window_for_every_layer():
+    """`attention_window` may be one integer for all layers (the benchmark's models) or one per layer."""
+    from hf_longctx.onnx_export import _export_length
+
+    assert _export_length(_model("longformer", "base", attention_window=6)) == 15
+    assert _export_length(_model("longformer", "base", attention_window=[4, 8])) == 19

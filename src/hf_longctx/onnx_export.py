@@ -118,7 +118,7 @@ def _export_length(model) -> int:
     limit: the graph generalises from it."""
     c = model.config
     if c.model_type == "longctx_longformer":
-        wanted = 2 * max(c.attention_window) + 3
+        wanted = 2 * max(c.layer_windows) + 3
     elif c.model_type == "longctx_reformer":
         wanted = 4 * max(c.lsh_attn_chunk_length, c.local_attn_chunk_length) + 3
     else:
