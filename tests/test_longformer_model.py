@@ -157,9 +157,11 @@ LONGFORMER = VariantSpec(
         ("attentions", lambda c: {"input_ids": torch.ones(1, 3).long(), "output_attentions": True},
          "output_attentions"),
     ],
-    # Training graph breaks: the fast op needs the global-token count as a Python int (global_token_index's
-    # .item()); the causal head, whose sink tokens are global, breaks at every layer.
-    train_graph_breaks=17,
+    # Graph breaks: the model reads its global-token count as a Python int (global_token_index), since Inductor
+    # cannot yet generate code for a data-dependent size (an export holds it as one); training with dropout runs
+    # the fast op, whose blocking is planned in Python.
+    inference_graph_breaks=5,
+    train_graph_breaks=5,
     bad_configs=[  # (id, config fields, what the ValueError must say)
         ("odd window", dict(attention_window=5), "attention_window must be an even integer"),
         ("window per layer, wrong count", dict(attention_window=[4, 4, 4]), "attention_window has 3 entries"),

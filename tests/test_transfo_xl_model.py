@@ -364,3 +364,30 @@ def test_every_head_compiles_as_one_graph_and_still_refuses_bad_input():
         torch._dynamo.reset()
         explained = torch._dynamo.explain(model.train())(**inputs)
         assert explained.graph_break_count == 0, (name, [str(b.reason)[:120] for b in explained.break_reasons])
+
+
+@pytest.mark.parametrize("overrides", [{}, {"mem_len": 20}, {"mem_len": 3}, {"same_length": True, "mem_len": 5},
+                                       {"mem_len": 0}, {"clamp_len": 4}])
+def test_every_segment_at_once_equals_the_segment_loop(overrides):
+    """The graph path (`_segments_at_once`: each layer over all segments as one batch, memory windows gathered
+    from the sequence) gives the loop's outputs, hidden states, memories and memory mask, float64, at lengths
+    shorter than a segment, a multiple of it and neither, one row right-padded."""
+    torch.manual_seed(0)
+    model = LongctxTransfoXLModel(make_config(**overrides)).double().eval()
+    for T in (5, 8, 29, 33):
+        ids = torch.randint(0, model.config.vocab_size, (2, T))
+        mask = torch.ones(2, T, dtype=torch.long)
+        mask[1, T - 3:] = 0
+        real = mask.bool()
+        with torch.no_grad():
+            loop = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+            at_once = model._segments_at_once(model.word_emb(ids), real, True)
+        pairs = zip(loop.hidden_states + (loop.last_hidden_state,),
+                    at_once.hidden_states + (at_once.last_hidden_state,))
+        for a, b in pairs:
+            torch.testing.assert_close(b[real], a[real], rtol=1e-12, atol=1e-12, msg=lambda m, T=T: f"T={T}: {m}")
+        assert len(loop.mems) == len(at_once.mems)
+        for a, b in zip(loop.mems, at_once.mems):
+            torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+        want_mask = loop.mems_mask if loop.mems_mask is not None else torch.ones_like(at_once.mems_mask)
+        assert torch.equal(at_once.mems_mask, want_mask), T

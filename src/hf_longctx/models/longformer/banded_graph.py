@@ -97,10 +97,10 @@ def longformer_attention_graph(
         G = index.shape[1]
         take = index[:, None, :, None].expand(B, H, G, D)
         k_e, v_e = k.gather(2, take), v.gather(2, take)  # (B, H, G, D)
-        extra_ok = valid[:, None, :]  # (B, 1, G)
+        extra_ok = valid[:, None, :]  # (B, 1, G); rows past T are padding queries, cut off below
         if causal:
-            extra_ok = extra_ok & (index[:, None, :] <= torch.arange(T, device=q.device)[None, :, None])
-        extra_ok = F.pad(extra_ok.expand(B, T, G), (0, 0, 0, N * b - T), value=False).view(B, N, b, G)
+            extra_ok = extra_ok & (index[:, None, :] <= torch.arange(N * b, device=q.device)[None, :, None])
+        extra_ok = extra_ok.expand(B, N * b, G).reshape(B, N, b, G)
         e_scores = torch.where(extra_ok[:, None], (_blocks_of(q, N, b) @ k_e[:, :, None].transpose(-1, -2)).to(sdt),
                                masked)  # (B, H, N, b, G)
         probs = torch.softmax(torch.cat([scores, e_scores], dim=-1), dim=-1).to(v.dtype)

@@ -130,14 +130,18 @@ class LongformerSelfAttention(nn.Module):
             self.key_global = nn.Linear(hidden_size, hidden_size)
             self.value_global = nn.Linear(hidden_size, hidden_size)
 
-    def _attention_op(self, dropout_p: float, global_index):
-        """The op that computes the same attention best here: the fast op eagerly; in a graph without dropout
-        (export, ONNX, compiled inference) the static-shape op of ``banded_graph.py``; the dense twin for
-        ``attn_implementation="eager"`` and under ``torch.jit.trace``, which cannot record the fast op's custom
-        autograd kernels at every length (short inputs failed with "unordered_map::at")."""
+    def _attention_op(self, dropout_p: float, global_mask, global_index):
+        """The op that computes the same attention best here: the fast op eagerly; without dropout, in a graph
+        (compiled, exported), the static-shape op of ``banded_graph.py`` over the global tokens the model indexed
+        once (an exported graph holds their count as a data-dependent size; a compiled one breaks once to read
+        it, since Inductor cannot yet generate code for such a size); the dense twin for ``attn_implementation=
+        "eager"`` and under ``torch.jit.trace``, which cannot record the fast op's custom autograd kernels at
+        every length (short inputs failed with "unordered_map::at")."""
         if self.attn_implementation == "eager" or (dropout_p == 0.0 and torch.jit.is_tracing()):
             return _dense_attention
-        if dropout_p == 0.0 and self.dilation == 1 and torch.compiler.is_compiling():
+        if dropout_p == 0.0 and self.dilation == 1 and torch.compiler.is_compiling() and (
+            global_mask is None or global_index is not None
+        ):
             return functools.partial(_graph_attention, global_index=global_index)
         return longformer_attention
 
@@ -163,7 +167,7 @@ class LongformerSelfAttention(nn.Module):
         q, k, v, *kv_global = (self._heads(x) for x in fused.split(C, dim=-1))  # (B, nh, T, hs) each
         dropout_p = self.dropout if self.training else 0.0
 
-        attend = self._attention_op(dropout_p, global_index)
+        attend = self._attention_op(dropout_p, global_mask, global_index)
         if layer_cache is not None:
             out = layer_cache.attend(q, k, v, self.left, self.dilation)
         elif self.causal or global_index is None:
@@ -500,8 +504,10 @@ class LongctxLongformerModel(LongctxLongformerPreTrainedModel):
         global_index = None
         if global_mask is not None and not c.causal:
             global_mask = global_mask & real
-            if torch.compiler.is_compiling() or bool(global_mask.any()):  # a graph keeps the global path
+            if torch.compiler.is_exporting() or bool(global_mask.any()):  # an exported graph keeps the global path
                 global_index = global_token_index(global_mask)
+        elif global_mask is not None and cache is None and torch.compiler.is_compiling():
+            global_index = global_token_index(global_mask)  # the sinks, once for every layer's graph op
 
         hidden = self.embeddings(input_ids, position_ids, token_type_ids, inputs_embeds)
         if cache is not None:

@@ -177,7 +177,7 @@ def global_token_index(global_mask: torch.Tensor) -> tuple[torch.Tensor, torch.T
         ``valid`` ``(B, G)`` bool, where ``G`` is the largest count in the batch.
     """
     counts = global_mask.sum(dim=1)
-    if torch.compiler.is_compiling():  # a data-dependent size: the graph's G is whatever the input holds
+    if torch.compiler.is_exporting():  # a data-dependent size: the graph's G is whatever the input holds
         G = counts.max().item()
         torch._check(G >= 0)
         torch._check(G <= global_mask.shape[1])
@@ -248,7 +248,7 @@ def longformer_attention(
     # Global marks on padding count for nothing; with only those there are no global keys at all (and PyTorch's
     # fused kernel dies of SIGFPE on zero keys: found by tests/test_fuzz_ops.py).
     global_mask = None if global_mask is None else global_mask.bool() & attention_mask
-    if global_mask is None or (not torch.compiler.is_compiling() and not bool(global_mask.any())):
+    if global_mask is None or not bool(global_mask.any()):
         out = sliding_window_attention(
             q, k, v, left, right, key_mask=attention_mask,
             dilation=dilation, block_size=block_size, dropout_p=dropout_p, dropout_seed=dropout_seed,

@@ -517,8 +517,9 @@ class ReformerOnlyLMHead(nn.Module):
 
 
 class ReformerClassificationHead(nn.Module):
-    """First real token (``first`` ``(B,)``: its column in each row; default 0): dropout -> dense (2C -> C) -> tanh -> dropout -> out_proj. The dropouts draw from ``generator``
-    (the model's private RNG): an ``nn.Dropout`` here advanced the global RNG, which the config promises not to."""
+    """First real token (``first`` ``(B,)``: its column in each row; default 0): dropout -> dense (2C -> C) ->
+    tanh -> dropout -> out_proj. The dropouts draw from ``generator`` (the model's private RNG): an ``nn.Dropout``
+    here advanced the global RNG, which the config promises not to."""
 
     def __init__(self, in_size, hidden_size, num_labels, dropout):
         super().__init__()
@@ -528,7 +529,10 @@ class ReformerClassificationHead(nn.Module):
 
     def forward(self, hidden_states, generator=None, first=None):
         p = self.dropout if self.training else 0.0
-        x = hidden_states[:, 0] if first is None else hidden_states[torch.arange(len(first)), first]
+        if first is None:
+            x = hidden_states[:, 0]
+        else:  # a gather, not indexing by arange(len(first)): a graph keeps the batch size dynamic
+            x = hidden_states.gather(1, first[:, None, None].expand(-1, 1, hidden_states.shape[-1]))[:, 0]
         x = seeded_dropout(x, p, generator)
         return self.out_proj(seeded_dropout(torch.tanh(self.dense(x)), p, generator))
 

@@ -447,6 +447,10 @@ class LongctxTransfoXLModel(LongctxTransfoXLPreTrainedModel):
 
         hidden = self.word_emb(input_ids) if inputs_embeds is None else inputs_embeds
         hidden = self.drop(hidden)
+        if torch.compiler.is_compiling() and mems is None and cache is None:
+            # A graph cannot loop over a number of segments that follows the length: every segment at once.
+            out = self._segments_at_once(hidden, real, output_hidden_states)
+            return out if return_dict else out.to_tuple()
         all_real = mems_mask is None or (not torch.compiler.is_compiling() and bool(mems_mask.all()))
         memory = SegmentMemory(mems, None if all_real else mems_mask, cache, c.mem_len)
         window = c.mem_len if c.same_length else None
@@ -482,6 +486,48 @@ class LongctxTransfoXLModel(LongctxTransfoXLPreTrainedModel):
             cache=cache,
         )
         return out if return_dict else out.to_tuple()
+
+    def _segments_at_once(self, hidden, real, output_hidden_states: bool) -> TransfoXLModelOutput:
+        """The segment loop without the loop, for graphs (compiled, exported): what ``forward`` computes from no
+        memory, with every segment of every layer at once.
+
+        Layer ``i`` of segment ``s`` reads the segment and, as memory, the ``mem_len`` layer-``i`` inputs before
+        it (detached) - all known once layer ``i - 1`` has run over every segment. So each layer runs once over
+        the ``n`` segments as a batch of ``B * n`` rows, each with a memory window gathered from the sequence.
+        Early segments, whose memory is shorter in the loop, get masked slots in front: the relative distances of
+        the real keys, so every score, are the loop's (tested against it in tests/test_transfo_xl_model.py).
+        """
+        c = self.config
+        B, T, C = hidden.shape
+        S, M = c.segment_length, c.mem_len
+        n = (T + S - 1) // S
+        device = hidden.device
+        real = torch.ones(B, T, dtype=torch.bool, device=device) if real is None else real
+        x = F.pad(hidden, (0, 0, 0, n * S - T))  # (B, n*S, C)
+        real_p = F.pad(real, (0, n * S - T), value=False)
+        # Segment s's memory: positions s*S - M ... s*S - 1 (before the sequence: masked slots), the windows of M
+        # starting every S positions of the sequence with M slots in front.
+        def windows(t):  # (B, n*S, ...) -> (B, n, M, ...)
+            return F.pad(t, (0, 0) * (t.dim() - 2) + (M, 0)).unfold(1, M, S)[:, :n].movedim(-1, 2)
+
+        mem_real = windows(real_p)  # (B, n, M); the front slots are False
+        key_mask = torch.cat([mem_real, real_p.view(B, n, S)], dim=2).view(B * n, M + S)
+        pos_emb = self._position_embeddings(M + S, x.dtype, device)
+        window = c.mem_len if c.same_length else None
+        all_hidden, new_mems = [], []
+        for layer in self.layers:
+            all_hidden.append(x[:, :T])
+            new_mems.append(x[:, max(0, T - M):T].detach())
+            mem = windows(x).reshape(B * n, M, C).detach() if M else None
+            y, _, _ = layer(x.view(B * n, S, C), layer.attn.project_r(pos_emb), key_mask, window, *self._biases(layer),
+                            mem)
+            x = y.view(B, n * S, C)
+        x = self.drop(x[:, :T])
+        all_hidden.append(x)
+        return TransfoXLModelOutput(
+            last_hidden_state=x, mems=tuple(new_mems), mems_mask=real[:, max(0, T - M):],
+            hidden_states=tuple(all_hidden) if output_hidden_states else None, cache=None,
+        )
 
     def _forward_left_aligned(self, input_ids, real, inputs_embeds, output_hidden_states, return_dict):
         """A batch with padding before some row's tokens, read with every row's real tokens moved to the front (in
