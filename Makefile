@@ -22,7 +22,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m hf_longctx demo
+	$(PY) -m hf_longctx compare
 
 # The everyday tier; test-all adds the slow tier (launchers, example scripts, every head compiled): what CI runs.
 test: $(STAMP)

@@ -221,6 +221,36 @@ def demo_arguments(p) -> None:
                    "idle cores, at least 1")
 
 
+def compare_arguments(p) -> None:
+    # No argparse defaults for the budget: a flag left out takes --quick's value or hf_longctx.compare's default.
+    p.add_argument("--task", choices=TASK_NAMES + PRETRAINING_TASK_NAMES, help="a shipped task (default: "
+                   "kernel-docs): classification is scored by accuracy, wiki-bytes and clm (causal language modelling "
+                   "on raw text) by bits per byte, mlm by perplexity")
+    p.add_argument("--data-dir", help="or your own documents: a labelled folder as for `hf-longctx train --data-dir`, "
+                   "or with --task clm a folder of raw text")
+    p.add_argument("--variants", nargs="+", metavar="VARIANT", help="the variants to compare "
+                   f"({', '.join(VARIANT_NAMES)}; default: all)")
+    p.add_argument("--max-length", type=positive_int, help="tokens every variant reads (default: 1024; --quick 256)")
+    p.add_argument("--truncated", type=non_negative_int, help="tokens the truncated baseline (the Longformer) reads; "
+                   "0: no baseline (default: 128; --quick 64)")
+    p.add_argument("--seeds", type=int, nargs="+", help="one run of every variant per seed (default: 0)")
+    p.add_argument("--steps", type=positive_int, help="optimizer steps of every run (default: 100; --quick 30)")
+    p.add_argument("--batch-size", type=positive_int, help="examples per step (default: 16; --quick 8)")
+    p.add_argument("--learning-rate", type=positive_float, help="peak AdamW learning rate (default: 0.002; --quick "
+                   "0.003)")
+    p.add_argument("--output-dir", default="runs/compare", help="where the runs, the table, the plot and the Hub "
+                   "folder go")
+    p.add_argument("--quick", action="store_true", help="tiny models, 256 tokens, 30 steps on 96 documents: under 2 "
+                   "minutes (what the tests run)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted compare in OUTPUT_DIR (same "
+                   "arguments)")
+    p.add_argument("--overwrite", action="store_true", help="delete OUTPUT_DIR first if an earlier compare wrote it "
+                   "(any other folder is never deleted)")
+    p.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads; 0 (the default) picks the "
+                   "idle cores, at least 1")
+    _device(p, bf16=False)
+
+
 def export_arguments(p) -> None:
     p.add_argument("model_dir", help="a folder written by `hf-longctx train`, `convert` or save_pretrained")
     p.add_argument("out_dir", help="the Hub-ready folder to write (must not exist unless --overwrite)")
@@ -268,6 +298,8 @@ SUBCOMMANDS = {
     "generate": ("hf_longctx.commands.generate", generate_arguments, "stream a causal model's continuation of a prompt"),
     "convert": ("hf_longctx.convert", convert_arguments, "turn a transformers Longformer, Reformer or TransfoXL (or "
                 "a short RoBERTa/BERT) into an hf_longctx model, or lengthen an hf_longctx Longformer"),
+    "compare": ("hf_longctx.compare", compare_arguments, "train every variant and a truncated baseline under one "
+                "budget on a task or your documents: a table, a plot, and the best model exported"),
     "demo": ("hf_longctx.demo", demo_arguments,
              "fine-tune a small Longformer on committed real text and report test accuracy"),
     "export": ("hf_longctx.export", export_arguments,

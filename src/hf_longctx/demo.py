@@ -1,6 +1,7 @@
-"""``hf-longctx demo`` (``make demo``): does reading the whole document pay? One command, on a CPU, in minutes.
+"""``hf-longctx demo``: does reading the whole document pay a Longformer? One command, on a CPU, in minutes.
 
-It is ``hf-longctx train`` run twice and ``hf-longctx export`` once, through the same public functions:
+``make demo`` runs :mod:`hf_longctx.compare` (every variant against the same truncated baseline); this is the
+Longformer alone, ``hf-longctx train`` run twice and ``hf-longctx export`` once, through the same public functions:
 
 1. :func:`hf_longctx.train.train` fine-tunes a randomly initialised small Longformer (first token global) on a
    shipped long-document classification task, reading up to ``max_length`` tokens of each document; Trainer
@@ -21,12 +22,9 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import numpy as np
 
 from .folders import FolderError, check_location, check_run_folder
 from .tasks import TASKS
@@ -86,10 +84,6 @@ def train_once(settings: DemoSettings, output_dir: Path, max_length: int, log=pr
     )
 
 
-class DemoError(RuntimeError):
-    """The exported folder does not reproduce the trained model."""
-
-
 def _quiet(message: str) -> None:
     """train()'s one-line JSON summary is not printed: the demo prints its own table."""
 
@@ -99,39 +93,15 @@ def metric(summary: dict, name: str) -> float:
 
 
 def export_and_reload(settings: DemoSettings, model_dir: Path, hub_dir: Path, summary: dict) -> dict:
-    """Export ``model_dir`` to ``hub_dir`` and reload it through the Auto classes.
+    """Export ``model_dir`` to ``hub_dir`` and reload it through the Auto classes: the check ``hf-longctx compare``
+    runs on its best model (:func:`hf_longctx.compare.export_and_reload`), which raises
+    :class:`~hf_longctx.compare.CompareError` unless the folder gives the test accuracy training measured and the
+    saved model's logits."""
+    from .compare import export_and_reload as check
 
-    Raises :class:`DemoError` when the reloaded folder's test accuracy differs from the one training measured in
-    memory, or its logits differ from those of ``model_dir`` by more than 1e-5.
-    """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
-
-    from .collator import LongContextCollator
-    from .export import export_model
-    from .train import subsample
-
-    hub = export_model(model_dir, hub_dir)
-    tokenizer = AutoTokenizer.from_pretrained(hub)
-    data, _ = TASKS[settings.task].load(tokenizer, settings.max_length, settings.seed)
-    test = subsample(data, "test", settings.max_eval_samples)["test"]
-    logits, classes = {}, {}
-    with tempfile.TemporaryDirectory(prefix="hf_longctx_demo_") as tmp:
-        args = TrainingArguments(output_dir=tmp, per_device_eval_batch_size=settings.batch_size, report_to="none",
-                                 use_cpu=True, disable_tqdm=True)
-        for name, folder in (("hub", hub), ("saved", model_dir)):
-            model = AutoModelForSequenceClassification.from_pretrained(folder)
-            classes[name] = type(model).__name__
-            trainer = Trainer(model=model, args=args, data_collator=LongContextCollator(tokenizer.pad_token_id))
-            logits[name] = trainer.predict(test).predictions
-    accuracy = float((logits["hub"].argmax(-1) == np.asarray(test["labels"])).mean())
-    max_diff = float(np.abs(logits["hub"] - logits["saved"]).max())
-    if round(accuracy, 4) != metric(summary, "accuracy"):
-        raise DemoError(f"the Hub-ready folder scores {accuracy:.4f} on test, training measured "
-                        f"{metric(summary, 'accuracy')}")
-    if max_diff > 1e-5:
-        raise DemoError(f"the Hub-ready folder's logits differ from the saved model's by {max_diff}")
-    return {"folder": str(hub), "reloaded_type": classes["hub"], "test_accuracy": accuracy,
-            "max_abs_logit_diff": max_diff, "examples": len(test)}
+    return check(TASKS[settings.task], model_dir, hub_dir, max_length=settings.max_length, seed=settings.seed,
+                 batch_size=settings.batch_size, max_eval_samples=settings.max_eval_samples, metric="accuracy",
+                 expected=metric(summary, "accuracy"))
 
 
 def run_demo(settings: DemoSettings, output_dir: str | Path, log=print) -> dict:

@@ -162,6 +162,8 @@ def command_line(run_record: dict) -> str:
         if r[flag]:
             parts.append(f"--{flag.replace('_', '-')} {r[flag]}")
     parts += [f"--set {key}={json.dumps(value)}" for key, value in r["overrides"].items()]
+    if r.get("shape"):  # no flag gives it: said as a comment
+        parts.append("# preset fields " + " ".join(f"{key}={value}" for key, value in r["shape"].items()))
     return " ".join(parts)
 
 
@@ -373,7 +375,8 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
           learning_rate: float = 5e-4, dropout: float = 0.0, seed: int = 0, init_from=None, overwrite: bool = False,
           resume: bool = False, max_train_samples: int | None = None, max_eval_samples: int | None = None,
           overrides: dict | None = None, device: str = "auto", bf16: bool = False, push_to_hub: str | None = None,
-          corpora: list[str] | None = None, tokenizer: str | None = None, log=print) -> dict:
+          corpora: list[str] | None = None, tokenizer: str | None = None, shape: dict | None = None,
+          log=print) -> dict:
     """Train ``variant`` on the shipped task ``task_name``, or on the classification folder ``data_dir``
     (:data:`hf_longctx.data.files.FOLDER_FORMAT`); returns the summary written next to the model. With
     ``push_to_hub``, the model is then exported to ``output_dir/hub`` and pushed to that Hub repository.
@@ -382,7 +385,8 @@ def train(task_name: str | None, output_dir, *, data_dir=None, variant: str = "l
 
     ``task_name`` ``"mlm"`` or ``"clm"`` pretrains on raw text (:data:`hf_longctx.tasks.PRETRAINING_TASKS`): the
     ``data_dir`` folder of ``*.txt`` / ``*.jsonl`` documents, or the shipped ``corpora`` (default all);
-    ``tokenizer`` names its tokenizer (:func:`hf_longctx.tasks.pretraining_tokenizer`).
+    ``tokenizer`` names its tokenizer (:func:`hf_longctx.tasks.pretraining_tokenizer`). ``shape`` replaces some
+    of the preset's fields in a new model (``hf-longctx compare`` widens a feed-forward to match model sizes).
 
     Three phases: :func:`plan_run` finds everything that can be wrong with the arguments before the run folder or
     the data is touched; :func:`build_trainer` tokenizes, prepares the folder and builds the model and ``Trainer``;
@@ -422,11 +426,12 @@ class RunPlan:
     log: object
     main: bool = True  # the process that writes (rank 0)
     barrier: object = None  # waits for every process (a no-op on one)
+    shape: dict | None = None  # preset fields replaced in a new model
 
 
 def plan_run(task_name, output_dir, *, data_dir, variant, preset, max_length, epochs, max_steps, batch_size,
              learning_rate, dropout, seed, init_from, max_train_samples, max_eval_samples, overrides, device, bf16,
-             push_to_hub, corpora, tokenizer, log) -> RunPlan:
+             push_to_hub, corpora, tokenizer, log, shape=None) -> RunPlan:
     """Check every argument and resolve the task, the checkpoint, the tokenizer and the ``TrainingArguments``:
     everything that can be wrong is found here, before the run folder is touched or any data is tokenized.
 
@@ -459,6 +464,9 @@ def plan_run(task_name, output_dir, *, data_dir, variant, preset, max_length, ep
         raise TrainError(f"unknown variant {variant!r}; choose one of {', '.join(BY_NAME)}")
     if preset not in PRESETS:
         raise TrainError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    if shape and (set(shape) - set(PRESETS[preset]) or init_from is not None):
+        raise TrainError(f"shape {shape} must replace fields of the preset ({', '.join(PRESETS[preset])}) of a new "
+                         "model")
     output_dir = Path(output_dir)
     try:
         check_location(output_dir)
@@ -507,10 +515,12 @@ def plan_run(task_name, output_dir, *, data_dir, variant, preset, max_length, ep
     }
     if task.name in PRETRAINING_TASKS:  # only then, so that earlier runs' records still --resume
         run_record.update(corpora=None if corpora is None else list(corpora), tokenizer=tokenizer_choice)
+    if shape:  # likewise
+        run_record["shape"] = dict(shape)
     return RunPlan(task=task, output_dir=output_dir, data_dir=data_dir, variant=variant, preset=preset,
                    max_length=max_length, dropout=dropout, seed=seed, init_from=init_from, init_config=init_config,
                    tokenizer=tokenizer, args=args, run_record=run_record, corpora=corpora, push_to_hub=push_to_hub,
-                   log=log if main else (lambda message: None), main=main, barrier=barrier)
+                   log=log if main else (lambda message: None), main=main, barrier=barrier, shape=shape)
 
 
 def build_trainer(plan: RunPlan, *, overwrite: bool, resume: bool):
@@ -529,8 +539,8 @@ def build_trainer(plan: RunPlan, *, overwrite: bool, resume: bool):
     data = subsample(subsample(data, "validation", limits["validation"]), "test", limits["test"])
     if plan.init_from is None:
         try:  # a config field the builder refuses (ValueError naming it) stops the run here, not after the folder
-            config = BY_NAME[plan.variant].build_config(PRESETS[plan.preset], tokenizer, plan.max_length, task, labels,
-                                                        plan.dropout)
+            config = BY_NAME[plan.variant].build_config({**PRESETS[plan.preset], **(plan.shape or {})}, tokenizer,
+                                                        plan.max_length, task, labels, plan.dropout)
         except ValueError as err:
             raise TrainError(f"cannot build a {plan.variant} {plan.preset} model: {err}") from None
         check_has_head(config.model_type, task, f"--variant {plan.variant}")
