@@ -366,3 +366,22 @@ def test_short_run_times_read_in_tenths():
     from hf_longctx.train import _seconds
 
     assert (_seconds(0.43), _seconds(9.96), _seconds(12.4)) == ("0.4 s", "10.0 s", "12 s")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["longformer", "reformer", "transfo-xl"])
+def test_train_compile_trains_a_compiled_model_and_saves_a_plain_one(variant, tmp_path, capsys):
+    """`hf-longctx train --compile` (TrainingArguments' torch_compile; aot_eager here, Inductor's cold compile
+    taking minutes): the Trainer trains the compiled model, the CPU warning is printed, and the saved model is the
+    plain one (no `_orig_mod.` prefixes), which reloads and evaluates."""
+    run = tmp_path / "run"
+    assert main(["train", "--task", "kernel-docs", "--variant", variant, "--max-length", "64", "--compile",
+                 "--set", "torch_compile_backend=aot_eager", "--output-dir", str(run), *FAST]) == 0
+    assert "--compile on a CPU" in capsys.readouterr().err
+    from safetensors import safe_open
+
+    with safe_open(run / "model" / "model.safetensors", "pt") as weights:
+        assert not [k for k in weights.keys() if "_orig_mod" in k]
+    assert main(["evaluate", str(run / "model"), "--task", "kernel-docs", "--split", "validation",
+                 "--max-samples", "8"]) == 0
+    assert "validation_accuracy" in json.loads(capsys.readouterr().out)
