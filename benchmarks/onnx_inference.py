@@ -31,7 +31,7 @@ from hf_longctx.onnx_export import real_difference, to_onnx
 
 
 def build(variant: str, longest: int):
-    """(ours, anchor, anchor's name, ours' inputs at length T, anchor's inputs at length T)."""
+    """(ours, anchor, the anchor's name, the inputs of both at length T)."""
     if variant == "longformer":
         ours, anchor = build_model("ours", longest).eval(), build_model("transformers", longest).eval()
 
@@ -42,7 +42,7 @@ def build(variant: str, longest: int):
             return {"input_ids": ids, "attention_mask": torch.ones(1, T, dtype=torch.long),
                     "global_attention_mask": glob}
 
-        return ours, anchor, "transformers' Longformer", feed, feed
+        return ours, anchor, "transformers' Longformer", feed
     if variant == "reformer":
         from hf_longctx.benchmarks.reformer import build as reformer
 
@@ -52,7 +52,7 @@ def build(variant: str, longest: int):
             ids = torch.randint(0, ours.config.vocab_size, (1, T), generator=torch.Generator().manual_seed(T))
             return {"input_ids": ids, "attention_mask": torch.ones(1, T, dtype=torch.long)}
 
-        return ours, anchor, "transformers' Reformer", feed, feed
+        return ours, anchor, "transformers' Reformer", feed
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from hf_longctx.benchmarks import transfo_xl as bench
@@ -68,7 +68,7 @@ def build(variant: str, longest: int):
         ids = torch.randint(0, bench.VOCAB, (1, T), generator=torch.Generator().manual_seed(T))
         return {"input_ids": ids, "attention_mask": torch.ones(1, T, dtype=torch.long)}
 
-    return ours, anchor, "GPT-2 (dense SDPA over the whole document)", feed, feed
+    return ours, anchor, "GPT-2 (dense SDPA over the whole document)", feed
 
 
 def main() -> None:
@@ -80,7 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     longest = max(args.lengths)
-    ours, theirs, anchor_name, feed_ours, feed_anchor = build(args.variant, longest)
+    ours, theirs, anchor_name, feed_inputs = build(args.variant, longest)
     folder = Path(tempfile.mkdtemp())
     started = time.perf_counter()
     check = to_onnx(ours, folder / "model.onnx")
@@ -91,12 +91,12 @@ def main() -> None:
     rows = []
     names = list(check["inputs"])
     for T in args.lengths:
-        inputs, anchor_inputs = feed_ours(T), feed_anchor(T)
+        inputs = feed_inputs(T)
         feed = {n: inputs[n].numpy() for n in names}
         runs = {
             "onnxruntime": lambda: session.run(None, feed)[0],
             "ours (eager)": lambda: ours(**inputs)[0],
-            "anchor (eager)": lambda: theirs(**anchor_inputs)[0],
+            "anchor (eager)": lambda: theirs(**inputs)[0],
         }
         times = {name: [] for name in runs}
         with torch.no_grad():

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from .benchmarks.harness import status_kb
 from .folders import FolderError, check_location, check_run_folder
 from .variants import BY_NAME
 
@@ -242,13 +243,6 @@ def budget_overrides(settings: CompareSettings, metric: str, higher: bool) -> di
 # ------------------------------------------------------------------- measuring ------------------------------------
 
 
-def _status_mb(key: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    raise OSError(f"no {key} in /proc/self/status")
-
-
 def _mmap_threshold(size: int, trim: bool = False) -> None:
     """glibc's M_MMAP_THRESHOLD: with 128 KiB, every tensor above it is its own mapping, returned to the system
     when freed, so the resident size follows the live tensors (the benchmarks' memory children set the same).
@@ -305,7 +299,7 @@ class StepMeter(TrainerCallback):
             return torch.cuda.memory_allocated(device) / 2**20
         try:
             _mmap_threshold(128 * 1024, trim=True)
-            baseline = _status_mb("VmRSS")
+            baseline = status_kb("VmRSS") / 1024
             Path("/proc/self/clear_refs").write_text("5")  # resets the high-water mark (Linux >= 4.0)
             return baseline
         except OSError:
@@ -316,7 +310,7 @@ class StepMeter(TrainerCallback):
 
         if device.type == "cuda":
             return torch.cuda.max_memory_allocated(device) / 2**20 - self._baseline
-        peak = _status_mb("VmHWM")
+        peak = status_kb("VmHWM") / 1024
         _mmap_threshold(32 * 2**20)  # glibc's largest dynamic threshold, where training settles anyway
         return peak - self._baseline
 

@@ -159,8 +159,8 @@ def export_model(model_dir, out_dir, *, overwrite: bool = False, repo_id: str | 
     except ValueError as err:
         raise ExportError(f"{summary_path} is not valid JSON ({err}); fix or delete it") from None
 
-    if "onnx" in formats:
-        from .onnx_export import OnnxExportError, check_exportable
+    if "onnx" in formats:  # refused (by name) before the staging folder exists, like a damaged model_dir
+        from .onnx_export import ONNX_FILE, OnnxExportError, check_exportable, to_onnx
 
         try:
             check_exportable(model)
@@ -170,8 +170,6 @@ def export_model(model_dir, out_dir, *, overwrite: bool = False, repo_id: str | 
     staging = staging_folder(out_dir)
     try:
         if "onnx" in formats:
-            from .onnx_export import ONNX_FILE, OnnxExportError, to_onnx
-
             try:
                 check = to_onnx(model, staging / ONNX_FILE)
             except OnnxExportError as err:

@@ -82,11 +82,12 @@ def paired_median(num: list, den: list) -> float | None:
     return statistics.median(ratios) if ratios else None
 
 
-def _status_kb(field: str) -> int:
+def status_kb(field: str) -> int:
+    """A ``/proc/self/status`` field in kB (``VmRSS``, ``VmHWM``); OSError where there is none (not Linux)."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
+    raise OSError(f"{field} not in /proc/self/status")
 
 
 def peak_growth(warm_up: Callable[[], None], step: Callable[[], None]) -> dict:
@@ -94,10 +95,10 @@ def peak_growth(warm_up: Callable[[], None], step: Callable[[], None]) -> dict:
     libraries' one-time buffers and lazy imports). Printed as JSON for :func:`measure_memory`."""
     warm_up()
     gc.collect()
-    baseline = _status_kb("VmRSS")
+    baseline = status_kb("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset the RSS high-water mark (Linux >= 4.0)
     step()
-    peak = _status_kb("VmHWM")
+    peak = status_kb("VmHWM")
     result = {"peak_growth_mb": (peak - baseline) / 1024, "baseline_mb": baseline / 1024}
     print(json.dumps(result))
     return result

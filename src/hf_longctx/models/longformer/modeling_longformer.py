@@ -36,8 +36,8 @@ from .configuration_longformer import LongctxLongformerConfig
 from .longctx_common import (
     check_class_labels,
     check_length,
-    check_range,
     check_mask,
+    check_range,
     check_token_inputs,
     generate_within_length,
     take_past_key_values,

@@ -36,8 +36,8 @@ from .generation_cache import ReformerGenerationCache
 from .longctx_common import (
     check_class_labels,
     check_length,
-    check_range,
     check_mask,
+    check_range,
     check_token_inputs,
     check_token_labels,
     generate_left_padded_rows_alone,
