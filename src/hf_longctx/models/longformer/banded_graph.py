@@ -109,14 +109,23 @@ def longformer_attention_graph(
         out = torch.softmax(scores, dim=-1).to(v.dtype) @ v_w
     out = out.view(B, H, N * b, D)[:, :, :T]
 
-    if have_extra and not causal:  # global rows attend to every real key and replace their local result
-        g_scores = torch.where(real[:, None, None, :], (q_global @ k_global.transpose(-1, -2)).to(sdt), masked)
-        g_out = torch.softmax(g_scores, dim=-1).to(v.dtype) @ v_global  # (B, H, G, D)
-        g_out = F.pad(g_out, (0, 0, 0, 1))  # one spare row, so that G = 0 still gathers
-        slot = (glob.long().cumsum(1) - 1).clamp(min=0)  # (B, T): row t's place among its row's global tokens
-        g_rows = g_out.gather(2, slot[:, None, :, None].expand(B, H, T, D))
-        out = torch.where(glob[:, None, :, None], g_rows, out)
+    if have_extra and not causal:
+        out = global_rows_replace(out, q_global, k_global, v_global, real, glob)
     return out * real[:, None, :, None].to(out.dtype)
 
 
-__all__ = ["longformer_attention_graph"]
+def global_rows_replace(out, q_global, k_global, v_global, real, glob):
+    """Global rows attend to every real key (``q_global`` ``(B, H, G, D)`` pre-scaled, ``k_global`` and
+    ``v_global`` ``(B, H, T, D)``) and replace their rows of ``out`` ``(B, H, T, D)``; ``glob`` excludes padding."""
+    B, H, T, D = out.shape
+    sdt = torch.float64 if q_global.dtype == torch.float64 else torch.float32
+    masked = _masked_score(sdt).to(out.device)
+    g_scores = torch.where(real[:, None, None, :], (q_global @ k_global.transpose(-1, -2)).to(sdt), masked)
+    g_out = torch.softmax(g_scores, dim=-1).to(v_global.dtype) @ v_global  # (B, H, G, D)
+    g_out = F.pad(g_out, (0, 0, 0, 1))  # one spare row, so that G = 0 still gathers
+    slot = (glob.long().cumsum(1) - 1).clamp(min=0)  # (B, T): row t's place among its row's global tokens
+    g_rows = g_out.gather(2, slot[:, None, :, None].expand(B, H, T, D))
+    return torch.where(glob[:, None, :, None], g_rows.to(out.dtype), out)
+
+
+__all__ = ["global_rows_replace", "longformer_attention_graph"]

@@ -45,6 +45,7 @@ from .longctx_common import (
 from .counter_dropout import _draw_seed, counter_dropout
 from .longctx_glue import LongctxCache, LongctxModelMixin, trim_generate_mask
 from .banded_graph import longformer_attention_graph
+from .flex import longformer_attention_flex
 from .naive import naive_longformer_attention
 from .scores import _MASKED_SCORE, _softmax_dtype
 from .sliding_window_attention import global_token_index, longformer_attention
@@ -139,6 +140,8 @@ class LongformerSelfAttention(nn.Module):
         every length (short inputs failed with "unordered_map::at")."""
         if self.attn_implementation == "eager" or (dropout_p == 0.0 and torch.jit.is_tracing()):
             return _dense_attention
+        if self.attn_implementation == "flex_attention":
+            return longformer_attention_flex
         if dropout_p == 0.0 and self.dilation == 1 and torch.compiler.is_compiling() and (
             global_mask is None or global_index is not None
         ):
@@ -391,6 +394,8 @@ class LongctxLongformerPreTrainedModel(LongctxModelMixin, PreTrainedModel):
     attn_implementations = {
         "sdpa": "the banded op on PyTorch's fused attention kernels, O(T x window) memory (the default)",
         "eager": "the dense twin (naive.py): one T x T mask, readable and exact, O(T^2) time and memory",
+        "flex_attention": "PyTorch's FlexAttention over the band's and global tokens' tiles (flex.py): the GPU "
+        "path; on the CPU inference only, about half the default's speed, and no attention dropout",
     }
     config: LongctxLongformerConfig
     base_model_prefix = "longformer"
