@@ -48,6 +48,9 @@ class VariantSpec:
     # is the goal; a variant above it says why in its test file). A rise fails the compile tests.
     inference_graph_breaks: int = 0
     train_graph_breaks: int = 0
+    # Config fields an attn_implementation needs to run here on the CPU (the Reformer's FlexAttention serves one
+    # hash round on the CPU); without them, that implementation must refuse the default config by name.
+    cpu_attn_overrides: dict[str, dict] = field(default_factory=dict)
 
 
 def variant_specs() -> dict[str, VariantSpec]:
@@ -737,6 +740,17 @@ def test_attn_implementation_names_the_op_that_runs(variant, tmp_path):
     for name in offered:
         loaded = type(model).from_pretrained(tmp_path, attn_implementation=name).eval()
         assert loaded.config._attn_implementation == name
+        overrides = variant.cpu_attn_overrides.get(name)
+        if overrides:  # the default config is refused by name; with the overrides, it computes what the default does
+            with pytest.raises(ValueError, match=f'attn_implementation="{name}" on the CPU'):
+                _forward(loaded, inputs, head.output)
+            narrow = variant.make_config(**{**head.config_overrides, **overrides})
+            default = _build(head, narrow)
+            default.save_pretrained(tmp_path / name)
+            loaded = type(model).from_pretrained(tmp_path / name, attn_implementation=name).eval()
+            torch.testing.assert_close(_forward(loaded, inputs, head.output), _forward(default, inputs, head.output),
+                                       rtol=1e-5, atol=1e-5, msg=lambda m, n=name: f"attn_implementation={n}: {m}")
+            continue
         torch.testing.assert_close(_forward(loaded, inputs, head.output), want, rtol=1e-5, atol=1e-5,
                                    msg=lambda m, n=name: f"attn_implementation={n}: {m}")
     for name in ("flash_attention_2", "flex_attention", "sdpa", "eager"):

@@ -139,6 +139,7 @@ REFORMER = VariantSpec(
     # Training graph breaks: the private training generator (private_rng.py) is an object Dynamo cannot hold;
     # eval forwards are one graph.
     train_graph_breaks=11,
+    cpu_attn_overrides={"flex_attention": {"num_hashes": 1}},
     bad_configs=[  # (id, config fields, what the ValueError must say)
         ("odd bucket count", dict(num_buckets=5), "num_buckets must be an even integer"),
         ("unknown layer kind", dict(attn_layers=["local", "global"]), "attn_layers\\[1\\] must be 'lsh' or 'local'"),

@@ -16,43 +16,13 @@ GPU path; the CPU runs it for tests and for users who ask for it.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 
 from .banded_graph import global_rows_replace
+from .longctx_flex import check_flex_usable, flex_attention_call
 
 BLOCK = 128  # FlexAttention's default tile; the block mask is built at this size
-
-
-@functools.cache
-def _compiled_flex():
-    # Eager flex_attention materialises the whole T x T score matrix; compiled, it runs the tiled kernel. One
-    # compiled function for the process (it recompiles per new shape, a few seconds on the CPU).
-    from torch.nn.attention.flex_attention import flex_attention
-
-    return torch.compile(flex_attention)
-
-
-def _check_usable(q: torch.Tensor, dropout_p: float) -> None:
-    if dropout_p > 0.0:
-        raise ValueError(
-            f'attn_implementation="flex_attention" has no attention dropout (FlexAttention masks scores before the '
-            f"softmax), and this model is training with attention dropout {dropout_p}: set the config's "
-            f'attention_probs_dropout_prob to 0, or use attn_implementation="sdpa" (the default).'
-        )
-    if q.device.type == "cpu" and q.requires_grad and torch.is_grad_enabled():
-        raise ValueError(
-            'attn_implementation="flex_attention" cannot train on the CPU: PyTorch has no FlexAttention backward '
-            'there. Use it for inference (model.eval() or torch.no_grad()), train on a GPU, or use '
-            'attn_implementation="sdpa" (the default).'
-        )
-    if q.device.type == "cpu" and q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise ValueError(
-            f'attn_implementation="flex_attention" on the CPU runs float32, float16 and bfloat16, not {q.dtype}; use '
-            'attn_implementation="eager" or "sdpa" for it.'
-        )
 
 
 def longformer_block_mask(left: int, right: int, dilation: int, real: torch.Tensor, glob: torch.Tensor | None,
@@ -111,11 +81,8 @@ def _local_rows(q, k, v, real, glob, left, right, dilation, causal):
         left, right, dilation, F.pad(real, (0, pad), value=False),
         None if glob is None else F.pad(glob, (0, pad), value=False), causal, length,
     )
-    flex = _compiled_flex()
-    if torch.compiler.is_compiling():  # inside a compiled model (on a GPU): Dynamo traces the op itself
-        from torch.nn.attention.flex_attention import flex_attention as flex
     q_p, k_p, v_p = (F.pad(x, (0, 0, 0, pad)) for x in (q, k, v))
-    return flex(q_p, k_p, v_p, block_mask=block_mask, scale=1.0)[:, :, :T]
+    return flex_attention_call(q_p, k_p, v_p, block_mask=block_mask, scale=1.0)[:, :, :T]
 
 
 # Inside a model compiled on the CPU, Inductor's CPU FlexAttention template fails on what surrounds the op in the
@@ -144,7 +111,7 @@ def longformer_attention_flex(
 ) -> torch.Tensor:
     """:func:`~.sliding_window_attention.longformer_attention` through FlexAttention (arguments as there; no
     dropout). Returns ``(B, H, T, D)``, padding rows 0."""
-    _check_usable(q, dropout_p)
+    check_flex_usable(q, dropout_p, "attention_probs_dropout_prob")
     real = attention_mask.bool()
     glob = None if global_mask is None else global_mask.bool() & real
     local = _local_rows

@@ -422,15 +422,7 @@ def lsh_attention(
     real = _pad_time(real, pad, 1)
     buckets = _pad_time(buckets, pad, 3)
 
-    # Sort each round by (bucket, position), padding last: one argsort of a unique integer key per token.
-    # A 0-d tensor, not a Python int: a compiled or exported graph cannot read the largest bucket's value.
-    bucket_bound = buckets.max() + 2
-    b = torch.where(real[:, None, None, :], buckets, bucket_bound - 1)
-    rounds = torch.arange(R, device=qk.device)[None, None, :, None]
-    positions = torch.arange(Tp, device=qk.device)
-    order_key = ((rounds * bucket_bound + b) * Tp + positions).flatten(2)  # (B, H, R*Tp)
-    order = order_key.argsort(dim=-1)  # sorted slot -> round * Tp + position
-    pos_sorted = order - (order // Tp) * Tp  # order % Tp (B, H, R*Tp), in ops an ONNX export translates
+    order, pos_sorted = _sort_rounds(buckets, real)
     C = R * N
 
     def sort(x):  # (B, H, Tp, D) -> (B, H, C, c, D) in sorted order
@@ -474,20 +466,42 @@ def lsh_attention(
         if dropout_p:  # the dropout's 1 / (1 - p), on the output (D wide) rather than the probabilities (S*c wide)
             out = out * (1.0 / (1.0 - dropout_p))
 
-    # Back to (round, position) order: the inverse permutation of `order`.
-    slots = torch.arange(R * Tp, device=order.device).expand_as(order)
-    undo = torch.empty_like(order).scatter_(-1, order, slots)
-    out = _take_rows(out.view(B, H, R * Tp, D), undo).view(B, H, R, Tp, D)
+    combined, lse = _unsort_and_combine(out, lse, order, R, T)
+    return (combined, lse) if return_logsumexp else combined
+
+
+def _sort_rounds(buckets: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each round's tokens sorted by (bucket, position), padding last: one argsort of a unique integer key per
+    token. ``buckets`` ``(B, H, R, Tp)``, ``real`` ``(B, Tp)``; returns ``order`` (sorted slot -> round * Tp +
+    position) and the position of each sorted slot, both ``(B, H, R*Tp)``."""
+    R, Tp = buckets.shape[2], buckets.shape[3]
+    # A 0-d tensor, not a Python int: a compiled or exported graph cannot read the largest bucket's value.
+    bucket_bound = buckets.max() + 2
+    b = torch.where(real[:, None, None, :], buckets, bucket_bound - 1)
+    rounds = torch.arange(R, device=buckets.device)[None, None, :, None]
+    positions = torch.arange(Tp, device=buckets.device)
+    order_key = ((rounds * bucket_bound + b) * Tp + positions).flatten(2)  # (B, H, R*Tp)
+    order = order_key.argsort(dim=-1)
+    return order, order - (order // Tp) * Tp  # order % Tp, in ops an ONNX export translates
+
+
+def _unsort_and_combine(out: torch.Tensor, lse: torch.Tensor | None, order: torch.Tensor, R: int, T: int):
+    """Sorted per-slot outputs (any shape holding ``B, H, R*Tp, D`` elements) and log-sum-exps back to (round,
+    position) order, the rounds combined: ``(B, H, T, D)`` and ``lse`` ``(B, H, R, T)`` (None stays None)."""
+    B, H, slots_n = order.shape
+    Tp, D = slots_n // R, out.shape[-1]
+    slots = torch.arange(slots_n, device=order.device).expand_as(order)
+    undo = torch.empty_like(order).scatter_(-1, order, slots)  # the inverse permutation of `order`
+    out = _take_rows(out.reshape(B, H, slots_n, D), undo).view(B, H, R, Tp, D)
     if lse is not None:
-        lse = lse.reshape(B, H, R * Tp).gather(2, undo).view(B, H, R, Tp)
+        lse = lse.reshape(B, H, slots_n).gather(2, undo).view(B, H, R, Tp)
     if R == 1:
         combined = out[:, :, 0]
     else:  # Reformer section 2, multi-round LSH: weight each round by its share of the total probability mass
         # exp(lse - logsumexp) rather than softmax: the same rounding as transformers (`LSHSelfAttention._attend`)
         weights = torch.exp(lse - torch.logsumexp(lse, dim=2, keepdim=True)).to(out.dtype)  # (B, H, R, Tp)
         combined = (out * weights[..., None]).sum(dim=2)
-    combined = combined[:, :, :T]
-    return (combined, lse[..., :T]) if return_logsumexp else combined
+    return combined[:, :, :T], (None if lse is None else lse[..., :T])
 
 
 def _dense_shared_qk(qk, keys, v, real, causal, dropout_p, generator):

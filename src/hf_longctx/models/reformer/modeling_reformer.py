@@ -46,6 +46,7 @@ from .longctx_common import (
     take_past_key_values,
 )
 from .local_attention import local_chunked_attention
+from .flex import lsh_attention_flex
 from .longctx_glue import LongctxModelMixin, trim_generate_mask
 from .lsh_attention import (
     auto_num_buckets,
@@ -133,7 +134,10 @@ def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:  # (B, T, H*D) -> (
 
 
 class LSHSelfAttention(nn.Module):
-    """Shared query/key and value projections (no bias) + :func:`lsh_attention`."""
+    """Shared query/key and value projections (no bias) + :func:`lsh_attention` (or, for
+    ``attn_implementation="flex_attention"``, :func:`lsh_attention_flex`)."""
+
+    attn_implementation = "sdpa"  # set by the model from config._attn_implementation
 
     def __init__(self, hidden_size, num_heads, head_dim, chunk_length, before, after, causal, dropout):
         super().__init__()
@@ -154,7 +158,8 @@ class LSHSelfAttention(nn.Module):
                 buckets = lsh_buckets(qk, rand["rotations"], rand["num_buckets"])  # (B, H, R, T)
             else:  # one chunk: plain attention, no hashing (transformers' rule)
                 buckets = torch.zeros(B, self.num_heads, 1, T, dtype=torch.long, device=x.device)
-        out = lsh_attention(
+        attend = lsh_attention_flex if self.attn_implementation == "flex_attention" else lsh_attention
+        out = attend(
             qk, v, buckets, self.chunk_length, self.before, self.after, causal=self.causal, attention_mask=real,
             dropout_p=self.dropout if self.training else 0.0, generator=generator,
         )
@@ -306,6 +311,9 @@ class LongctxReformerPreTrainedModel(LongctxModelMixin, PreTrainedModel):
     attn_implementations = {
         "sdpa": "sorted, chunked LSH and local attention, on PyTorch's fused attention kernel where it applies (one "
                 "hash round, no dropout); its dense twin loops in Python and serves the tests only",
+        "flex_attention": "LSH layers through PyTorch's FlexAttention, the sorted chunks as its block mask (flex.py; "
+                          "local layers keep their op): the GPU path; on the CPU inference with one hash round only, "
+                          "and no LSH attention dropout",
     }
     config_class = LongctxReformerConfig
     auto_map_heads = AUTO_MAP
