@@ -2,7 +2,8 @@
 # The GPU checks in one command, on a machine with CUDA and this checkout's venv (make install):
 #   tools/gpu_check.sh [OUT_DIR]
 # Runs tools/gpu_check.py: every head on the GPU in float32 and bf16 against float64 on the CPU, Inductor fullgraph
-# inference and a compiled training step per variant, and the Longformer against transformers' at 4k and 8k.
+# inference and a compiled training step per variant, attn_implementation="flex_attention" against the default
+# (training too), and the Longformer against transformers' at 4k and 8k.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
