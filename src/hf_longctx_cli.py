@@ -151,7 +151,7 @@ def train_arguments(p) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other TrainingArguments field, e.g. --set gradient_accumulation_steps=4")
     p.add_argument("--compile", action="store_true", help="train the model compiled with torch.compile (Inductor; "
-                   "TrainingArguments' torch_compile): on a CPU 0.87-0.99x the speed of eager steps, measured "
+                   "TrainingArguments' torch_compile): on a CPU 0.84-1.05x the speed of eager steps, measured "
                    "(docs/graphs.md)")
     _device(p)
     p.add_argument("--push-to-hub", metavar="REPO", help="when training ends, export model/ to OUTPUT_DIR/hub and "
@@ -288,6 +288,9 @@ def bench_arguments(p) -> None:
     p.add_argument("--lengths", type=positive_int, nargs="+", help="sequence lengths (default: the variant's)")
     p.add_argument("--repeats", type=positive_int, help="interleaved rounds per length (default: the variant's)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
+    p.add_argument("--compile", action="store_true", help="also time the training steps of ours and the anchor "
+                   "under torch.compile (Inductor), interleaved with the eager ones; cold compile time apart (on a "
+                   "CPU a cold compile takes from seconds to minutes per model and length)")
     p.add_argument("--out", help="output path without suffix (default: bench_results/<variant>_cpu)")
     p.epilog = ("Flags a variant's benchmark adds (e.g. reformer's --no-dense) pass through to it: "
                 "`hf-longctx bench reformer --help-variant` lists them.")

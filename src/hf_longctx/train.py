@@ -766,7 +766,7 @@ def run(args) -> int:
         if getattr(args, "compile", False):
             overrides.setdefault("torch_compile", True)
             if pick_device(args.device) == "cpu":
-                print("hf-longctx train: --compile on a CPU: compiled training steps measured 0.87-0.99x the speed of "
+                print("hf-longctx train: --compile on a CPU: compiled training steps measured 0.84-1.05x the speed of "
                       "eager ones here (docs/graphs.md), after a compile of up to a minute or more", file=sys.stderr)
         train(args.task, args.output_dir, data_dir=args.data_dir, variant=new_model["variant"],
               preset=new_model["preset"], max_length=args.max_length,

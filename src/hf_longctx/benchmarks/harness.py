@@ -2,7 +2,8 @@
 in a fresh process, and the machine facts a report names. See ``benchmarks/README.md`` for the method.
 
 A benchmark module defines its cases, a ``build(impl, max_len)`` and a ``memory_step(model, impl, T)``, and calls
-:func:`time_length` per length and :func:`measure_memory` per (side, length).
+:func:`time_length` per length and :func:`measure_memory` per (side, length). With ``--compile`` it adds the
+compiled twins of its training cases (:mod:`hf_longctx.benchmarks.compiled`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,47 @@ class Case:
     anchor: str | None = None  # the case this one is compared against: ratio = anchor time / this time
     scaling: float = 1.0  # time ~ T ** scaling, to skip lengths predicted to exceed --max-step-s
     memory: bool = False  # peak RSS in a fresh process per length
+    # A torch.compile'd step: its first calls (the cold compile) are timed apart as compile_s, and an error there is
+    # the case's "does not compile: ..." instead of the end of the run.
+    compiled: bool = False
+
+
+def does_not_compile(err: BaseException) -> str:
+    """What a report says of a case whose compile raised: the error's type and first line (two lines where the first
+    only introduces the second, as Dynamo's "backend='inductor' raised:" does)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [""]
+    first = f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+    return f"does not compile: {type(err).__name__}: {first[:200]}"
+
+
+MAX_COMPILE_CALLS = 12  # Dynamo's recompile_limit (8) and a few: beyond it a frame runs eager, compiling nothing
+
+
+def _warm_up(case: Case, models: dict, T: int) -> tuple[Callable[[], None], float, dict]:
+    """The case's step after its warm-up, the seconds of one warm call, and what else the result records.
+
+    A compiled case first runs until a call compiles nothing more (Dynamo's count of frames it converted stands
+    still): the cold compile, and the recompiles later calls' guards ask for (grad mode, a module attribute the
+    first call changed, a seed drawn per call: the Reformer's, up to Dynamo's recompile_limit). Those calls are its
+    ``compile_s`` (``compile_calls`` of them), never a sample."""
+    if not case.compiled:
+        step = case.step(models, T)
+        t0 = time.perf_counter()
+        step()  # warm-up, and a first estimate of the cost
+        return step, time.perf_counter() - t0, {}
+    from torch._dynamo.utils import counters
+
+    t0 = time.perf_counter()
+    step = case.step(models, T)
+    for calls in range(1, MAX_COMPILE_CALLS + 1):
+        converted = counters["frames"]["total"]
+        step()
+        if calls > 1 and counters["frames"]["total"] == converted:
+            break
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    step()
+    return step, time.perf_counter() - t0, {"compile_s": compile_s, "compile_calls": calls}
 
 
 def time_length(T: int, cases: list[Case], models: dict, repeats: int, max_step_s: float, previous: dict) -> dict:
@@ -45,18 +87,24 @@ def time_length(T: int, cases: list[Case], models: dict, repeats: int, max_step_
     ``samples_s[r]`` of two cases were measured seconds apart, so their ratio is paired: a burst of load from
     another job slows both. ``previous`` maps a case name to ``(T, median_s)`` at a shorter length; cases
     predicted to exceed ``max_step_s`` are skipped, and steps over a few seconds get fewer rounds (None in the
-    rounds they sit out), so that a full run stays near ten minutes.
+    rounds they sit out), so that a full run stays near ten minutes. A compiled case also records ``compile_s``,
+    or, when its compile raises, ``{"skipped": "does not compile: ..."}``.
     """
-    steps, rounds, samples, skipped = {}, {}, {}, {}
+    steps, rounds, samples, skipped, extra = {}, {}, {}, {}, {}
+    if any(case.compiled for case in cases):
+        torch._dynamo.reset()  # every length compiles cold; the previous length's graphs are dropped
     for case in cases:
         prev = previous.get(case.name)
         if prev is not None and prev[1] * (T / prev[0]) ** case.scaling > max_step_s:
             skipped[case.name] = f"skipped: predicted {prev[1] * (T / prev[0]) ** case.scaling:.0f} s/step"
             continue
-        steps[case.name] = case.step(models, T)
-        t0 = time.perf_counter()
-        steps[case.name]()  # warm-up, and a first estimate of the cost
-        first = time.perf_counter() - t0
+        try:
+            steps[case.name], first, extra[case.name] = _warm_up(case, models, T)
+        except Exception as err:  # noqa: BLE001 - a compile error is a row of the report, not the end of the run
+            if not case.compiled:
+                raise
+            skipped[case.name] = does_not_compile(err)
+            continue
         rounds[case.name] = 1 if repeats == 1 else max(2, min(repeats, int(40 / first)))
         samples[case.name] = []
     for r in range(max(rounds.values(), default=0)):
@@ -70,7 +118,7 @@ def time_length(T: int, cases: list[Case], models: dict, repeats: int, max_step_
             samples[name].append(time.perf_counter() - t0)
     del steps
     gc.collect()
-    out = {name: {"median_s": statistics.median(x for x in s if x is not None), "samples_s": s}
+    out = {name: {"median_s": statistics.median(x for x in s if x is not None), "samples_s": s, **extra[name]}
            for name, s in samples.items()}
     out.update({name: {"skipped": why} for name, why in skipped.items()})
     return out
@@ -183,6 +231,9 @@ def parser(variant: str, doc: str, *, out_name: str, repeats: int, quick: str, l
     p.add_argument("--lengths", type=int, nargs="+", help=lengths)
     p.add_argument("--repeats", type=int, default=repeats, help="interleaved rounds (default: %(default)s)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
+    p.add_argument("--compile", action="store_true",
+                   help="also time the training steps of ours and the anchor under torch.compile (Inductor), "
+                        "interleaved with the eager ones; cold compile time reported apart")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR / out_name,
                    help="output path without suffix (default: %(default)s)")
     p.add_argument("--memory-child", nargs=len(memory_child_args), metavar=memory_child_args, help=argparse.SUPPRESS)

@@ -12,6 +12,8 @@ the FLOP formula and the method.
     hf-longctx bench longformer                 # full run, ~15-20 min: bench_results/longformer_cpu.{md,png,json}
     hf-longctx bench longformer --quick         # smoke run, 1024 and 2048, one repeat, < 2 min
     hf-longctx bench longformer --out benchmarks/results/longformer_cpu   # refresh the results of record
+    hf-longctx bench longformer --compile --lengths 2048 --skip op: layer: inference RoBERTa --no-memory
+                                                # + compiled training steps of ours and transformers (compiled.py)
     python -m hf_longctx.benchmarks.longformer --sweep-blocks  # block sizes of the fused attention op
 """
 
@@ -27,6 +29,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from . import compiled
 from .harness import (
     Case,
     fmt_s,
@@ -142,10 +145,14 @@ def side(impl: str, mode: str) -> str:
     return f"{impl}/{MODE_KEYS[mode]}"
 
 
+def _mode(key: str) -> str:
+    """The mode of a side key (``ours/train-0.1`` -> ``train, dropout 0.1``)."""
+    mode_key = key.split("/")[1]
+    return next(m for m, k in MODE_KEYS.items() if k == mode_key)
+
+
 def build_side(key: str, max_len: int) -> torch.nn.Module:
-    impl, mode_key = key.split("/")
-    mode = next(m for m, k in MODE_KEYS.items() if k == mode_key)
-    return build_model(impl, max_len, MODES[mode][1])
+    return build_model(key.split("/")[0], max_len, MODES[_mode(key)][1])
 
 
 def model_inputs(impl: str, T: int) -> dict:
@@ -412,6 +419,12 @@ def main(argv: list[str] | None = None) -> None:
     results = {"machine": machine_info(), "quick": args.quick, "repeats": repeats,
                "load_before": load_average(), "lengths": {}}
     cases = [c for c in CASES if c.name == MM_CASE or not any(x in c.name for x in args.skip)]
+    compiled_cases = []
+    if args.compile:  # the training steps of ours and transformers, both dropouts (RoBERTa is no compile anchor)
+        compiled.fresh_inductor_cache()
+        compiled_cases = compiled.twins([c for c in cases if c.group == "model" and MODES[_mode(c.impl)][0]
+                                         and not c.impl.startswith("roberta_sdpa")])
+        cases += compiled_cases
     keys = {c.impl for c in cases if c.group == "model"} | {side(i, "train, dropout 0") for i in ("ours", "transformers")}
     models = {key: build_side(key, max(lengths)) for key in sorted(keys)}
     previous = {}
@@ -438,6 +451,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"[{time.perf_counter() - t_start:5.0f} s] T={T}: {done}", flush=True)
     results["load_after"] = load_average()
     results["wall_s"] = time.perf_counter() - t_start
+    if compiled_cases:
+        results["compiled"] = compiled.summary({T: row["time"] for T, row in results["lengths"].items()},
+                                               compiled_cases)
 
     write_outputs(results, args.out, write_markdown, write_plot)
 

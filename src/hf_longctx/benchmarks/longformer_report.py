@@ -7,6 +7,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from . import compiled
 from .harness import fmt_s, paired_median, pyplot
 from .longformer import (
     FFN,
@@ -247,8 +248,13 @@ def write_markdown(results: dict, path: Path) -> None:
     lines += ["", "## Targets", "", "| target | measured | met |", "|---|---:|:---:|"]
     for what, measured, ok in targets(results, der):
         lines.append(f"| {what} | {measured} | {'yes' if ok else ('no' if ok is False else '-')} |")
+    if "compiled" in results:
+        lines += [""] + compiled.markdown(
+            results["compiled"], f"the training cases' shapes above (dropout {DROPOUT} and 0), {info['threads']} thread")
     lines += ["", "## Cases and the tests that prove them", "", "| case | correctness |", "|---|---|"]
     lines += [f"| {c.name} | `{c.correctness}` |" for c in CASES]
+    if "compiled" in results:
+        lines.append(f"| every case `..., compiled` | its eager case's; `{compiled.CORRECTNESS}` |")
     lines += ["", f"![time and peak memory against sequence length]({path.with_suffix('.png').name})", ""]
     path.write_text("\n".join(lines))
 

@@ -15,6 +15,8 @@ tests/test_reformer_model.py (reversible = plain gradients, cache rule).
 
     hf-longctx bench reformer            # full run, 1k to 32k: bench_results/reformer_cpu.{md,png,json}
     hf-longctx bench reformer --quick    # 1024 and 4096, two rounds, no memory
+    hf-longctx bench reformer --compile --lengths 2048 --no-dense --no-memory
+        # + the 1-hash pair trained compiled, with the default dropout and with dropout 0 (compiled.py)
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Callable
 
 import torch
 
+from . import compiled
 from .harness import (
     Case, fmt_s, load_average, machine_info, measure_memory, paired_median, parser, peak_growth, pyplot,
     time_length, write_outputs,
@@ -47,16 +50,24 @@ def reformer_fields(T: int, hashes: int, layers: int = 2) -> dict:
     )
 
 
+NO_DROPOUT = dict(hidden_dropout_prob=0.0, local_attention_probs_dropout_prob=0.0, lsh_attention_probs_dropout_prob=0.0)
+
+
 def build(impl: str, T: int, layers: int = 2):
+    """``ours1``, ``ours4``, ``theirs1``, ``theirs4`` (the digit: hashes) or ``gpt2``; a Reformer's name ending in
+    ``-d0`` sets its every dropout to 0 (otherwise transformers' defaults)."""
     torch.manual_seed(0)
+    impl, no_dropout = impl.removesuffix("-d0"), impl.endswith("-d0")
+    if impl.startswith(("ours", "theirs")):
+        fields = {**reformer_fields(T, int(impl[-1]), layers), **(NO_DROPOUT if no_dropout else {})}
     if impl.startswith("ours"):
         from hf_longctx import LongctxReformerConfig, LongctxReformerForCausalLM
 
-        return LongctxReformerForCausalLM(LongctxReformerConfig(**reformer_fields(T, int(impl[-1]), layers)))
+        return LongctxReformerForCausalLM(LongctxReformerConfig(**fields))
     if impl.startswith("theirs"):
         from transformers import ReformerConfig, ReformerModelWithLMHead
 
-        return ReformerModelWithLMHead(ReformerConfig(**reformer_fields(T, int(impl[-1]), layers)))
+        return ReformerModelWithLMHead(ReformerConfig(**fields))
     if impl == "gpt2":
         from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -91,6 +102,13 @@ CASES = [
     _case("theirs4", "theirs, 4 hashes", None, "anchor: transformers.ReformerModelWithLMHead"),
     _case("gpt2", "dense SDPA GPT-2", None, "anchor: transformers.GPT2LMHeadModel(attn_implementation='sdpa')"),
 ]
+# With --compile: the 1-hash pair at dropout 0 too, eager (the baseline of its compiled twins) and compiled. The
+# 4-hash pair is not compiled: another two cold compiles per length for the same question.
+DROPOUT0_CASES = [
+    _case("ours1-d0", "ours, 1 hash, dropout 0", "theirs, 1 hash, dropout 0", PARITY),
+    _case("theirs1-d0", "theirs, 1 hash, dropout 0", None, "anchor: transformers.ReformerModelWithLMHead"),
+]
+COMPILED = ("ours1", "theirs1", "ours1-d0", "theirs1-d0")
 
 
 def decode_times(positions, repeats: int) -> dict:
@@ -172,6 +190,9 @@ def write_markdown(results: dict, path: Path) -> None:
         for P, d in dec.items():
             if P != "max_over_min":
                 lines.append(f"| {P} | {d['median_ms']:.2f} |")
+    if "compiled" in results:
+        lines += [""] + compiled.markdown(results["compiled"], f"the lengths above, 1 hash, transformers' default "
+                                          f"dropout and dropout 0, {mc['threads']} thread")
     lines += ["", "Correctness: " + "; ".join(f"{c.name} -> {c.correctness}" for c in CASES), "",
               f"![training step time and peak memory against length]({path.with_suffix('.png').name})", ""]
     path.write_text("\n".join(lines))
@@ -227,13 +248,19 @@ def main(argv: list[str] | None = None) -> None:
     lengths = args.lengths or ([1024, 4096] if args.quick else list(LENGTHS))
     repeats = 2 if args.quick else args.repeats
     cases = [c for c in CASES if not (args.no_dense and c.impl == "gpt2")]
+    compiled_cases = []
+    if args.compile:
+        compiled.fresh_inductor_cache()
+        cases += DROPOUT0_CASES
+        compiled_cases = compiled.twins([c for c in cases if c.impl in COMPILED])
+        cases += compiled_cases
     results = {"machine": machine_info(), "quick": args.quick, "repeats": repeats, "load_before": load_average(),
                "train": {}}
     t_start, previous = time.perf_counter(), {}
     for T in lengths:
         if T > DENSE_MAX:  # transformers' GPT-2 passes a (T x T) mask, so CPU SDPA materialises T x T scores
             cases = [c for c in cases if c.impl != "gpt2"]
-        models = {(c.impl, T): build(c.impl, T) for c in cases}
+        models = {(c.impl, T): build(c.impl, T) for c in cases if not c.compiled}  # twins compile these
         row = time_length(T, cases, models, repeats, 120.0, previous)
         results["train"][str(T)] = {"time": row}
         previous.update({name: (T, r["median_s"]) for name, r in row.items() if "median_s" in r})
@@ -256,6 +283,8 @@ def main(argv: list[str] | None = None) -> None:
     results["load_after"] = load_average()
     results["wall_s"] = time.perf_counter() - t_start
     results["derived"] = derived(results)
+    if compiled_cases:
+        results["compiled"] = compiled.summary({T: r["time"] for T, r in results["train"].items()}, compiled_cases)
     write_outputs(results, args.out, write_markdown, write_plot)
 
 

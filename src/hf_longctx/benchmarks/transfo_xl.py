@@ -16,6 +16,7 @@ tests/test_transfo_xl_parity.py (transformers 4.49 outputs) and tests/test_trans
 generation).
 
     hf-longctx bench transfo-xl            # full run, a few minutes: bench_results/transfo_xl_cpu.{md,png,json}
+    hf-longctx bench transfo-xl --compile  # + the training steps of ours and GPT-2 compiled (compiled.py)
     hf-longctx bench transfo-xl --quick    # smoke run
 """
 
@@ -27,6 +28,7 @@ from typing import Callable
 
 import torch
 
+from . import compiled
 from .harness import (
     Case, fmt_s, load_average, machine_info, measure_memory, paired_median, parser, peak_growth, pyplot,
     time_length, write_outputs,
@@ -90,8 +92,8 @@ def train_step(model, impl: str) -> Callable[[], None]:
     model.train()
     if impl == "ours":
         ids = torch.randint(0, VOCAB, (BATCH, SEGMENT), generator=g)
-        with torch.no_grad():
-            mems = model(torch.randint(0, VOCAB, (BATCH, MEM), generator=g)).mems  # a full memory
+        with torch.no_grad():  # a full memory, from the eager model: a compiled one compiles only the step
+            mems = getattr(model, "_orig_mod", model)(torch.randint(0, VOCAB, (BATCH, MEM), generator=g)).mems
 
         def step():
             model(ids, mems=mems, labels=ids).loss.backward()
@@ -305,6 +307,9 @@ def write_markdown(results: dict, path: Path) -> None:
         lines += ["", "## Peak memory of a training step (fresh process)", ""]
         for impl, m in results["train"]["memory"].items():
             lines.append(f"- {impl}: " + (f"{m['peak_growth_mb']:.0f} MB" if "peak_growth_mb" in m else m.get("skipped", "?")))
+    if "compiled" in results:
+        lines += [""] + compiled.markdown(results["compiled"], f"the training shapes above (ours {SEGMENT} + memory "
+                                          f"{MEM}, GPT-2 {CONTEXT}; dropout 0 on both), {mc['threads']} thread")
     lines += ["", "Correctness: " + "; ".join(f"{c.name} -> {c.correctness}" for c in TRAIN_CASES + DECODE_CASES), "",
               f"![decode time per position]({path.with_suffix('.png').name})", ""]
     path.write_text("\n".join(lines))
@@ -343,7 +348,13 @@ def main(argv: list[str] | None = None) -> None:
     results = {"machine": machine_info(), "quick": args.quick, "repeats": repeats, "load_before": load_average()}
     models = {impl: build(impl) for impl in ("ours", "gpt2")}
     t_start = time.perf_counter()
-    results["train"] = {"time": time_length(TRAIN_T, TRAIN_CASES, models, repeats, 600.0, {})}
+    compiled_cases = []
+    if args.compile:  # both sides as the benchmark trains them: dropout 0
+        compiled.fresh_inductor_cache()
+        compiled_cases = compiled.twins([c for c in TRAIN_CASES if c.group == "train"])
+    results["train"] = {"time": time_length(TRAIN_T, TRAIN_CASES + compiled_cases, models, repeats, 600.0, {})}
+    if compiled_cases:
+        results["compiled"] = compiled.summary({str(TRAIN_T): results["train"]["time"]}, compiled_cases)
     if not args.no_memory:
         module = __name__ if __name__ != "__main__" else "hf_longctx.benchmarks.transfo_xl"
         results["train"]["memory"] = {c.impl: measure_memory(module, c.impl, TRAIN_T, timeout_s=300.0)

@@ -22,7 +22,8 @@ def run(args) -> int:
     if getattr(args, "help_variant", False):
         importlib.import_module(f"hf_longctx.benchmarks.{VARIANT_MODULES[args.variant]}").main(["--help"])
         return 0
-    argv = [*(["--quick"] if args.quick else []), *(["--no-memory"] if args.no_memory else [])]
+    argv = [*(["--quick"] if args.quick else []), *(["--no-memory"] if args.no_memory else []),
+            *(["--compile"] if args.compile else [])]
     if args.lengths:
         argv += ["--lengths", *map(str, args.lengths)]
     if args.repeats:
