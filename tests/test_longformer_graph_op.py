@@ -54,3 +54,55 @@ def test_global_token_index_needs_no_sort_and_keeps_the_order():
     index, valid = global_token_index(mask)
     assert index.tolist() == [[1, 3, 4], [0, 0, 0], [0, 0, 0]]
     assert valid.tolist() == [[True] * 3, [True, False, False], [False] * 3]
+
+
+@pytest.mark.parametrize("left,right,causal", [(4, 4, False), (3, 5, False), (6, 0, True)])
+@pytest.mark.parametrize("n_global,pad", [(0, 0), (2, 3)])
+def test_graph_path_drops_what_the_dense_twin_drops_forward_and_gradients(left, right, causal, n_global, pad):
+    """Attention dropout in the graph op (compiled training) is the counter-based mask of the fast op and the dense
+    twin for the same seed: the seed a 0-d tensor here, an int there."""
+    T, seed = 23, 1234
+    q, k, v, qg, kg, vg, real, glob = _inputs(2, 2, T, 4, seed=T + left + n_global, n_global=n_global, pad=pad)
+    tensors = [x.requires_grad_() for x in (q, k, v, kg, vg)]
+    has_global = bool(glob.any())
+    index = global_token_index(glob) if has_global else None
+    q_global = None
+    if has_global and not causal:
+        q_global = qg.gather(2, index[0][:, None, :, None].expand(2, 2, index[0].shape[1], 4)).requires_grad_()
+    common = dict(left=left, right=right, attention_mask=real, global_mask=glob if has_global else None,
+                  q_global=q_global, k_global=kg if q_global is not None else None,
+                  v_global=vg if q_global is not None else None, causal=causal, dropout_p=0.3)
+    got = longformer_attention_graph(q, k, v, global_index=index, dropout_seed=torch.tensor(seed), **common)
+    want = naive_longformer_attention(q, k, v, dropout_seed=seed, **common)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    without = longformer_attention_graph(q, k, v, global_index=index, **{**common, "dropout_p": 0.0})
+    assert (got - without).abs().max() > 0.1  # the dropout did drop
+    weights = torch.randn_like(got)
+    leaves = tensors + ([q_global] if q_global is not None else [])
+    grads = torch.autograd.grad((got * weights).sum(), leaves, allow_unused=True)
+    refs = torch.autograd.grad((want * weights).sum(), leaves, allow_unused=True)
+    for name, a, b in zip(["q", "k", "v", "k_global", "v_global", "q_global"], grads, refs):
+        if b is None:
+            assert a is None or not a.abs().max(), name
+            continue
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=lambda m, n=name: f"d{n}: {m}")
+
+
+def test_graph_dropout_masks_are_the_eager_masks_bit_for_bit():
+    """The int64 re-statement of the counter-based mask (what a compiled graph computes) against the eager int32
+    one, for hidden-state dropout and for attention keys, eager and under Inductor."""
+    from hf_longctx.models.longformer.counter_dropout import (
+        col_keys_at, counter_dropout, counter_dropout_graph, dropout_keep, dropout_keys, keep_at, row_keys_at,
+    )
+
+    rows, cols = dropout_keys(77, 2, 3, 300)
+    want = dropout_keep(rows[..., None], cols[:, None, None, :], 0.15) != 0
+
+    def graph_mask(seed):
+        r = row_keys_at(seed, torch.arange(6).view(2, 3, 1), torch.arange(300))
+        return keep_at(r[..., None], col_keys_at(seed, torch.arange(300)), 0.15)
+
+    assert torch.equal(graph_mask(torch.tensor(77)), want)
+    assert torch.equal(torch.compile(graph_mask, fullgraph=True)(torch.tensor(77)), want)
+    x = torch.randn(5, 40, 24)
+    torch.testing.assert_close(counter_dropout_graph(x, 0.2, torch.tensor(9)), counter_dropout(x, 0.2, 9), rtol=0, atol=0)

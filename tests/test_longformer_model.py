@@ -157,9 +157,10 @@ LONGFORMER = VariantSpec(
         ("attentions", lambda c: {"input_ids": torch.ones(1, 3).long(), "output_attentions": True},
          "output_attentions"),
     ],
-    # Graph breaks: the model reads its global-token count as a Python int (global_token_index), since Inductor
-    # cannot yet generate code for a data-dependent size (an export holds it as one); training with dropout runs
-    # the fast op, whose blocking is planned in Python.
+    # Graph breaks: given a global_attention_mask, the model reads its global-token count as a Python int
+    # (global_token_index), since Inductor cannot yet generate code for a data-dependent size (an export holds it
+    # as one); one read, counted in every frame it splits. Without one, and with the sequence-classification head's
+    # own first-token mask or a causal model's sinks, training with dropout too is one graph (test below).
     inference_graph_breaks=5,
     train_graph_breaks=5,
     bad_configs=[  # (id, config fields, what the ValueError must say)
@@ -375,3 +376,37 @@ def test_eager_attention_trains_as_the_default_with_the_same_dropout(causal):
     assert grads["eager"][1].keys() == grads["sdpa"][1].keys()
     for n, grad in grads["sdpa"][1].items():
         torch.testing.assert_close(grads["eager"][1][n], grad, rtol=1e-8, atol=1e-9, msg=lambda m, n=n: f"{n}: {m}")
+
+
+@pytest.mark.slow
+def test_compiled_training_with_dropout_is_one_graph_and_equals_eager():
+    """Compiled training with the checkpoints' dropout 0.1: no graph break where the model knows its global tokens
+    (none given; the classifier's first token; a causal model's sinks), and the same loss and gradients as eager:
+    the graph computes the counter-based masks in tensor ops from seeds it draws from torch's RNG, the draws eager
+    makes (Inductor's `fallback_random` makes its random numbers eager's)."""
+    import torch._inductor.config as inductor_config
+
+    for name in ("mlm", "seqcls", "causal"):
+        head = LONGFORMER.heads[name]
+        config = LONGFORMER.make_config(**head.config_overrides, hidden_dropout_prob=0.1,
+                                        attention_probs_dropout_prob=0.1)
+        torch.manual_seed(0)
+        model = head.model_class(config).train()
+        inputs = head.make_inputs(config, torch.Generator().manual_seed(1))
+        inputs.pop("global_attention_mask", None)
+        torch._dynamo.reset()
+        assert torch._dynamo.explain(model)(**inputs).graph_break_count == 0, name
+        results = []
+        for run in (model, torch.compile(model, backend="aot_eager")):
+            torch.manual_seed(5)
+            with inductor_config.patch(fallback_random=True):
+                loss = run(**inputs).loss
+            loss.backward()
+            results.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+            model.zero_grad(set_to_none=False)
+        (eager, eager_grads), (compiled, compiled_grads) = results
+        torch.testing.assert_close(compiled, eager, rtol=1e-6, atol=1e-6, msg=lambda m, n=name: f"{n} loss: {m}")
+        for a, b in zip(compiled_grads, eager_grads):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m, n=name: f"{n} gradients: {m}")
+        torch.manual_seed(6)
+        assert abs(float(model(**inputs).loss) - float(eager)) > 1e-4, "another seed drops other units"

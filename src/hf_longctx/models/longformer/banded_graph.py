@@ -12,8 +12,9 @@ path computes the same attention (tested against the dense twin in ``naive.py``)
   from the input: a data-dependent size in the graph, so one exported graph serves any count;
 * global queries attend to every real key (``O(G * T)``) and replace their rows.
 
-No dropout (inference only) and no dilation: the model uses this path only without them, and refuses to export
-a dilated model by name.
+Attention dropout is the fast op's counter-based mask (``counter_dropout.py``), computed from a tensor seed in
+the graph (compiled training). No dilation: the model uses this path only without it, and refuses to export a
+dilated model by name.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .counter_dropout import col_keys_at, draw_seed_tensor, keep_at, row_keys_at
 from .scores import _masked_score
 from .sliding_window_attention import global_token_index
 
@@ -53,8 +55,10 @@ def longformer_attention_graph(
     k_global: torch.Tensor | None = None,
     v_global: torch.Tensor | None = None,
     causal: bool = False,
+    dropout_p: float = 0.0,
+    dropout_seed: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """:func:`~.sliding_window_attention.longformer_attention` without dropout or dilation, as a static graph.
+    """:func:`~.sliding_window_attention.longformer_attention` without dilation, as a static graph.
 
     Args:
         q, k, v: ``(B, H, T, D)``, ``q`` pre-scaled.
@@ -65,6 +69,8 @@ def longformer_attention_graph(
             (computed here when not given).
         q_global: ``(B, H, G, D)`` pre-scaled global queries at ``global_index``; k_global, v_global
             ``(B, H, T, D)`` (bidirectional with global tokens only).
+        dropout_p, dropout_seed: attention dropout, the fast op's mask for the same seed (a 0-d int64 tensor;
+            drawn from torch's RNG when None).
 
     Returns:
         ``(B, H, T, D)``, padding rows 0.
@@ -91,6 +97,14 @@ def longformer_attention_graph(
     scores = (_blocks_of(q, N, b) @ k_w.transpose(-1, -2)).to(sdt)
     scores = torch.where(allowed[:, None], scores, masked)
 
+    drop = _no_dropout
+    if dropout_p > 0.0:
+        seed = draw_seed_tensor(q.device) if dropout_seed is None else dropout_seed
+        bh = torch.arange(B * H, device=q.device).view(B, H, 1, 1, 1)
+        rows = row_keys_at(seed, bh, positions[:, :, None])  # (B, H, N, b, 1): the queries' keys
+        drop = _Dropper(rows, seed, dropout_p)
+        scale = 1.0 / (1.0 - dropout_p)
+
     have_extra = glob is not None
     if have_extra:  # every query also reads the G global keys (causal: the ones at or before it)
         index, valid = global_index if global_index is not None else global_token_index(glob)
@@ -103,25 +117,50 @@ def longformer_attention_graph(
         extra_ok = extra_ok.expand(B, N * b, G).reshape(B, N, b, G)
         e_scores = torch.where(extra_ok[:, None], (_blocks_of(q, N, b) @ k_e[:, :, None].transpose(-1, -2)).to(sdt),
                                masked)  # (B, H, N, b, G)
-        probs = torch.softmax(torch.cat([scores, e_scores], dim=-1), dim=-1).to(v.dtype)
-        out = probs[..., : scores.shape[-1]] @ v_w + probs[..., scores.shape[-1]:] @ v_e[:, :, None]
+        probs = torch.softmax(torch.cat([scores, e_scores], dim=-1), dim=-1)
+        band_probs = drop(probs[..., : scores.shape[-1]], key_pos[:, None, :])
+        extra_probs = drop(probs[..., scores.shape[-1]:], index[:, None, None, None, :])
+        out = band_probs.to(v.dtype) @ v_w + extra_probs.to(v.dtype) @ v_e[:, :, None]
     else:
-        out = torch.softmax(scores, dim=-1).to(v.dtype) @ v_w
+        out = drop(torch.softmax(scores, dim=-1), key_pos[:, None, :]).to(v.dtype) @ v_w
     out = out.view(B, H, N * b, D)[:, :, :T]
 
     if have_extra and not causal:
-        out = global_rows_replace(out, q_global, k_global, v_global, real, glob)
+        g_drop = None
+        if dropout_p > 0.0:  # global rows: the rows' keys at the global tokens' positions, every key's column key
+            g_rows = row_keys_at(seed, bh[..., 0], index[:, None, :, None])  # (B, H, G, 1)
+            g_keep = keep_at(g_rows, col_keys_at(seed, torch.arange(T, device=q.device)), dropout_p)
+            g_drop = lambda probs: probs * g_keep.to(probs.dtype) * scale  # noqa: E731
+        out = global_rows_replace(out, q_global, k_global, v_global, real, glob, g_drop)
     return out * real[:, None, :, None].to(out.dtype)
 
 
-def global_rows_replace(out, q_global, k_global, v_global, real, glob):
+def _no_dropout(probs, key_positions):
+    return probs
+
+
+class _Dropper:
+    """Drops probabilities ``(B, H, N, b, K)`` of the keys at ``key_positions`` (broadcasting against them) with
+    the counter-based mask of the rows' keys ``(B, H, N, b, 1)``; scales the kept ones by ``1 / (1 - p)``."""
+
+    def __init__(self, rows, seed, p):
+        self.rows, self.seed, self.p = rows, seed, p
+
+    def __call__(self, probs, key_positions):
+        keep = keep_at(self.rows, col_keys_at(self.seed, key_positions), self.p)
+        return probs * keep.to(probs.dtype) * (1.0 / (1.0 - self.p))
+
+
+def global_rows_replace(out, q_global, k_global, v_global, real, glob, dropout=None):
     """Global rows attend to every real key (``q_global`` ``(B, H, G, D)`` pre-scaled, ``k_global`` and
-    ``v_global`` ``(B, H, T, D)``) and replace their rows of ``out`` ``(B, H, T, D)``; ``glob`` excludes padding."""
+    ``v_global`` ``(B, H, T, D)``) and replace their rows of ``out`` ``(B, H, T, D)``; ``glob`` excludes padding.
+    ``dropout``: applied to the ``(B, H, G, T)`` probabilities."""
     B, H, T, D = out.shape
     sdt = torch.float64 if q_global.dtype == torch.float64 else torch.float32
     masked = _masked_score(sdt).to(out.device)
     g_scores = torch.where(real[:, None, None, :], (q_global @ k_global.transpose(-1, -2)).to(sdt), masked)
-    g_out = torch.softmax(g_scores, dim=-1).to(v_global.dtype) @ v_global  # (B, H, G, D)
+    g_probs = torch.softmax(g_scores, dim=-1)
+    g_out = (g_probs if dropout is None else dropout(g_probs)).to(v_global.dtype) @ v_global  # (B, H, G, D)
     g_out = F.pad(g_out, (0, 0, 0, 1))  # one spare row, so that G = 0 still gathers
     slot = (glob.long().cumsum(1) - 1).clamp(min=0)  # (B, T): row t's place among its row's global tokens
     g_rows = g_out.gather(2, slot[:, None, :, None].expand(B, H, T, D))

@@ -137,6 +137,54 @@ def _counter_dropout_apply(x: torch.Tensor, p: float, seed: int) -> torch.Tensor
     return out.view(x.shape)
 
 
+# --------------------------------------------------------------------------------------------------------------------
+# The same masks in graph-friendly tensor ops (compiled training): a tensor seed, int64 arithmetic
+# --------------------------------------------------------------------------------------------------------------------
+#
+# Inductor's C++ backend fails on the wrapping int32 products above, so in a compiled graph the keys stay uint32
+# values held in int64 and the product's low 32 bits are taken with a mask: the very bits of the eager mask
+# (tests/test_longformer_graph_op.py compares them), fused by Inductor into the ops around them, and no graph break
+# for the seed, which is a tensor drawn from torch's RNG in the graph (the same draw as _draw_seed's).
+
+
+def draw_seed_tensor(device=None) -> torch.Tensor:
+    """A dropout seed as a 0-d int64 tensor: ``_draw_seed``'s draw from torch's RNG, without reading it out."""
+    return torch.randint(0, 2**31 - 1, (1,), device=device)[0]
+
+
+def row_keys_at(seed: torch.Tensor, bh: torch.Tensor | int, positions: torch.Tensor) -> torch.Tensor:
+    """Row keys of query ``positions`` in rows ``bh = b * heads + h`` (broadcast), as :func:`dropout_keys`'
+    ``rows``: uint32 values in int64."""
+    row_base = _fmix32((seed + torch.as_tensor(bh, device=positions.device) * 0x9E3779B1) & _M32)
+    return _fmix32((row_base + positions * 0x85EBCA77) & _M32)
+
+
+def col_keys_at(seed: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Column keys of key ``positions``, as :func:`dropout_keys`' ``cols``: uint32 values in int64."""
+    col_base = _fmix32(seed ^ 0x27D4EB2F)
+    return _fmix32((col_base + positions * 0xC2B2AE3D) & _M32)
+
+
+def keep_at(row_keys: torch.Tensor, col_keys: torch.Tensor, p: float) -> torch.Tensor:
+    """:func:`dropout_keep` of broadcasting uint32-in-int64 keys, as a bool tensor (True: kept)."""
+    product = (row_keys * col_keys) & _M32  # the low 32 bits (int64 wraps in the high bits only)
+    signed = product - ((product >> 31) << 32)  # as the int32 the eager product is
+    return (signed >> 1) >= (-(2**31) + round(p * 2**32)) // 2
+
+
+def counter_dropout_graph(x: torch.Tensor, p: float, seed: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`counter_dropout` in plain tensor ops (compiled graphs): the same mask for the same seed."""
+    if p == 0.0 or x.numel() == 0:
+        return x
+    seed = draw_seed_tensor(x.device) if seed is None else seed
+    C = x.shape[-1]
+    N = x.numel() // C
+    rows = row_keys_at(seed, 0, torch.arange(N, device=x.device))
+    cols = col_keys_at(seed, torch.arange(C, device=x.device))
+    keep = keep_at(rows[:, None], cols[None, :], p)
+    return (x.reshape(N, C) * keep.to(x.dtype) * (1.0 / (1.0 - p))).view(x.shape)
+
+
 @torch.compiler.disable  # eagerly from torch's RNG also in a compiled model: the same masks as eager
 def _draw_seed() -> int:
     # From torch's (CPU) RNG, once per call: torch.manual_seed reproduces it, checkpointing replays it.

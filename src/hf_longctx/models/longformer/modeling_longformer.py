@@ -42,7 +42,7 @@ from .longctx_common import (
     generate_within_length,
     take_past_key_values,
 )
-from .counter_dropout import _draw_seed, counter_dropout
+from .counter_dropout import _draw_seed, counter_dropout, counter_dropout_graph
 from .longctx_glue import LongctxCache, LongctxModelMixin, trim_generate_mask
 from .banded_graph import longformer_attention_graph
 from .flex import longformer_attention_flex
@@ -73,7 +73,10 @@ class HiddenDropout(nn.Dropout):
     ``isinstance(m, nn.Dropout)`` and ``m.p`` still does."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return counter_dropout(x, self.p) if self.training and self.p > 0 else x
+        if not (self.training and self.p > 0):
+            return x
+        # In a compiled graph: the same mask in int64 tensor ops, its seed drawn in the graph (no graph break).
+        return counter_dropout_graph(x, self.p) if torch.compiler.is_compiling() else counter_dropout(x, self.p)
 
 
 class LongformerEmbeddings(nn.Module):
@@ -103,9 +106,8 @@ def _dense_attention(q, k, v, *, dropout_p=0.0, **kwargs):
     return naive_longformer_attention(q, k, v, dropout_p=dropout_p, dropout_seed=seed, **kwargs)
 
 
-def _graph_attention(q, k, v, *, dropout_p=0.0, dilation=1, **kwargs):
-    """:func:`longformer_attention_graph` behind the fast op's signature (chosen only without dropout and
-    dilation)."""
+def _graph_attention(q, k, v, *, dilation=1, **kwargs):
+    """:func:`longformer_attention_graph` behind the fast op's signature (chosen only without dilation)."""
     return longformer_attention_graph(q, k, v, **kwargs)
 
 
@@ -132,17 +134,17 @@ class LongformerSelfAttention(nn.Module):
             self.value_global = nn.Linear(hidden_size, hidden_size)
 
     def _attention_op(self, dropout_p: float, global_mask, global_index):
-        """The op that computes the same attention best here: the fast op eagerly; without dropout, in a graph
-        (compiled, exported), the static-shape op of ``banded_graph.py`` over the global tokens the model indexed
-        once (an exported graph holds their count as a data-dependent size; a compiled one breaks once to read
-        it, since Inductor cannot yet generate code for such a size); the dense twin for ``attn_implementation=
-        "eager"`` and under ``torch.jit.trace``, which cannot record the fast op's custom autograd kernels at
+        """The op that computes the same attention best here: the fast op eagerly; in a graph (compiled, exported),
+        the static-shape op of ``banded_graph.py`` over the global tokens the model indexed once (an exported
+        graph holds their count as a data-dependent size; a compiled one breaks once to read it, since Inductor
+        cannot yet generate code for such a size), with the same counter-based dropout; the dense twin for
+        ``attn_implementation="eager"`` and under ``torch.jit.trace``, which cannot record the fast op's custom autograd kernels at
         every length (short inputs failed with "unordered_map::at")."""
         if self.attn_implementation == "eager" or (dropout_p == 0.0 and torch.jit.is_tracing()):
             return _dense_attention
         if self.attn_implementation == "flex_attention":
             return longformer_attention_flex
-        if dropout_p == 0.0 and self.dilation == 1 and torch.compiler.is_compiling() and (
+        if self.dilation == 1 and torch.compiler.is_compiling() and (
             global_mask is None or global_index is not None
         ):
             return functools.partial(_graph_attention, global_index=global_index)
@@ -463,11 +465,16 @@ class LongctxLongformerModel(LongctxLongformerPreTrainedModel):
         return_dict: bool | None = None,
         cache: LongformerSinkWindowCache | None = None,  # after transformers' arguments: positional calls bind alike
         use_cache: bool | None = None,
+        global_tokens_at_most: int | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPooling | tuple:
         r"""
         global_attention_mask (`(batch, seq_len)`, 0/1): tokens that attend to, and are attended by, every token.
             In a causal model they are sinks that every later token attends to.
+        global_tokens_at_most (`int`): the most global tokens any row holds, when the caller knows it (the
+            sequence-classification head's own first-token mask: 1). A compiled model then holds that many global
+            slots instead of reading the count from the input, which breaks its graph; a row with more is an error.
+            A causal model's sinks are counted in by itself (``num_sink_tokens``).
         cache (`LongformerSinkWindowCache`): causal models only, the state of a previous call (see `generate`);
             ``past_key_values=`` (transformers' older name) is the same argument.
 
@@ -502,17 +509,23 @@ class LongctxLongformerModel(LongctxLongformerPreTrainedModel):
         check_length(position_ids.max() + 1, c.max_position_embeddings)
         check_range("position_ids", position_ids, 0, c.max_position_embeddings, "max_position_embeddings")
 
+        at_most = global_tokens_at_most
         if c.causal:
             rank = torch.cumsum(real.long(), dim=1) - 1 + (past_real[:, None] if past_real is not None else 0)
             sinks = real & (rank < c.num_sink_tokens)
+            if global_mask is None:
+                at_most = c.num_sink_tokens + (at_most or 0)
             global_mask = sinks if global_mask is None else (global_mask & real) | sinks
         global_index = None
         if global_mask is not None and not c.causal:
             global_mask = global_mask & real
-            if torch.compiler.is_exporting() or bool(global_mask.any()):  # an exported graph keeps the global path
-                global_index = global_token_index(global_mask)
+            # An exported graph keeps the global path; a compiled one does too when it knows the bound.
+            if torch.compiler.is_exporting() or (at_most is not None and torch.compiler.is_compiling()) or bool(
+                global_mask.any()
+            ):
+                global_index = global_token_index(global_mask, at_most)
         elif global_mask is not None and cache is None and torch.compiler.is_compiling():
-            global_index = global_token_index(global_mask)  # the sinks, once for every layer's graph op
+            global_index = global_token_index(global_mask, at_most)  # the sinks, once for every layer's graph op
 
         hidden = self.embeddings(input_ids, position_ids, token_type_ids, inputs_embeds)
         if cache is not None:
@@ -677,12 +690,15 @@ class LongctxLongformerForSequenceClassification(LongctxLongformerPreTrainedMode
         first = None  # the column of each row's first real token, when rows are left-padded
         if isinstance(attention_mask, torch.Tensor) and tuple(attention_mask.shape) == (B, T):
             first = check_mask("attention_mask", attention_mask, (B, T)).int().argmax(-1)  # (B,) an empty row: 0
+        at_most = None
         if global_attention_mask is None:
             global_attention_mask = torch.zeros(B, T, dtype=torch.long, device=device)
             global_attention_mask[torch.arange(B, device=device), 0 if first is None else first] = 1
+            at_most = 1
         out = self.longformer(
             input_ids, attention_mask, global_attention_mask, token_type_ids, position_ids, inputs_embeds,
             output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
+            global_tokens_at_most=at_most,
         )
         logits = self.classifier(out.last_hidden_state, first)
         if self.config.num_labels > 1:  # one label is regression

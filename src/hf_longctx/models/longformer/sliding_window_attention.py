@@ -166,22 +166,34 @@ def _banded_attention(q, k, v, left, right, key_mask, extra_k, extra_v, extra_ma
     )
 
 
-def global_token_index(global_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def global_token_index(global_mask: torch.Tensor, at_most: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Positions of global tokens, padded to the row with the most.
 
     Args:
         global_mask: ``(B, T)`` bool.
+        at_most: a bound on any row's count that the caller knows. A compiled graph then holds ``G = at_most``
+            slots, a static size, instead of reading the count (a graph break); eagerly it is checked.
 
     Returns:
         ``index`` ``(B, G)`` long (padding slots point at position 0) and
-        ``valid`` ``(B, G)`` bool, where ``G`` is the largest count in the batch.
+        ``valid`` ``(B, G)`` bool, where ``G`` is the largest count in the batch (compiled with ``at_most``: it).
     """
     counts = global_mask.sum(dim=1)
-    if torch.compiler.is_exporting():  # a data-dependent size: the graph's G is whatever the input holds
+    if at_most is not None and not torch.compiler.is_exporting():
+        G = min(at_most, global_mask.shape[1])
+        message = f"more global tokens in a row than the {at_most} this model was told to expect"
+        if torch.compiler.is_compiling():
+            torch._assert_async((counts <= G).all(), message)
+        else:
+            most = int(counts.max()) if global_mask.numel() else 0
+            if most > G:
+                raise ValueError(f"{message} ({most})")
+            G = most
+    elif torch.compiler.is_exporting():  # a data-dependent size: the graph's G is whatever the input holds
         G = counts.max().item()
         torch._check(G >= 0)
         torch._check(G <= global_mask.shape[1])
-    else:
+    elif at_most is None:
         G = int(counts.max()) if global_mask.numel() else 0
     # Each global token's rank in its row is its slot; the others go to a spare slot T, cut off. A scatter rather
     # than a stable sort, which ONNX lacks.
