@@ -205,3 +205,23 @@ def test_lsh_decode_over_a_bucket_index_matches_dense(rounds, steps):
     assert torch.equal(counts, torch.nn.functional.one_hot(in_buckets, NB + 1).sum(dim=3))
     held = [slots[0, 1, 0, b, : counts[0, 1, 0, b]].tolist() for b in range(NB + 1)]
     assert held == [[t for t in range(S) if int(in_buckets[0, 1, 0, t]) == b] for b in range(NB + 1)]
+
+
+def test_counter_streams_drop_the_fraction_asked_and_replay_from_their_seed():
+    """What compiled training draws instead of a generator (`CounterStream`): a kept fraction of 1 - p, uniforms
+    in [0, 1), successive draws independent, the same seed the same draws, eagerly and under Inductor."""
+    from hf_longctx.models.reformer.lsh_attention import CounterStream
+
+    stream = CounterStream(torch.tensor(2**40 + 17))
+    keep = stream.keep((400, 500), 0.1, "cpu")
+    assert abs(keep.float().mean().item() - 0.9) < 0.005
+    second = stream.keep((400, 500), 0.1, "cpu")
+    assert 0.79 < (keep & second).float().mean().item() < 0.83  # independent draws: 0.81
+    uniforms = CounterStream(torch.tensor(5)).rand((100_000,), "cpu")
+    assert 0.0 <= uniforms.min() and uniforms.max() < 1.0 and abs(uniforms.mean().item() - 0.5) < 0.01
+    assert torch.equal(CounterStream(torch.tensor(2**40 + 17)).keep((400, 500), 0.1, "cpu"), keep)
+
+    def draw(seed):
+        return CounterStream(seed).keep((400, 500), 0.1, "cpu")
+
+    assert torch.equal(torch.compile(draw, fullgraph=True)(torch.tensor(2**40 + 17)), keep)

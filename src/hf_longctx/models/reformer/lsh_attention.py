@@ -183,13 +183,55 @@ class _Dropout(torch.autograd.Function):
         return (g if ctx.scale == 1.0 else g.mul_(ctx.scale)), None, None, None
 
 
+_M32 = 0xFFFFFFFF
+
+
+def _fmix32(x: torch.Tensor) -> torch.Tensor:
+    """murmur3's finaliser on int64 tensors holding values in [0, 2**32)."""
+    x = x ^ (x >> 16)
+    x = (x * 0x85EBCA6B) & _M32
+    x = x ^ (x >> 13)
+    x = (x * 0xC2B2AE35) & _M32
+    return x ^ (x >> 16)
+
+
+class CounterStream:
+    """A dropout seed as a tensor, standing in for a ``torch.Generator`` inside a compiled graph (which cannot hold
+    a generator): draw ``i`` of a stream is a hash of (seed, i, element index), in int64 tensor ops that Inductor
+    fuses. The same seed replays the same draws, as a generator from the same seed does (the reversible backward
+    recomputes with it). Other masks than the eager generator's: the same distribution, not the same bits."""
+
+    def __init__(self, seed: torch.Tensor):
+        self.seed = (seed ^ (seed >> 32)) & _M32
+        self.draws = 0
+
+    def bits(self, shape, device) -> torch.Tensor:
+        """32-bit uniforms of ``shape``, as int64."""
+        base = _fmix32((self.seed.to(device) + self.draws * 0x9E3779B1) & _M32)
+        self.draws += 1
+        index = torch.arange(math.prod(shape), device=device)
+        return _fmix32((base + index * 0x85EBCA77) & _M32).view(shape)
+
+    def rand(self, shape, device) -> torch.Tensor:
+        """Uniforms in [0, 1) of ``shape``, float32."""
+        return self.bits(shape, device).to(torch.float32) * 2.0**-32
+
+    def keep(self, shape, p: float, device) -> torch.Tensor:
+        """A bool mask of ``shape``, True with probability ``1 - p``."""
+        return self.bits(shape, device) >= round(p * 2**32)
+
+
 def seeded_dropout(x: torch.Tensor, p: float, generator: torch.Generator | None, scale: bool = True) -> torch.Tensor:
-    """Dropout drawing from ``generator`` (the model's private one), so the global RNG is never advanced.
+    """Dropout drawing from ``generator`` (the model's private one), so the global RNG is never advanced; in a
+    compiled graph ``generator`` is a :class:`CounterStream`.
 
     ``scale=False`` leaves out the ``1 / (1 - p)`` factor, for a caller that folds it into a smaller tensor (a
     weight, an attention output): one pass over ``x`` instead of two."""
     if p == 0.0:
         return x
+    if isinstance(generator, CounterStream):
+        keep = generator.keep(x.shape, p, x.device).to(x.dtype)
+        return x * keep * (1.0 / (1.0 - p)) if scale else x * keep
     bits, threshold = _dropout_bits(x.shape, p, generator, x.device)
     return _Dropout.apply(x, bits, threshold, 1.0 / (1.0 - p) if scale else 1.0)
 

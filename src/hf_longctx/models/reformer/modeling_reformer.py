@@ -49,6 +49,7 @@ from .local_attention import local_chunked_attention
 from .flex import lsh_attention_flex
 from .longctx_glue import LongctxModelMixin, trim_generate_mask
 from .lsh_attention import (
+    CounterStream,
     auto_num_buckets,
     lsh_attention,
     lsh_buckets,
@@ -90,7 +91,10 @@ class AxialPositionEmbeddings(nn.Module):
         emb = torch.cat([self.weights[0][rows, 0], self.weights[1][0, cols]], dim=-1)
         if self.training and self.dropout > 0:
             B = position_ids.shape[0]
-            keep = torch.rand((B, self.shape[1]), generator=generator, device=emb.device) >= self.dropout
+            if isinstance(generator, CounterStream):  # in a compiled graph
+                keep = generator.rand((B, self.shape[1]), emb.device) >= self.dropout
+            else:
+                keep = torch.rand((B, self.shape[1]), generator=generator, device=emb.device) >= self.dropout
             emb = emb * (keep.gather(1, cols).to(emb.dtype) / (1.0 - self.dropout))[..., None]
         return emb
 
@@ -446,7 +450,10 @@ class LongctxReformerModel(PrivateRandomness, LongctxReformerPreTrainedModel):
             cache.begin_step(T, device)
             if real is None:
                 real = torch.ones(B, T, dtype=torch.bool, device=device)
-        if c.reversible and torch.is_grad_enabled() and cache is None:
+        # The reversible stack recomputes layers inside its backward (torch.autograd.grad), which a compiled graph
+        # cannot hold: compiled training runs the layers as ordinary autograd, one graph, activation memory growing
+        # with depth (the same gradients, to rounding).
+        if c.reversible and torch.is_grad_enabled() and cache is None and not torch.compiler.is_compiling():
             params = [p for layer in layers for p in layer.parameters() if p.requires_grad]
             inputs = [{"real": real, "rand": r, "seeds": s, "buckets": None} for r, s in zip(rands, seeds)]
             x1, x2 = _ReversibleStack.apply(x, x, layers, inputs, hidden_states, *params)

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import torch
 
-from .lsh_attention import random_rotations
+from .lsh_attention import CounterStream, random_rotations
 
 
-def _generator(seed: int | None, device: torch.device) -> torch.Generator | None:
-    """A fresh generator for one dropout site, so a recomputation (reversible backward, checkpointing) replays it."""
-    return None if seed is None else torch.Generator(device=device).manual_seed(int(seed))
+def _generator(seed: int | torch.Tensor | None, device: torch.device) -> torch.Generator | CounterStream | None:
+    """A fresh generator for one dropout site, so a recomputation (reversible backward, checkpointing) replays it;
+    in a compiled graph (the seed a tensor) a :class:`CounterStream`."""
+    if seed is None:
+        return None
+    if isinstance(seed, torch.Tensor):
+        return CounterStream(seed)
+    return torch.Generator(device=device).manual_seed(int(seed))
 
 
 class PrivateRandomness:
@@ -52,11 +57,26 @@ class PrivateRandomness:
         weight = next(self.parameters())
         self._rotations(c.num_hashes, c.num_buckets, weight.dtype, weight.device)
 
-    def private_generator(self, device) -> torch.Generator | None:
+    def private_generator(self, device) -> torch.Generator | CounterStream | None:
         """In training, a generator seeded from the model's private RNG, for a head's dropout; None in eval."""
         if not self.training:
             return None
+        if torch.compiler.is_compiling():
+            return CounterStream(self._draw_seeds(1)[0])
         return _generator(torch.randint(0, 2**62, (1,), generator=self._training_rng()).item(), device)
+
+    @torch.compiler.disable
+    def _draw_seeds(self, *shape) -> torch.Tensor:
+        # Eagerly from the private generator, also in a compiled model (a graph cannot hold a generator): one
+        # graph break, and the rotations and seeds eager would draw.
+        return torch.randint(0, 2**62, shape, generator=self._training_rng())
+
+    @torch.compiler.disable
+    def _draw_training_randomness(self, kinds, num_hashes, num_buckets, dtype, device):
+        # The rotations of every layer, then two dropout seeds per layer and two for the embeddings and the output.
+        g = self._training_rng()
+        rotations = [self._rotations(num_hashes, num_buckets, dtype, device, g) if k == "lsh" else None for k in kinds]
+        return rotations, torch.randint(0, 2**62, (len(kinds) + 1, 2), generator=g)
 
     def _training_rng(self) -> torch.Generator:
         """The private generator of training draws, seeded by ``hash_seed`` on first use."""
@@ -96,11 +116,8 @@ class PrivateRandomness:
             rotations = self._rotations(num_hashes, num_buckets, dtype, device) if "lsh" in c.attn_layers else None
             rand = {"rotations": rotations, "num_buckets": num_buckets}
             return [rand] * len(c.attn_layers), [None] * len(c.attn_layers), None
-        g = self._training_rng()
-        rands = [
-            {"rotations": self._rotations(num_hashes, num_buckets, dtype, device, g) if kind == "lsh" else None,
-             "num_buckets": num_buckets}
-            for kind in c.attn_layers
-        ]
-        seeds = torch.randint(0, 2**62, (len(c.attn_layers) + 1, 2), generator=g).tolist()
-        return rands, seeds[:-1], seeds[-1]
+        rotations, seeds = self._draw_training_randomness(c.attn_layers, num_hashes, num_buckets, dtype, device)
+        rands = [{"rotations": r, "num_buckets": num_buckets} for r in rotations]
+        if not torch.compiler.is_compiling():  # eagerly, ints that seed a generator per dropout site
+            seeds = seeds.tolist()
+        return rands, list(seeds[:-1]), seeds[-1]
