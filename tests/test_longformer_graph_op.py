@@ -21,10 +21,12 @@ def _inputs(B, H, T, D, seed, n_global, pad):
     return q, k, v, qg, kg, vg, real, glob & real
 
 
-@pytest.mark.parametrize("left,right,causal", [(4, 4, False), (3, 5, False), (6, 0, True), (1, 1, False)])
+@pytest.mark.parametrize("left,right,causal", [(4, 4, False), (3, 5, False), (6, 0, True), (1, 1, False),
+                                               (40, 40, False), (70, 17, False), (50, 0, True)])
 @pytest.mark.parametrize("n_global,pad", [(0, 0), (2, 3), (1, 0)])
-@pytest.mark.parametrize("T", [5, 23, 32])
+@pytest.mark.parametrize("T", [5, 23, 32, 150])
 def test_graph_path_equals_the_dense_twin_forward_and_gradients(left, right, causal, n_global, pad, T):
+    """Bands of a few keys and of tens, one-sided and lopsided, lengths under one block and over several."""
     q, k, v, qg, kg, vg, real, glob = _inputs(2, 2, T, 4, seed=T + left, n_global=n_global, pad=pad)
     tensors = [x.requires_grad_() for x in (q, k, v, kg, vg)]
     has_global = bool(glob.any())
