@@ -9,18 +9,7 @@ import torch
 from hf_longctx.models.longformer.flex import longformer_attention_flex, longformer_block_mask
 from hf_longctx.models.longformer.naive import naive_longformer_attention
 from hf_longctx.models.longformer.sliding_window_attention import global_token_index
-
-
-def _inputs(B, H, T, D, seed, n_global, pad):
-    g = torch.Generator().manual_seed(seed)
-    q, k, v, qg, kg, vg = (torch.randn(B, H, T, D, generator=g, dtype=torch.float64) for _ in range(6))
-    real = torch.ones(B, T, dtype=torch.bool)
-    if pad:
-        real[0, T - pad:] = False
-    glob = torch.zeros(B, T, dtype=torch.bool)
-    for row in range(B):
-        glob[row, torch.randperm(T, generator=g)[:n_global + row]] = True
-    return q, k, v, qg, kg, vg, real, glob & real
+from test_longformer_graph_op import _inputs
 
 
 # One length and head size, so that the compiled kernel is built a few times, not per case (about 5 s each).

@@ -21,27 +21,25 @@ def _inputs(B, H, T, D, seed, n_global, pad):
     return q, k, v, qg, kg, vg, real, glob & real
 
 
-@pytest.mark.parametrize("left,right,causal", [(4, 4, False), (3, 5, False), (6, 0, True), (1, 1, False),
-                                               (40, 40, False), (70, 17, False), (50, 0, True)])
-@pytest.mark.parametrize("n_global,pad", [(0, 0), (2, 3), (1, 0)])
-@pytest.mark.parametrize("T", [5, 23, 32, 150])
-def test_graph_path_equals_the_dense_twin_forward_and_gradients(left, right, causal, n_global, pad, T):
-    """Bands of a few keys and of tens, one-sided and lopsided, lengths under one block and over several."""
-    q, k, v, qg, kg, vg, real, glob = _inputs(2, 2, T, 4, seed=T + left, n_global=n_global, pad=pad)
-    tensors = [x.requires_grad_() for x in (q, k, v, kg, vg)]
+def _case(left, right, causal, n_global, pad, T, seed, **extra):
+    """Inputs of one case, its leaves for gradients and the keyword arguments both ops take."""
+    q, k, v, qg, kg, vg, real, glob = _inputs(2, 2, T, 4, seed=seed, n_global=n_global, pad=pad)
+    leaves = [x.requires_grad_() for x in (q, k, v, kg, vg)]
     has_global = bool(glob.any())
     index = global_token_index(glob) if has_global else None
     q_global = None
     if has_global and not causal:  # the model gathers the global queries at the index
         q_global = qg.gather(2, index[0][:, None, :, None].expand(2, 2, index[0].shape[1], 4)).requires_grad_()
+        leaves.append(q_global)
     common = dict(left=left, right=right, attention_mask=real, global_mask=glob if has_global else None,
                   q_global=q_global, k_global=kg if q_global is not None else None,
-                  v_global=vg if q_global is not None else None, causal=causal)
-    got = longformer_attention_graph(q, k, v, global_index=index, **common)
-    want = naive_longformer_attention(q, k, v, **common)
+                  v_global=vg if q_global is not None else None, causal=causal, **extra)
+    return (q, k, v), index, leaves, common
+
+
+def _assert_same_forward_and_gradients(got, want, leaves):
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
     weights = torch.randn_like(got)
-    leaves = tensors + ([q_global] if q_global is not None else [])
     grads = torch.autograd.grad((got * weights).sum(), leaves, allow_unused=True)
     refs = torch.autograd.grad((want * weights).sum(), leaves, allow_unused=True)
     for name, a, b in zip(["q", "k", "v", "k_global", "v_global", "q_global"], grads, refs):
@@ -49,6 +47,17 @@ def test_graph_path_equals_the_dense_twin_forward_and_gradients(left, right, cau
             assert a is None or not a.abs().max(), name
             continue
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=lambda m, n=name: f"d{n}: {m}")
+
+
+@pytest.mark.parametrize("left,right,causal", [(4, 4, False), (3, 5, False), (6, 0, True), (1, 1, False),
+                                               (40, 40, False), (70, 17, False), (50, 0, True)])
+@pytest.mark.parametrize("n_global,pad", [(0, 0), (2, 3), (1, 0)])
+@pytest.mark.parametrize("T", [5, 23, 32, 150])
+def test_graph_path_equals_the_dense_twin_forward_and_gradients(left, right, causal, n_global, pad, T):
+    """Bands of a few keys and of tens, one-sided and lopsided, lengths under one block and over several."""
+    qkv, index, leaves, common = _case(left, right, causal, n_global, pad, T, seed=T + left)
+    got = longformer_attention_graph(*qkv, global_index=index, **common)
+    _assert_same_forward_and_gradients(got, naive_longformer_attention(*qkv, **common), leaves)
 
 
 def test_global_token_index_needs_no_sort_and_keeps_the_order():
@@ -63,31 +72,13 @@ def test_global_token_index_needs_no_sort_and_keeps_the_order():
 def test_graph_path_drops_what_the_dense_twin_drops_forward_and_gradients(left, right, causal, n_global, pad):
     """Attention dropout in the graph op (compiled training) is the counter-based mask of the fast op and the dense
     twin for the same seed: the seed a 0-d tensor here, an int there."""
-    T, seed = 23, 1234
-    q, k, v, qg, kg, vg, real, glob = _inputs(2, 2, T, 4, seed=T + left + n_global, n_global=n_global, pad=pad)
-    tensors = [x.requires_grad_() for x in (q, k, v, kg, vg)]
-    has_global = bool(glob.any())
-    index = global_token_index(glob) if has_global else None
-    q_global = None
-    if has_global and not causal:
-        q_global = qg.gather(2, index[0][:, None, :, None].expand(2, 2, index[0].shape[1], 4)).requires_grad_()
-    common = dict(left=left, right=right, attention_mask=real, global_mask=glob if has_global else None,
-                  q_global=q_global, k_global=kg if q_global is not None else None,
-                  v_global=vg if q_global is not None else None, causal=causal, dropout_p=0.3)
-    got = longformer_attention_graph(q, k, v, global_index=index, dropout_seed=torch.tensor(seed), **common)
-    want = naive_longformer_attention(q, k, v, dropout_seed=seed, **common)
-    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
-    without = longformer_attention_graph(q, k, v, global_index=index, **{**common, "dropout_p": 0.0})
+    seed = 1234
+    qkv, index, leaves, common = _case(left, right, causal, n_global, pad, 23, seed=23 + left + n_global,
+                                       dropout_p=0.3)
+    got = longformer_attention_graph(*qkv, global_index=index, dropout_seed=torch.tensor(seed), **common)
+    without = longformer_attention_graph(*qkv, global_index=index, **{**common, "dropout_p": 0.0})
     assert (got - without).abs().max() > 0.1  # the dropout did drop
-    weights = torch.randn_like(got)
-    leaves = tensors + ([q_global] if q_global is not None else [])
-    grads = torch.autograd.grad((got * weights).sum(), leaves, allow_unused=True)
-    refs = torch.autograd.grad((want * weights).sum(), leaves, allow_unused=True)
-    for name, a, b in zip(["q", "k", "v", "k_global", "v_global", "q_global"], grads, refs):
-        if b is None:
-            assert a is None or not a.abs().max(), name
-            continue
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=lambda m, n=name: f"d{n}: {m}")
+    _assert_same_forward_and_gradients(got, naive_longformer_attention(*qkv, dropout_seed=seed, **common), leaves)
 
 
 def test_graph_dropout_masks_are_the_eager_masks_bit_for_bit():

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import torch
 
+from .longctx_hashing import M32 as _M32
+from .longctx_hashing import fmix32 as _fmix32
+
 
 # --------------------------------------------------------------------------------------------------------------------
 # Attention dropout: a counter-based mask, regenerated in the backward
@@ -25,16 +28,6 @@ import torch
 # drawn from torch's RNG once per call, so torch.manual_seed makes a training run reproducible, and
 # torch.utils.checkpoint (which restores the RNG state before it recomputes) draws the same mask again.
 
-_M32 = 0xFFFFFFFF
-
-
-def _fmix32(x: torch.Tensor) -> torch.Tensor:
-    """murmur3's finaliser on int64 tensors holding values in [0, 2**32)."""
-    x = x ^ (x >> 16)
-    x = (x * 0x85EBCA6B) & _M32
-    x = x ^ (x >> 13)
-    x = (x * 0xC2B2AE35) & _M32
-    return x ^ (x >> 16)
 
 
 def _as_int32(x: torch.Tensor) -> torch.Tensor:

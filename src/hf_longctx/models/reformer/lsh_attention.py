@@ -35,6 +35,8 @@ import math
 import torch
 
 from .longctx_fused_cpu import FLASH_CPU, FLASH_CPU_BWD, flash_cpu_available
+from .longctx_hashing import M32 as _M32
+from .longctx_hashing import fmix32 as _fmix32
 
 
 # Scores of forbidden keys (causal, padding, not in the neighbourhood) and of a token's own key, as transformers
@@ -181,18 +183,6 @@ class _Dropout(torch.autograd.Function):
         (keep,) = ctx.saved_tensors
         g = keep.to(grad.dtype).mul_(grad)
         return (g if ctx.scale == 1.0 else g.mul_(ctx.scale)), None, None, None
-
-
-_M32 = 0xFFFFFFFF
-
-
-def _fmix32(x: torch.Tensor) -> torch.Tensor:
-    """murmur3's finaliser on int64 tensors holding values in [0, 2**32)."""
-    x = x ^ (x >> 16)
-    x = (x * 0x85EBCA6B) & _M32
-    x = x ^ (x >> 13)
-    x = (x * 0xC2B2AE35) & _M32
-    return x ^ (x >> 16)
 
 
 class CounterStream:
