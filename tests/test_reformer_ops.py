@@ -217,6 +217,9 @@ def test_counter_streams_drop_the_fraction_asked_and_replay_from_their_seed():
     assert abs(keep.float().mean().item() - 0.9) < 0.005
     second = stream.keep((400, 500), 0.1, "cpu")
     assert 0.79 < (keep & second).float().mean().item() < 0.83  # independent draws: 0.81
+    for neighbours in ((keep[:, 1:], keep[:, :-1]), (keep[1:], keep[:-1])):  # along a row, along a column
+        assert 0.79 < (neighbours[0] & neighbours[1]).float().mean().item() < 0.83
+    assert abs(keep.float().mean(0).std().item() - (0.09 / 400) ** 0.5) < 0.01  # no column keeps more than chance
     uniforms = CounterStream(torch.tensor(5)).rand((100_000,), "cpu")
     assert 0.0 <= uniforms.min() and uniforms.max() < 1.0 and abs(uniforms.mean().item() - 0.5) < 0.01
     assert torch.equal(CounterStream(torch.tensor(2**40 + 17)).keep((400, 500), 0.1, "cpu"), keep)

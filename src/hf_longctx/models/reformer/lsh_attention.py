@@ -187,20 +187,26 @@ class _Dropout(torch.autograd.Function):
 
 class CounterStream:
     """A dropout seed as a tensor, standing in for a ``torch.Generator`` inside a compiled graph (which cannot hold
-    a generator): draw ``i`` of a stream is a hash of (seed, i, element index), in int64 tensor ops that Inductor
-    fuses. The same seed replays the same draws, as a generator from the same seed does (the reversible backward
-    recomputes with it). Other masks than the eager generator's: the same distribution, not the same bits."""
+    a generator): draw ``i`` of a stream hashes (seed, i) with every row index and every column index (the last
+    dim) of its shape, and an element is the low 32 bits of its row key times its column key, whose top bits decide
+    - the Longformer's counter-based dropout (``counter_dropout.py``): O(rows + columns) hashes and one product per
+    element, in int64 tensor ops that Inductor fuses. The same seed replays the same draws, as a generator from the
+    same seed does (the reversible backward recomputes with it). Other masks than the eager generator's: the same
+    distribution, not the same bits."""
 
     def __init__(self, seed: torch.Tensor):
         self.seed = (seed ^ (seed >> 32)) & _M32
         self.draws = 0
 
     def bits(self, shape, device) -> torch.Tensor:
-        """32-bit uniforms of ``shape``, as int64."""
+        """32-bit uniforms (their top bits) of ``shape``, as int64."""
         base = _fmix32((self.seed.to(device) + self.draws * 0x9E3779B1) & _M32)
         self.draws += 1
-        index = torch.arange(math.prod(shape), device=device)
-        return _fmix32((base + index * 0x85EBCA77) & _M32).view(shape)
+        columns = shape[-1] if len(shape) else 1
+        rows = math.prod(shape) // max(columns, 1)
+        row_keys = _fmix32((base + torch.arange(rows, device=device) * 0x85EBCA77) & _M32)
+        col_keys = _fmix32(((base ^ 0x27D4EB2F) + torch.arange(columns, device=device) * 0xC2B2AE3D) & _M32) | 1
+        return ((row_keys[:, None] * col_keys[None, :]) & _M32).view(shape)
 
     def rand(self, shape, device) -> torch.Tensor:
         """Uniforms in [0, 1) of ``shape``, float32."""
