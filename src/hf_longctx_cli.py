@@ -151,8 +151,8 @@ def train_arguments(p) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other TrainingArguments field, e.g. --set gradient_accumulation_steps=4")
     p.add_argument("--compile", action="store_true", help="train the model compiled with torch.compile (Inductor; "
-                   "TrainingArguments' torch_compile): on a CPU 0.84-1.05x the speed of eager steps, measured "
-                   "(docs/graphs.md)")
+                   "TrainingArguments' torch_compile): on a CPU 0.79-1.22x the speed of eager steps, faster only for "
+                   "the Reformer without dropout (docs/graphs.md)")
     _device(p)
     p.add_argument("--push-to-hub", metavar="REPO", help="when training ends, export model/ to OUTPUT_DIR/hub and "
                    "push it to this Hub repository (HF_TOKEN; checked before training)")

@@ -766,8 +766,9 @@ def run(args) -> int:
         if getattr(args, "compile", False):
             overrides.setdefault("torch_compile", True)
             if pick_device(args.device) == "cpu":
-                print("hf-longctx train: --compile on a CPU: compiled training steps measured 0.84-1.05x the speed of "
-                      "eager ones here (docs/graphs.md), after a compile of up to a minute or more", file=sys.stderr)
+                print("hf-longctx train: --compile on a CPU: compiled training steps measured 0.79-1.22x the speed of "
+                      "eager ones here (faster only for the Reformer without dropout; docs/graphs.md), after a compile "
+                      "of up to a minute or more", file=sys.stderr)
         train(args.task, args.output_dir, data_dir=args.data_dir, variant=new_model["variant"],
               preset=new_model["preset"], max_length=args.max_length,
               epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
