@@ -308,6 +308,34 @@ def test_sequence_classification_makes_the_first_token_global_by_default():
     assert not torch.allclose(default, none_global)
 
 
+def test_a_known_bound_on_global_tokens_changes_nothing_and_refuses_a_row_over_it():
+    """`global_tokens_at_most` (what lets a compiled graph hold the global slots without reading their count): the
+    same outputs eagerly and compiled, and a row with more global tokens than the bound is refused by name."""
+    torch.manual_seed(0)
+    model = LongctxLongformerModel(make_config()).eval()
+    ids, mask = _ids(torch.Generator().manual_seed(2))
+    glob = torch.zeros_like(ids)
+    glob[:, 0] = 1
+    glob[0, 3] = 1  # two global tokens in row 0, one in row 1
+    with torch.no_grad():
+        want = model(input_ids=ids, attention_mask=mask, global_attention_mask=glob).last_hidden_state
+        bounded = model(input_ids=ids, attention_mask=mask, global_attention_mask=glob,
+                        global_tokens_at_most=3).last_hidden_state
+        torch._dynamo.reset()
+        compiled = torch.compile(model, backend="aot_eager")(input_ids=ids, attention_mask=mask,
+                                                            global_attention_mask=glob,
+                                                            global_tokens_at_most=3).last_hidden_state
+    real = mask.bool()[..., None]
+    torch.testing.assert_close(bounded * real, want * real)
+    torch.testing.assert_close(compiled * real, want * real, rtol=1e-5, atol=1e-5)
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(model)(input_ids=ids, attention_mask=mask, global_attention_mask=glob,
+                                             global_tokens_at_most=3)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    with pytest.raises(ValueError, match="more global tokens in a row than the 1 this model was told to expect"):
+        model(input_ids=ids, attention_mask=mask, global_attention_mask=glob, global_tokens_at_most=1)
+
+
 def test_question_answering_without_a_separator_names_the_rows():
     torch.manual_seed(0)
     model = LongctxLongformerForQuestionAnswering(make_config()).eval()
