@@ -28,7 +28,8 @@ def test_flex_path_equals_the_dense_twin(left, right, causal, dilation, n_global
                   q_global=q_global, k_global=kg if q_global is not None else None,
                   v_global=vg if q_global is not None else None, causal=causal, dilation=dilation)
     want = naive_longformer_attention(q, k, v, **common)
-    as32 = {key: (val.float() if torch.is_tensor(val) and val.is_floating_point() else val) for key, val in common.items()}
+    as32 = {key: (val.float() if torch.is_tensor(val) and val.is_floating_point() else val)
+            for key, val in common.items()}
     with torch.no_grad():
         got = longformer_attention_flex(q.float(), k.float(), v.float(), **as32)
     torch.testing.assert_close(got.double(), want, rtol=0, atol=2e-5)

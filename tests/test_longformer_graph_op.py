@@ -98,4 +98,5 @@ def test_graph_dropout_masks_are_the_eager_masks_bit_for_bit():
     assert torch.equal(graph_mask(torch.tensor(77)), want)
     assert torch.equal(torch.compile(graph_mask, fullgraph=True)(torch.tensor(77)), want)
     x = torch.randn(5, 40, 24)
-    torch.testing.assert_close(counter_dropout_graph(x, 0.2, torch.tensor(9)), counter_dropout(x, 0.2, 9), rtol=0, atol=0)
+    torch.testing.assert_close(counter_dropout_graph(x, 0.2, torch.tensor(9)), counter_dropout(x, 0.2, 9),
+                               rtol=0, atol=0)

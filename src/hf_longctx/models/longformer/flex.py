@@ -39,7 +39,8 @@ def longformer_block_mask(left: int, right: int, dilation: int, real: torch.Tens
     block = torch.arange(n, device=device)
     first = block[:, None] * BLOCK  # each query block's first row; its last is first + BLOCK - 1
     key_first = block[None, :] * BLOCK
-    touches_band = (key_first <= first + BLOCK - 1 + right * dilation) & (key_first + BLOCK - 1 >= first - left * dilation)
+    touches_band = ((key_first <= first + BLOCK - 1 + right * dilation)
+                    & (key_first + BLOCK - 1 >= first - left * dilation))
     blocks = touches_band[None].expand(B, n, n)
     if glob is not None:
         holds_global = glob.view(B, n, BLOCK).any(-1)[:, None, :]  # (B, 1, n)
@@ -107,7 +108,6 @@ def longformer_attention_flex(
     causal: bool = False,
     dilation: int = 1,
     dropout_p: float = 0.0,
-    global_index: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """:func:`~.sliding_window_attention.longformer_attention` through FlexAttention (arguments as there; no
     dropout). Returns ``(B, H, T, D)``, padding rows 0."""

@@ -137,9 +137,10 @@ class LongformerSelfAttention(nn.Module):
         """The op that computes the same attention best here: the fast op eagerly; in a graph (compiled, exported),
         the static-shape op of ``banded_graph.py`` over the global tokens the model indexed once (an exported
         graph holds their count as a data-dependent size; a compiled one breaks once to read it, since Inductor
-        cannot yet generate code for such a size), with the same counter-based dropout; the dense twin for
-        ``attn_implementation="eager"`` and under ``torch.jit.trace``, which cannot record the fast op's custom autograd kernels at
-        every length (short inputs failed with "unordered_map::at")."""
+        cannot yet generate code for such a size), with the same counter-based dropout; FlexAttention for
+        ``attn_implementation="flex_attention"``; the dense twin for ``attn_implementation="eager"`` and under
+        ``torch.jit.trace``, which cannot record the fast op's custom autograd kernels at every length (short
+        inputs failed with "unordered_map::at")."""
         if self.attn_implementation == "eager" or (dropout_p == 0.0 and torch.jit.is_tracing()):
             return _dense_attention
         if self.attn_implementation == "flex_attention":

@@ -193,7 +193,7 @@ def global_token_index(global_mask: torch.Tensor, at_most: int | None = None) ->
         G = counts.max().item()
         torch._check(G >= 0)
         torch._check(G <= global_mask.shape[1])
-    elif at_most is None:
+    else:
         G = int(counts.max()) if global_mask.numel() else 0
     # Each global token's rank in its row is its slot; the others go to a spare slot T, cut off. A scatter rather
     # than a stable sort, which ONNX lacks.

@@ -61,15 +61,14 @@ class PrivateRandomness:
         """In training, a generator seeded from the model's private RNG, for a head's dropout; None in eval."""
         if not self.training:
             return None
-        if torch.compiler.is_compiling():
-            return CounterStream(self._draw_seeds(1)[0])
-        return _generator(torch.randint(0, 2**62, (1,), generator=self._training_rng()).item(), device)
+        seed = self._draw_seed()
+        return _generator(seed if torch.compiler.is_compiling() else int(seed), device)
 
     @torch.compiler.disable
-    def _draw_seeds(self, *shape) -> torch.Tensor:
+    def _draw_seed(self) -> torch.Tensor:
         # Eagerly from the private generator, also in a compiled model (a graph cannot hold a generator): one
-        # graph break, and the rotations and seeds eager would draw.
-        return torch.randint(0, 2**62, shape, generator=self._training_rng())
+        # graph break, and the seed eager would draw.
+        return torch.randint(0, 2**62, (1,), generator=self._training_rng())[0]
 
     @torch.compiler.disable
     def _draw_training_randomness(self, kinds, num_hashes, num_buckets, dtype, device):
